@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tally builds, runs and tests with. Idempotent:
+# does nothing when every package is already installed.
+set -euo pipefail
+PKGS=(build-essential cmake pkg-config
+      libh2o-evloop-dev libssl-dev libsqlite3-dev libjansson-dev libinih-dev
+      libzstd-dev libxxhash-dev libcmocka-dev
+      curl zstd)
+if [ "${1:-}" = "--test" ]; then
+  PKGS+=(nginx-light wrk)
+fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
