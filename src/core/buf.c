@@ -1,0 +1,169 @@
+#include "core/buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tl_buf_init(struct tl_buf *b, size_t max)
+{
+	b->data = NULL;
+	b->len = 0;
+	b->cap = 0;
+	b->max = max;
+}
+
+void tl_buf_free(struct tl_buf *b)
+{
+	if (!b)
+		return;
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+int tl_buf_reserve(struct tl_buf *b, size_t extra)
+{
+	size_t need = b->len + extra + 1; /* room for a NUL terminator */
+	if (b->max && b->len + extra > b->max)
+		return -TL_ETOOBIG;
+	if (need <= b->cap)
+		return TL_OK;
+	size_t ncap = b->cap ? b->cap : 256;
+	while (ncap < need)
+		ncap *= 2;
+	if (b->max && ncap > b->max + 1)
+		ncap = b->max + 1;
+	char *p = realloc(b->data, ncap);
+	if (!p)
+		return -TL_ENOMEM;
+	b->data = p;
+	b->cap = ncap;
+	return TL_OK;
+}
+
+int tl_buf_append(struct tl_buf *b, const void *p, size_t n)
+{
+	int rc = tl_buf_reserve(b, n);
+	if (rc)
+		return rc;
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return TL_OK;
+}
+
+int tl_buf_puts(struct tl_buf *b, const char *s)
+{
+	return tl_buf_append(b, s, strlen(s));
+}
+
+int tl_buf_putc(struct tl_buf *b, char c)
+{
+	return tl_buf_append(b, &c, 1);
+}
+
+int tl_buf_printf(struct tl_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -TL_EINVAL;
+	int rc = tl_buf_reserve(b, (size_t)n);
+	if (rc)
+		return rc;
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return TL_OK;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	unsigned min;
+	if (c < 0x80)
+		return 1;
+	if ((c & 0xE0) == 0xC0) {
+		len = 2;
+		min = 0x80;
+		c &= 0x1F;
+	} else if ((c & 0xF0) == 0xE0) {
+		len = 3;
+		min = 0x800;
+		c &= 0x0F;
+	} else if ((c & 0xF8) == 0xF0) {
+		len = 4;
+		min = 0x10000;
+		c &= 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3F);
+	}
+	if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+		return 0;
+	return len;
+}
+
+int tl_buf_json_escape(struct tl_buf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+	int rc;
+	while (i < n) {
+		size_t run = i;
+		while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\')
+			run++;
+		if (run > i) {
+			if ((rc = tl_buf_append(b, s + i, run - i)))
+				return rc;
+			i = run;
+			continue;
+		}
+		unsigned char c = p[i];
+		if (c == '"' || c == '\\') {
+			char esc[2] = {'\\', (char)c};
+			rc = tl_buf_append(b, esc, 2);
+			i++;
+		} else if (c < 0x20) {
+			char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+			rc = tl_buf_append(b, esc, 6);
+			i++;
+		} else {
+			size_t l = utf8_len(p + i, n - i);
+			if (l == 0) {
+				rc = tl_buf_append(b, "\xEF\xBF\xBD", 3);
+				i++;
+			} else {
+				rc = tl_buf_append(b, s + i, l);
+				i += l;
+			}
+		}
+		if (rc)
+			return rc;
+	}
+	return TL_OK;
+}
+
+int tl_buf_json_str(struct tl_buf *b, const char *s, size_t n)
+{
+	int rc = tl_buf_putc(b, '"');
+	if (!rc)
+		rc = tl_buf_json_escape(b, s, n);
+	if (!rc)
+		rc = tl_buf_putc(b, '"');
+	return rc;
+}

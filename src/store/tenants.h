@@ -1,0 +1,31 @@
+/* tenants.h — a per-thread, read-mostly cache of tenants over the store.
+ *
+ * Collector, enricher and API each keep one; it reloads when the store's
+ * tenants version changes (checked at most every refresh_ms), so
+ * `tally tenant add/set` is picked up by running processes without a restart.
+ * Pointers returned stay valid until the next tl_tenant_cache_refresh().
+ * One thread per cache (it owns its own store connection). */
+#ifndef TL_TENANTS_H
+#define TL_TENANTS_H
+
+#include "store/store.h"
+
+struct tl_tenant_cache;
+
+/* Opens a cache on its own connection to db_uri and loads every tenant. */
+int tl_tenant_cache_open(const char *db_uri, int refresh_ms, struct tl_tenant_cache **out) TL_MUST_CHECK;
+void tl_tenant_cache_close(struct tl_tenant_cache *c);
+
+/* Reloads if refresh_ms passed and the version changed. Returns 0 or an error
+ * (the old contents stay in use on error). */
+int tl_tenant_cache_refresh(struct tl_tenant_cache *c);
+
+/* Lookups; NULL when unknown. by_api_key compares SHA-256 digests in constant time. */
+const struct tl_tenant *tl_tenant_cache_by_name(struct tl_tenant_cache *c, const char *name, size_t len);
+const struct tl_tenant *tl_tenant_cache_by_api_key(struct tl_tenant_cache *c, const char *key, size_t len);
+
+/* Parses "Authorization: Bearer <key>" (value of the header, len bytes) and
+ * looks the key up. NULL when missing, malformed or unknown. */
+const struct tl_tenant *tl_tenant_cache_by_bearer(struct tl_tenant_cache *c, const char *hdr, size_t len);
+
+#endif
