@@ -58,6 +58,7 @@ enum {
 	TL_EVF_HASHED = 1u << 4,    /* `recipient` is already the tenant-keyed hash */
 	TL_EVF_ENRICHED = 1u << 5,  /* passed the enricher (classified, resolved) */
 	TL_EVF_PROVIDER_MACHINE = 1u << 6, /* provider says machine open (e.g. sg_machine_open) */
+	TL_EVF_DEAD = 1u << 7,	    /* rejected by the enricher: a placeholder, never counted */
 };
 
 /* Size limits of each field, enforced by every parser (DESIGN.md §4). */
