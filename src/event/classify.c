@@ -1,0 +1,161 @@
+/* classify.c — machine-open and bot-click rules (docs/classifier.md).
+ *
+ * Each rule is a named predicate over one event and the options; the first
+ * that matches decides. Agent matching lowercases the user agent once into a
+ * stack buffer and looks for fixed lowercase substrings (no regex, no
+ * allocation). */
+#include "event/classify.h"
+
+#include <string.h>
+
+#define DEFAULT_WINDOW_MS 2000
+
+/* Fills o with the defaults (both windows 2000 ms). Any thread. */
+void tl_classify_defaults(struct tl_classify_opts *o)
+{
+	o->machine_open_window_ms = DEFAULT_WINDOW_MS;
+	o->bot_click_window_ms = DEFAULT_WINDOW_MS;
+}
+
+struct needle {
+	const char *s;
+	size_t n;
+};
+
+#define N(lit) {lit, sizeof(lit) - 1}
+
+/* Mail-provider image proxies that fetch the pixel themselves: the hit is not
+ * the recipient's own client (see docs/classifier.md for the caveats). */
+static const struct needle proxy_agents[] = {
+	N("googleimageproxy"), /* Gmail: "… (via ggpht.com GoogleImageProxy)" */
+	N("yahoomailproxy"),   /* Yahoo Mail / AOL: "YahooMailProxy; https://help.yahoo.com/…" */
+};
+
+/* Link scanners, security gateways, preview fetchers and HTTP libraries.
+ * Matched case-insensitively anywhere in the user agent. */
+static const struct needle scanner_agents[] = {
+	N("barracuda"),
+	N("mimecast"),
+	N("proofpoint"),
+	N("microsoft office/"),
+	N("microsoft office existence discovery"),
+	N("ms-office"),
+	N("symantec"),
+	N("trendmicro"),
+	N("forcepoint"),
+	N("fireeye"),
+	N("python-requests"),
+	N("python-urllib"),
+	N("curl/"),
+	N("wget/"),
+	N("go-http-client"),
+	N("java/"),
+	N("okhttp"),
+	N("apache-httpclient"),
+	N("libwww-perl"),
+	N("headlesschrome"),
+	N("phantomjs"),
+	N("slackbot"),
+	N("facebookexternalhit"),
+	N("whatsapp"),
+	N("bot"),
+	N("spider"),
+	N("crawler"),
+	N("preview"),
+	N("scanner"),
+};
+
+#undef N
+
+/* Lowercases the user agent into buf (at most TL_MAX_USER_AGENT bytes kept). */
+static size_t lower_agent(struct tl_str ua, char buf[TL_MAX_USER_AGENT])
+{
+	size_t n = ua.n < TL_MAX_USER_AGENT ? ua.n : TL_MAX_USER_AGENT;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)ua.p[i];
+		buf[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+	}
+	return n;
+}
+
+static bool agent_has_any(const char *lc, size_t n, const struct needle *tab, size_t count)
+{
+	for (size_t i = 0; i < count; i++) {
+		if (tab[i].n <= n && memmem(lc, n, tab[i].s, tab[i].n))
+			return true;
+	}
+	return false;
+}
+
+static bool within_window(const struct tl_event *ev, int64_t window_ms)
+{
+	if (ev->sent_ms <= 0 || window_ms <= 0)
+		return false;
+	int64_t d = ev->ts_ms - ev->sent_ms;
+	return d >= 0 && d < window_ms;
+}
+
+/* Apple Mail Privacy Protection fetches remote content through Apple's
+ * proxies with the bare agent "Mozilla/5.0" and nothing after it. */
+static bool is_apple_mpp(struct tl_str ua)
+{
+	static const char mpp[] = "Mozilla/5.0";
+	return ua.n == sizeof mpp - 1 && memcmp(ua.p, mpp, ua.n) == 0;
+}
+
+static const char *classify_open(const struct tl_classify_opts *o, const struct tl_event *ev)
+{
+	if (ev->flags & TL_EVF_PROVIDER_MACHINE)
+		return "provider_machine_open";
+	if (is_apple_mpp(ev->user_agent))
+		return "apple_mpp_agent";
+	if (ev->user_agent.n) {
+		char lc[TL_MAX_USER_AGENT];
+		size_t n = lower_agent(ev->user_agent, lc);
+		if (agent_has_any(lc, n, proxy_agents, sizeof proxy_agents / sizeof proxy_agents[0]))
+			return "mail_proxy_agent";
+	}
+	if (within_window(ev, o->machine_open_window_ms))
+		return "open_within_send_window";
+	if (ev->flags & TL_EVF_HEAD)
+		return "head_request";
+	return NULL;
+}
+
+static const char *classify_click(const struct tl_classify_opts *o, const struct tl_event *ev)
+{
+	if (ev->flags & TL_EVF_HEAD)
+		return "head_request";
+	if (ev->user_agent.n) {
+		char lc[TL_MAX_USER_AGENT];
+		size_t n = lower_agent(ev->user_agent, lc);
+		if (agent_has_any(lc, n, scanner_agents, sizeof scanner_agents / sizeof scanner_agents[0]))
+			return "scanner_agent";
+	}
+	if (within_window(ev, o->bot_click_window_ms))
+		return "click_within_send_window";
+	return NULL;
+}
+
+/* Classifies an open or click (see classify.h). Clears any previous
+ * TL_EVF_MACHINE / TL_EVF_BOT first, so classifying twice gives the same
+ * answer. Other event types are left untouched and give NULL. Any thread. */
+const char *tl_classify(const struct tl_classify_opts *o, struct tl_event *ev)
+{
+	const char *rule;
+	if (ev->type == TL_EV_OPEN) {
+		ev->flags &= (uint16_t)~TL_EVF_MACHINE;
+		rule = classify_open(o, ev);
+		if (rule)
+			ev->flags |= TL_EVF_MACHINE;
+		return rule;
+	}
+	if (ev->type == TL_EV_CLICK) {
+		ev->flags &= (uint16_t)~TL_EVF_BOT;
+		rule = classify_click(o, ev);
+		if (rule)
+			ev->flags |= TL_EVF_BOT;
+		return rule;
+	}
+	return NULL;
+}
