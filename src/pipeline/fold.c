@@ -245,7 +245,7 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 		for (unsigned k = 0; k < TL_U__COUNT; k++) {
 			if (!(kinds & (1u << k)))
 				continue;
-			struct tl_unique_key uk = {e->tenant, e->campaign, (uint8_t)k, e->recipient};
+			struct tl_unique_key uk = {e->tenant, e->campaign, (uint8_t)k, e->recipient, e->ts_ms};
 			uint64_t uh = XXH3_64bits_withSeed(e->recipient.p, e->recipient.n,
 							   hash2(e->tenant, e->campaign) + k);
 			long u = tl_hmap_upsert(&f->umap, uh, &uk, u_eq, f, (uint32_t)f->n_u, &ins);

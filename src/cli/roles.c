@@ -1,0 +1,82 @@
+#include "cli/roles.h"
+
+#include "core/err.h"
+#include "core/log.h"
+
+#include <signal.h>
+#include <string.h>
+
+static pthread_t main_thread;
+
+void tl_roles_block_signals(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	main_thread = pthread_self();
+}
+
+void tl_roles_add(struct tl_roles *rs, const char *name, int (*run)(void *), void (*stop)(void *), void *obj)
+{
+	if (rs->n >= TL_ROLES_MAX)
+		return;
+	rs->r[rs->n++] = (struct tl_role){.name = name, .run = run, .stop = stop, .obj = obj};
+}
+
+static void *thread_main(void *arg)
+{
+	struct tl_role *r = arg;
+	r->rc = r->run(r->obj);
+	if (r->rc)
+		tl_error("%s: stopped: %s", r->name, tl_strerror(r->rc));
+	pthread_kill(main_thread, SIGUSR1); /* tell main that a role ended */
+	return NULL;
+}
+
+int tl_roles_run(struct tl_roles *rs)
+{
+	int failed = 0;
+	for (int i = 0; i < rs->n; i++) {
+		if (pthread_create(&rs->r[i].thread, NULL, thread_main, &rs->r[i])) {
+			tl_error("%s: cannot start a thread", rs->r[i].name);
+			failed = 1;
+			break;
+		}
+		rs->r[i].started = 1;
+	}
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	while (!failed) {
+		int sig = 0;
+		if (sigwait(&set, &sig))
+			break;
+		if (sig == SIGHUP) {
+			if (rs->reload)
+				rs->reload(rs->reload_arg);
+			continue;
+		}
+		if (sig == SIGUSR1)
+			tl_warn("a role ended; stopping the others");
+		else
+			tl_info("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		break;
+	}
+	for (int i = 0; i < rs->n; i++) {
+		if (!rs->r[i].started)
+			continue;
+		rs->r[i].stop(rs->r[i].obj);
+		pthread_join(rs->r[i].thread, NULL);
+		if (rs->r[i].rc)
+			failed = 1;
+	}
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,255 @@
+#include "pipeline/aggregate.h"
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "event/event.h"
+#include "pipeline/fold.h"
+#include "pipeline/lagstat.h"
+#include "store/store.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CONSUMER "aggregate"
+#define MAX_SUBS 128
+#define POLL_MAX 2048
+
+struct tl_aggregator {
+	struct tl_aggregator_opts o;
+	char *db_uri;
+	struct tl_store *st;
+	struct tl_consumer *cons;
+	struct tl_fold *fold;
+	struct tl_subscription subs[MAX_SUBS];
+	struct tl_offset offs[MAX_SUBS];
+	size_t n_subs;
+	int64_t *arrivals; /* arrival time of each event held, for lag */
+	struct tl_record recs[POLL_MAX];
+	atomic_int stopping;
+	int64_t last_prune_ms;
+	/* statistics */
+	_Atomic uint64_t batches, events, duplicates, retries, dead, undecodable;
+	struct tl_lagstat lag;
+};
+
+static const char *const topics[] = {TL_TOPIC_METRICS, TL_TOPIC_DELIVERY};
+
+int tl_aggregator_create(const struct tl_aggregator_opts *o, struct tl_aggregator **out)
+{
+	int rc = -TL_ENOMEM;
+	struct tl_aggregator *a = calloc(1, sizeof *a);
+	if (!a)
+		goto fail;
+	a->o = *o;
+	if (!a->o.poll_interval_ms)
+		a->o.poll_interval_ms = 200;
+	if (!a->o.batch_max_events)
+		a->o.batch_max_events = 50000;
+	if (!a->o.dedupe_window_ms)
+		a->o.dedupe_window_ms = 72LL * 3600 * 1000;
+	a->db_uri = strdup(o->db_uri);
+	a->arrivals = malloc(a->o.batch_max_events * sizeof *a->arrivals);
+	if (!a->db_uri || !a->arrivals)
+		goto fail;
+	if ((rc = tl_fold_create(a->o.batch_max_events, &a->fold)))
+		goto fail;
+	for (size_t t = 0; t < 2; t++) {
+		int P = tl_stream_partitions(o->stream, topics[t]);
+		if (P < 0) {
+			rc = P;
+			goto fail;
+		}
+		for (int p = 0; p < P && p < 64; p++) {
+			if (!(o->partitions & (1ULL << p)) || a->n_subs >= MAX_SUBS)
+				continue;
+			a->subs[a->n_subs] = (struct tl_subscription){topics[t], p, 0};
+			a->offs[a->n_subs] = (struct tl_offset){topics[t], p, 0};
+			a->n_subs++;
+		}
+	}
+	*out = a;
+	return TL_OK;
+fail:
+	tl_aggregator_destroy(a);
+	return rc;
+}
+
+void tl_aggregator_destroy(struct tl_aggregator *a)
+{
+	if (!a)
+		return;
+	tl_consumer_close(a->cons);
+	tl_store_close(a->st);
+	tl_fold_destroy(a->fold);
+	free(a->arrivals);
+	free(a->db_uri);
+	free(a);
+}
+
+void tl_aggregator_stop(struct tl_aggregator *a)
+{
+	atomic_store(&a->stopping, 1);
+	if (a->cons)
+		tl_consumer_wakeup(a->cons);
+}
+
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+/* Opens the store (retrying while it is unavailable) and reads the offsets. */
+static int connect_store(struct tl_aggregator *a)
+{
+	int64_t backoff = 50;
+	for (;;) {
+		int rc = tl_store_open(a->db_uri, &a->st);
+		if (!rc) {
+			for (size_t i = 0; i < a->n_subs && !rc; i++) {
+				rc = tl_store_offset_get(a->st, CONSUMER, a->subs[i].topic, a->subs[i].partition,
+							 &a->subs[i].start);
+				a->offs[i].next = a->subs[i].start;
+			}
+			if (!rc)
+				return TL_OK;
+			tl_store_close(a->st);
+			a->st = NULL;
+		}
+		if (atomic_load(&a->stopping))
+			return -TL_ECLOSED;
+		tl_warn("aggregate: store %s: %s; retrying in %lld ms", a->db_uri, tl_strerror(rc),
+			(long long)backoff);
+		sleep_ms(backoff);
+		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+	}
+}
+
+/* Applies the held batch, retrying with backoff until it lands or we stop. */
+static int apply(struct tl_aggregator *a)
+{
+	int64_t backoff = 20;
+	for (;;) {
+		struct tl_fold_stats s;
+		int rc = tl_fold_apply(a->fold, a->st, TL_SOURCE_REALTIME, CONSUMER, a->offs, a->n_subs, &s);
+		if (!rc) {
+			int64_t now = tl_now_ms();
+			size_t n = tl_fold_count(a->fold);
+			for (size_t i = 0; i < n; i++)
+				tl_lagstat_add(&a->lag, now - a->arrivals[i]);
+			atomic_fetch_add(&a->batches, 1);
+			atomic_fetch_add(&a->events, s.events);
+			atomic_fetch_add(&a->duplicates, s.duplicates);
+			tl_fold_reset(a->fold);
+			return TL_OK;
+		}
+		atomic_fetch_add(&a->retries, 1);
+		if (atomic_load(&a->stopping) && backoff > 1000) {
+			tl_warn("aggregate: giving up on the held batch at shutdown (%s); it is re-read on start",
+				tl_strerror(rc));
+			return rc;
+		}
+		tl_warn("aggregate: applying a batch of %zu events failed: %s; retrying in %lld ms",
+			tl_fold_count(a->fold), tl_strerror(rc), (long long)backoff);
+		sleep_ms(backoff);
+		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+	}
+}
+
+static void maybe_prune(struct tl_aggregator *a)
+{
+	int64_t now = tl_now_ms();
+	if (now - a->last_prune_ms < 60000)
+		return;
+	a->last_prune_ms = now;
+	int rc = tl_store_prune_dedupe(a->st, now - a->o.dedupe_window_ms);
+	if (rc)
+		tl_warn("aggregate: pruning the dedupe window: %s", tl_strerror(rc));
+}
+
+int tl_aggregator_run(struct tl_aggregator *a)
+{
+	int rc = connect_store(a);
+	if (rc)
+		return rc == -TL_ECLOSED ? TL_OK : rc;
+	if ((rc = tl_consumer_open(a->o.stream, a->subs, a->n_subs, &a->cons))) {
+		tl_error("aggregate: opening the consumer: %s", tl_strerror(rc));
+		return rc;
+	}
+	a->last_prune_ms = tl_now_ms();
+	int64_t deadline = 0;
+	while (!atomic_load(&a->stopping)) {
+		size_t held = tl_fold_count(a->fold);
+		size_t room = a->o.batch_max_events - held;
+		size_t want = room < POLL_MAX ? room : POLL_MAX;
+		int timeout = a->o.poll_interval_ms;
+		if (held) {
+			int64_t left = deadline - tl_mono_ms();
+			timeout = left > 0 ? (int)left : 0;
+		}
+		int n = want ? tl_consumer_poll(a->cons, a->recs, want, timeout) : 0;
+		if (n < 0) {
+			tl_error("aggregate: reading: %s at %s", tl_strerror(n), tl_consumer_error_detail(a->cons));
+			if (n == -TL_ECORRUPT)
+				return n; /* never skip silently: an operator must look */
+			sleep_ms(100);
+			continue;
+		}
+		for (int i = 0; i < n; i++) {
+			const struct tl_record *r = &a->recs[i];
+			a->offs[r->sub].next = r->offset + 1;
+			struct tl_event ev;
+			if (tl_event_decode(r->value, r->value_len, &ev)) {
+				atomic_fetch_add(&a->undecodable, 1);
+				tl_warn("aggregate: undecodable record %s/%d@%llu skipped", a->subs[r->sub].topic,
+					r->partition, (unsigned long long)r->offset);
+				continue;
+			}
+			if (ev.flags & (TL_EVF_DEAD | TL_EVF_HIT)) {
+				atomic_fetch_add(&a->dead, 1);
+				continue;
+			}
+			if (!tl_fold_count(a->fold))
+				deadline = tl_mono_ms() + a->o.poll_interval_ms;
+			a->arrivals[tl_fold_count(a->fold)] = ev.arrival_ms ? ev.arrival_ms : r->ts_ms;
+			rc = tl_fold_add(a->fold, &ev);
+			if (rc) {
+				tl_error("aggregate: folding: %s", tl_strerror(rc));
+				return rc;
+			}
+		}
+		held = tl_fold_count(a->fold);
+		int caught_up = (size_t)n < want;
+		/* Offsets move even when only skipped records were read. */
+		if (held ? (caught_up || held >= a->o.batch_max_events || tl_mono_ms() >= deadline) : n > 0) {
+			if ((rc = apply(a)))
+				return rc;
+		}
+		maybe_prune(a);
+	}
+	/* drain what is held */
+	if (tl_fold_count(a->fold))
+		return apply(a);
+	return TL_OK;
+}
+
+int tl_aggregator_metrics(struct tl_aggregator *a, struct tl_buf *out)
+{
+	int rc = tl_buf_printf(out,
+			       "# TYPE tally_aggregate_batches_total counter\ntally_aggregate_batches_total %llu\n"
+			       "# TYPE tally_aggregate_events_total counter\ntally_aggregate_events_total %llu\n"
+			       "# TYPE tally_aggregate_duplicates_total counter\ntally_aggregate_duplicates_total %llu\n"
+			       "# TYPE tally_aggregate_retries_total counter\ntally_aggregate_retries_total %llu\n"
+			       "# TYPE tally_aggregate_skipped_total counter\ntally_aggregate_skipped_total{reason=\"dead\"} %llu\n"
+			       "tally_aggregate_skipped_total{reason=\"undecodable\"} %llu\n",
+			       (unsigned long long)atomic_load(&a->batches), (unsigned long long)atomic_load(&a->events),
+			       (unsigned long long)atomic_load(&a->duplicates),
+			       (unsigned long long)atomic_load(&a->retries), (unsigned long long)atomic_load(&a->dead),
+			       (unsigned long long)atomic_load(&a->undecodable));
+	if (!rc)
+		rc = tl_lagstat_prometheus(&a->lag, "tally_event_lag_ms",
+					   "event arrival at the collector to committed in the reporting DB", out);
+	return rc;
+}
