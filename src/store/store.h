@@ -83,6 +83,8 @@ struct tl_unique_key {
 	struct tl_str campaign;
 	uint8_t kind; /* enum tl_unique_kind */
 	struct tl_str recipient; /* keyed hash */
+	int64_t ts_ms; /* event time of this sighting, kept with a first member so that
+			  tl_store_clear_source can remove a day's members (0 = unknown) */
 };
 
 struct tl_count_row {
