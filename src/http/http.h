@@ -37,8 +37,10 @@ void tl_http_limits_defaults(struct tl_http_limits *l);
 
 typedef int (*tl_http_handler_fn)(void *arg, struct tl_http_req *req);
 
-/* A route matches method (NULL = any) and a path: exact ("/healthz") or a
- * prefix when it ends with '*' ("/o/*"). First match wins; no match = 404 JSON. */
+/* A route matches method (NULL = any; "GET" also matches HEAD) and a path:
+ * exact ("/healthz") or a prefix when it ends with '*' (the path "/o/" + '*'
+ * matches "/o/<anything>"). First match wins; no match = 404 JSON, a path
+ * that matches with another method = 405 JSON. */
 struct tl_http_route {
 	const char *method;
 	const char *path;
