@@ -1,0 +1,1048 @@
+/* file.c — the embedded `file:` stream backend: a partitioned, segmented,
+ * CRC-framed log on local disk with group commit.
+ *
+ * Appends from any thread encode their frames into the partition's pending
+ * batch under the partition mutex and, when the partition is idle, put it
+ * on the stream's ready list. Writer threads take a partition off the list,
+ * swap its pending batch out, write it with one pwrite per segment, call
+ * fdatasync once, then publish the new durable end (in memory for consumers
+ * of this process, in <p>/durable for other processes) and run the done
+ * callbacks in order. Appends that arrive meanwhile form the next group, so
+ * the group grows with the load. A write or sync error fails that group and
+ * everything queued behind it, truncates the segment back to the durable end
+ * and leaves the partition ready for the next append.
+ *
+ * Formats live in file_segment.c, consumers in file_consumer.c. */
+#include "stream/file_int.h"
+
+#include "core/clock.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TLF_WRITERS 4			/* writer threads per stream: fdatasyncs of partitions overlap */
+#define TLF_SHRINK_BYTES (8u << 20)	/* free a flushed batch's buffer above this */
+#define TLF_RETENTION_EVERY_MS 60000	/* periodic retention check */
+#define TLF_MAX_PARTITIONS 4096
+
+/* ---- batches ---- */
+
+static int batch_reserve(struct tlf_batch *b, size_t bytes)
+{
+	if (b->len + bytes > b->cap) {
+		size_t ncap = b->cap ? b->cap * 2 : 64 * 1024;
+		while (ncap < b->len + bytes)
+			ncap *= 2;
+		uint8_t *nd = realloc(b->data, ncap);
+		if (!nd)
+			return -TL_ENOMEM;
+		b->data = nd;
+		b->cap = ncap;
+	}
+	if (b->ncb == b->cbcap) {
+		size_t ncap = b->cbcap ? b->cbcap * 2 : 256;
+		struct tlf_cb *nc = realloc(b->cbs, ncap * sizeof(*nc));
+		if (!nc)
+			return -TL_ENOMEM;
+		b->cbs = nc;
+		b->cbcap = ncap;
+	}
+	return 0;
+}
+
+static void batch_free(struct tlf_batch *b)
+{
+	free(b->data);
+	free(b->cbs);
+	memset(b, 0, sizeof(*b));
+}
+
+/* Empties b, giving its memory back when a burst made it large. */
+static void batch_clear(struct tlf_batch *b)
+{
+	b->len = 0;
+	b->ncb = 0;
+	if (b->cap > TLF_SHRINK_BYTES || b->cbcap > TLF_SHRINK_BYTES / sizeof(struct tlf_cb))
+		batch_free(b);
+}
+
+static void batch_complete(struct tlf_batch *b, int status)
+{
+	for (size_t i = 0; i < b->ncb; i++)
+		if (b->cbs[i].done)
+			b->cbs[i].done(b->cbs[i].arg, status, b->cbs[i].first);
+}
+
+/* ---- files ---- */
+
+static int mkdir_p(const char *path)
+{
+	char buf[4096];
+	int rc = tlf_path(buf, sizeof(buf), "%s", path);
+	if (rc)
+		return rc;
+	for (char *q = buf + 1; *q; q++) {
+		if (*q != '/')
+			continue;
+		*q = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return tl_err_from_errno(errno);
+		*q = '/';
+	}
+	if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+		return tl_err_from_errno(errno);
+	return 0;
+}
+
+static int write_all_fd(int fd, const void *p, size_t n)
+{
+	size_t done = 0;
+	while (done < n) {
+		ssize_t r = write(fd, (const char *)p + done, n - done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return tl_err_from_errno(errno);
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+/* Writes dir/name atomically: a temporary file, fsync, rename, fsync dir. */
+static int write_file_atomic(const char *dir, const char *name, const void *data, size_t n)
+{
+	char tmp[4096], dst[4096];
+	int rc = tlf_path(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
+	if (!rc)
+		rc = tlf_path(dst, sizeof(dst), "%s/%s", dir, name);
+	if (rc)
+		return rc;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return tl_err_from_errno(errno);
+	rc = write_all_fd(fd, data, n);
+	if (!rc && fsync(fd) != 0)
+		rc = tl_err_from_errno(errno);
+	close(fd);
+	if (!rc && rename(tmp, dst) != 0)
+		rc = tl_err_from_errno(errno);
+	if (!rc)
+		rc = tlf_fsync_dir(dir);
+	if (rc)
+		unlink(tmp);
+	return rc;
+}
+
+/* ---- I/O of the writer threads, through the test hooks ---- */
+
+static int io_write(const struct tl_file_hooks *h, int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+	size_t done = 0;
+	while (done < n) {
+		ssize_t r = h->pwrite ? h->pwrite(h->ctx, fd, p + done, n - done, (off_t)(off + done))
+				      : pwrite(fd, p + done, n - done, (off_t)(off + done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return tl_err_from_errno(errno);
+		if (r == 0)
+			return -TL_EIO;
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+static int io_sync(const struct tl_file_hooks *h, int fd)
+{
+	int r = h->fdatasync ? h->fdatasync(h->ctx, fd) : fdatasync(fd);
+	return r == 0 ? 0 : tl_err_from_errno(errno);
+}
+
+static void durable_write(struct tlf_part *p, const struct tlf_durable *d)
+{
+	uint8_t b[TLF_DURABLE_SIZE];
+	tlf_durable_encode(b, d);
+	/* One pwrite: readers in other processes get an inotify IN_MODIFY and
+	 * a checksum to reject a torn read. Not synced: recovery rebuilds it. */
+	ssize_t r;
+	do
+		r = pwrite(p->dur_fd, b, sizeof(b), 0);
+	while (r < 0 && errno == EINTR);
+}
+
+/* ---- partitions: ownership of the write side ---- */
+
+/* Waits until no thread owns p's write side, then owns it. Called with p->mu. */
+static void part_claim_locked(struct tlf_part *p)
+{
+	while (p->in_flight)
+		pthread_cond_wait(&p->idle, &p->mu);
+	p->in_flight = 1;
+}
+
+static void kick(struct tlf_stream *s, struct tlf_part *p)
+{
+	pthread_mutex_lock(&s->wmu);
+	p->next_ready = NULL;
+	if (s->ready_tail)
+		s->ready_tail->next_ready = p;
+	else
+		s->ready_head = p;
+	s->ready_tail = p;
+	pthread_cond_signal(&s->wcond);
+	pthread_mutex_unlock(&s->wmu);
+}
+
+/* Gives up the write side; queues p again when appends arrived meanwhile. */
+static void part_release(struct tlf_stream *s, struct tlf_part *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->in_flight = 0;
+	pthread_cond_broadcast(&p->idle);
+	int again = p->pending.ncb > 0 && !p->queued;
+	if (again)
+		p->queued = 1;
+	pthread_mutex_unlock(&p->mu);
+	if (again)
+		kick(s, p);
+}
+
+void tlf_part_view(struct tlf_part *p, struct tlf_durable *d)
+{
+	pthread_mutex_lock(&p->mu);
+	*d = p->dur;
+	pthread_mutex_unlock(&p->mu);
+}
+
+static int segs_push(struct tlf_part *p, uint64_t base)
+{
+	if (p->nsegs == p->segcap) {
+		size_t ncap = p->segcap ? p->segcap * 2 : 16;
+		uint64_t *n = realloc(p->segs, ncap * sizeof(*n));
+		if (!n)
+			return -TL_ENOMEM;
+		p->segs = n;
+		p->segcap = ncap;
+	}
+	p->segs[p->nsegs++] = base;
+	return 0;
+}
+
+/* Creates an empty segment named base and makes its directory entry durable. */
+static int seg_create(struct tlf_part *p, uint64_t base, int *fd_out)
+{
+	char name[TLF_SEG_NAME_LEN + 1];
+	tlf_seg_name(name, sizeof(name), base);
+	int fd = openat(p->dir_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return tl_err_from_errno(errno);
+	if (fsync(p->dir_fd) != 0) {
+		int rc = tl_err_from_errno(errno);
+		close(fd);
+		unlinkat(p->dir_fd, name, 0);
+		return rc;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+/* Deletes the oldest segments whose last modification is older than
+ * retention_ms, never the active one. Caller owns p's write side. */
+static void part_retention(struct tlf_stream *s, struct tlf_part *p)
+{
+	if (s->opts.retention_ms <= 0 || p->dir_fd < 0)
+		return;
+	int64_t cutoff = tl_now_ms() - s->opts.retention_ms;
+	size_t drop = 0;
+	while (drop + 1 < p->nsegs) {
+		char name[TLF_SEG_NAME_LEN + 1];
+		tlf_seg_name(name, sizeof(name), p->segs[drop]);
+		struct stat st;
+		if (fstatat(p->dir_fd, name, &st, 0) == 0) {
+			int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+			if (mtime >= cutoff)
+				break;
+			if (unlinkat(p->dir_fd, name, 0) != 0 && errno != ENOENT)
+				break;
+		}
+		drop++;
+	}
+	if (drop) {
+		memmove(p->segs, p->segs + drop, (p->nsegs - drop) * sizeof(*p->segs));
+		p->nsegs -= drop;
+		(void)fsync(p->dir_fd);
+	}
+}
+
+/* Writes p->flush: one pwrite per segment touched, one fdatasync per
+ * segment, rolling at call boundaries past segment_bytes. On success sets
+ * *nd to the new durable view; on failure undoes everything (new segments
+ * removed, active segment truncated back to the durable end). */
+static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_file_hooks *h,
+		      struct tlf_durable *nd, int *rolled)
+{
+	const struct tlf_durable d0 = p->dur; /* only this thread changes it */
+	const struct tlf_batch *b = &p->flush;
+	const uint64_t seg_bytes = (uint64_t)s->opts.segment_bytes;
+	int fd = p->seg_fd;
+	uint64_t base = d0.seg_base, pos = d0.seg_pos, last_pos = d0.last_pos;
+	size_t chunk_start = 0, chunk_len = 0, nnew = 0;
+	int rc = 0;
+
+	for (size_t i = 0; i < b->ncb; i++) {
+		const struct tlf_cb *e = &b->cbs[i];
+		if (e->bytes == 0)
+			continue;
+		if (pos + chunk_len > 0 && pos + chunk_len + e->bytes > seg_bytes) {
+			if (chunk_len) {
+				rc = io_write(h, fd, b->data + chunk_start, chunk_len, pos);
+				if (!rc)
+					rc = io_sync(h, fd);
+				if (rc)
+					goto fail;
+			}
+			int nfd;
+			rc = seg_create(p, e->first, &nfd);
+			if (!rc) {
+				rc = segs_push(p, e->first);
+				if (rc) {
+					char name[TLF_SEG_NAME_LEN + 1];
+					tlf_seg_name(name, sizeof(name), e->first);
+					unlinkat(p->dir_fd, name, 0);
+					close(nfd);
+				}
+			}
+			if (rc)
+				goto fail;
+			if (fd != p->seg_fd)
+				close(fd); /* an intermediate new segment, complete and synced */
+			fd = nfd;
+			nnew++;
+			chunk_start += chunk_len;
+			chunk_len = 0;
+			base = e->first;
+			pos = 0;
+		}
+		last_pos = pos + chunk_len + e->last_rel;
+		chunk_len += e->bytes;
+	}
+	if (chunk_len) {
+		rc = io_write(h, fd, b->data + chunk_start, chunk_len, pos);
+		if (!rc)
+			rc = io_sync(h, fd);
+		if (rc)
+			goto fail;
+		pos += chunk_len;
+	}
+	if (fd != p->seg_fd) {
+		close(p->seg_fd);
+		p->seg_fd = fd;
+	}
+	const struct tlf_cb *last = &b->cbs[b->ncb - 1];
+	nd->end = last->first + last->nrec;
+	nd->seg_base = base;
+	nd->seg_pos = pos;
+	nd->last_pos = last_pos;
+	nd->flags = 0;
+	*rolled = nnew > 0;
+	return 0;
+
+fail:
+	if (fd != p->seg_fd)
+		close(fd);
+	for (; nnew > 0; nnew--) {
+		char name[TLF_SEG_NAME_LEN + 1];
+		tlf_seg_name(name, sizeof(name), p->segs[--p->nsegs]);
+		unlinkat(p->dir_fd, name, 0);
+	}
+	/* Best effort: the failed bytes must not come back after a crash. */
+	if (ftruncate(p->seg_fd, (off_t)d0.seg_pos) == 0)
+		(void)io_sync(h, p->seg_fd);
+	(void)fsync(p->dir_fd);
+	return rc;
+}
+
+/* Takes p's pending group and makes it durable (or fails it). Runs on a
+ * writer thread; p came off the ready list. */
+static void part_flush(struct tlf_stream *s, struct tlf_part *p, const struct tl_file_hooks *h)
+{
+	pthread_mutex_lock(&p->mu);
+	part_claim_locked(p);
+	p->queued = 0;
+	struct tlf_batch tmp = p->pending;
+	p->pending = p->flush;
+	p->flush = tmp;
+	pthread_mutex_unlock(&p->mu);
+
+	if (p->flush.ncb == 0)
+		goto out;
+	struct tlf_durable nd;
+	int rolled = 0;
+	int st = part_write(s, p, h, &nd, &rolled);
+	if (st == 0) {
+		pthread_mutex_lock(&p->mu);
+		p->dur = nd;
+		pthread_mutex_unlock(&p->mu);
+		atomic_fetch_sub(&s->pending_bytes, (int64_t)p->flush.len);
+		durable_write(p, &nd);
+		pthread_mutex_lock(&s->pub_mu);
+		atomic_fetch_add(&s->pub_gen, 1);
+		pthread_cond_broadcast(&s->pub_cond);
+		pthread_mutex_unlock(&s->pub_mu);
+		batch_complete(&p->flush, 0);
+		if (rolled)
+			part_retention(s, p);
+	} else {
+		/* Everything queued behind the failed group carries offsets
+		 * that will now be reused: fail it too. */
+		struct tlf_batch stolen;
+		pthread_mutex_lock(&p->mu);
+		stolen = p->pending;
+		memset(&p->pending, 0, sizeof(p->pending));
+		p->next_offset = p->dur.end;
+		pthread_mutex_unlock(&p->mu);
+		atomic_fetch_sub(&s->pending_bytes, (int64_t)(p->flush.len + stolen.len));
+		batch_complete(&p->flush, st);
+		batch_complete(&stolen, st);
+		batch_free(&stolen);
+	}
+	batch_clear(&p->flush);
+out:
+	part_release(s, p);
+}
+
+static void retention_all(struct tlf_stream *s)
+{
+	size_t nt = atomic_load_explicit(&s->ntopics, memory_order_acquire);
+	for (size_t i = 0; i < nt; i++) {
+		struct tlf_topic *t = s->topics[i];
+		for (int k = 0; k < t->nparts; k++) {
+			struct tlf_part *p = &t->parts[k];
+			pthread_mutex_lock(&p->mu);
+			part_claim_locked(p);
+			pthread_mutex_unlock(&p->mu);
+			part_retention(s, p);
+			part_release(s, p);
+		}
+	}
+}
+
+static void *writer_main(void *arg)
+{
+	struct tlf_stream *s = arg;
+	pthread_mutex_lock(&s->wmu);
+	for (;;) {
+		if (s->ready_head) {
+			struct tlf_part *p = s->ready_head;
+			s->ready_head = p->next_ready;
+			if (!s->ready_head)
+				s->ready_tail = NULL;
+			struct tl_file_hooks h = s->hooks;
+			pthread_mutex_unlock(&s->wmu);
+			part_flush(s, p, &h);
+			pthread_mutex_lock(&s->wmu);
+			continue;
+		}
+		if (s->stop)
+			break;
+		int64_t now = tl_mono_ms();
+		if (now >= s->next_retention_ms) {
+			s->next_retention_ms = now + TLF_RETENTION_EVERY_MS;
+			pthread_mutex_unlock(&s->wmu);
+			retention_all(s);
+			pthread_mutex_lock(&s->wmu);
+			continue;
+		}
+		struct timespec ts = {.tv_sec = s->next_retention_ms / 1000,
+				      .tv_nsec = (s->next_retention_ms % 1000) * 1000000};
+		pthread_cond_timedwait(&s->wcond, &s->wmu, &ts);
+	}
+	pthread_mutex_unlock(&s->wmu);
+	return NULL;
+}
+
+/* ---- partitions: open and recovery ---- */
+
+/* Opens p for writing: recovers the last segment (torn tail truncated,
+ * corruption in the middle left for consumers to report), rewrites the
+ * durable file, applies retention. */
+static int part_open_writer(struct tlf_stream *s, struct tlf_part *p, const char *tdir)
+{
+	char path[4096];
+	int rc;
+	if (mkdir(p->path, 0755) != 0) {
+		if (errno != EEXIST)
+			return tl_err_from_errno(errno);
+	} else if ((rc = tlf_fsync_dir(tdir)) != 0) {
+		return rc;
+	}
+	p->dir_fd = open(p->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (p->dir_fd < 0)
+		return tl_err_from_errno(errno);
+	if ((rc = tlf_path(path, sizeof(path), "%s/durable", p->path)) != 0)
+		return rc;
+	p->dur_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (p->dur_fd < 0)
+		return tl_err_from_errno(errno);
+	struct tlf_durable prev;
+	int have_prev = tlf_durable_read(p->dur_fd, &prev) == 0;
+
+	uint64_t *segs;
+	size_t nsegs;
+	if ((rc = tlf_seg_list(p->path, &segs, &nsegs)) != 0)
+		return rc;
+	p->segs = segs;
+	p->nsegs = p->segcap = nsegs;
+	if (nsegs == 0) {
+		if ((rc = seg_create(p, 0, &p->seg_fd)) != 0 || (rc = segs_push(p, 0)) != 0)
+			return rc;
+	} else {
+		char name[TLF_SEG_NAME_LEN + 1];
+		tlf_seg_name(name, sizeof(name), segs[nsegs - 1]);
+		p->seg_fd = openat(p->dir_fd, name, O_RDWR | O_CLOEXEC);
+		if (p->seg_fd < 0)
+			return tl_err_from_errno(errno);
+	}
+	const uint64_t base = p->segs[p->nsegs - 1];
+	struct stat st;
+	if (fstat(p->seg_fd, &st) != 0)
+		return tl_err_from_errno(errno);
+	const uint64_t size = (uint64_t)st.st_size;
+
+	struct tlf_durable d;
+	if (have_prev && (prev.flags & TLF_DURABLE_CLEAN) && prev.seg_base == base && prev.seg_pos == size &&
+	    prev.end >= base && (prev.last_pos == TLF_NONE || prev.last_pos < size)) {
+		d = prev; /* closed cleanly and untouched since: no scan needed */
+	} else {
+		struct tlf_scan sc;
+		if ((rc = tlf_scan_fd(p->seg_fd, size, base, &sc)) != 0)
+			return rc;
+		if (sc.valid_end < size) { /* torn tail */
+			if (ftruncate(p->seg_fd, (off_t)sc.valid_end) != 0 || fdatasync(p->seg_fd) != 0)
+				return tl_err_from_errno(errno);
+		}
+		d.end = sc.next_offset;
+		d.seg_base = base;
+		d.seg_pos = sc.valid_end;
+		d.last_pos = sc.last_pos;
+	}
+	d.flags = 0;
+	p->dur = d;
+	p->next_offset = d.end;
+	durable_write(p, &d);
+	part_retention(s, p);
+	return 0;
+}
+
+static void part_close(struct tlf_part *p, int clean)
+{
+	if (p->dur_fd >= 0) {
+		if (clean) {
+			struct tlf_durable d = p->dur;
+			d.flags = TLF_DURABLE_CLEAN;
+			durable_write(p, &d);
+			(void)fdatasync(p->dur_fd);
+		}
+		close(p->dur_fd);
+	}
+	if (p->seg_fd >= 0)
+		close(p->seg_fd);
+	if (p->dir_fd >= 0)
+		close(p->dir_fd);
+	batch_free(&p->pending);
+	batch_free(&p->flush);
+	free(p->segs);
+	free(p->path);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->idle);
+}
+
+/* ---- topics ---- */
+
+static int topic_name_ok(const char *n)
+{
+	size_t len = strlen(n);
+	if (len == 0 || len > TLF_TOPIC_NAME_MAX || n[0] == '.')
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = n[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+		      c == '-' || c == '.'))
+			return 0;
+	}
+	return 1;
+}
+
+/* Reads <tdir>/meta: partition count, -TL_ENOTFOUND, -TL_ECORRUPT. */
+static int meta_read(const char *tdir)
+{
+	char path[4096], buf[64];
+	int rc = tlf_path(path, sizeof(path), "%s/meta", tdir);
+	if (rc)
+		return rc;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return tl_err_from_errno(errno);
+	ssize_t r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r < 0)
+		return -TL_EIO;
+	buf[r] = '\0';
+	if (strncmp(buf, "partitions=", 11) != 0)
+		return -TL_ECORRUPT;
+	char *end;
+	errno = 0;
+	long n = strtol(buf + 11, &end, 10);
+	if (errno || end == buf + 11 || (*end != '\n' && *end != '\0') || n < 1 || n > TLF_MAX_PARTITIONS)
+		return -TL_ECORRUPT;
+	return (int)n;
+}
+
+static void topic_free(struct tlf_topic *t, int clean)
+{
+	if (!t)
+		return;
+	if (t->parts)
+		for (int i = 0; i < t->nparts; i++)
+			part_close(&t->parts[i], clean);
+	free(t->parts);
+	free(t);
+}
+
+static int topic_load(struct tlf_stream *s, const char *name, struct tlf_topic **out)
+{
+	char tdir[4096];
+	int rc = tlf_path(tdir, sizeof(tdir), "%s/%s", s->dir, name);
+	if (rc)
+		return rc;
+	int nparts = meta_read(tdir);
+	if (nparts == -TL_ENOTFOUND && s->lock_fd >= 0) {
+		if (mkdir(tdir, 0755) != 0 && errno != EEXIST)
+			return tl_err_from_errno(errno);
+		if ((rc = tlf_fsync_dir(s->dir)) != 0)
+			return rc;
+		char meta[32];
+		nparts = s->opts.partitions;
+		int n = snprintf(meta, sizeof(meta), "partitions=%d\n", nparts);
+		if ((rc = write_file_atomic(tdir, "meta", meta, (size_t)n)) != 0)
+			return rc;
+	}
+	if (nparts < 0)
+		return nparts;
+
+	struct tlf_topic *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -TL_ENOMEM;
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	t->parts = calloc((size_t)nparts, sizeof(*t->parts));
+	if (!t->parts) {
+		free(t);
+		return -TL_ENOMEM;
+	}
+	t->nparts = nparts;
+	for (int i = 0; i < nparts; i++) {
+		struct tlf_part *p = &t->parts[i];
+		p->t = t;
+		p->idx = i;
+		p->seg_fd = p->dir_fd = p->dur_fd = -1;
+		pthread_mutex_init(&p->mu, NULL);
+		pthread_cond_init(&p->idle, NULL);
+	}
+	for (int i = 0; i < nparts; i++) {
+		struct tlf_part *p = &t->parts[i];
+		char pdir[4096];
+		if ((rc = tlf_path(pdir, sizeof(pdir), "%s/%d", tdir, i)) != 0)
+			goto fail;
+		if (!(p->path = strdup(pdir))) {
+			rc = -TL_ENOMEM;
+			goto fail;
+		}
+		if (s->lock_fd >= 0 && (rc = part_open_writer(s, p, tdir)) != 0)
+			goto fail;
+	}
+	*out = t;
+	return 0;
+fail:
+	topic_free(t, 0);
+	return rc;
+}
+
+int tlf_topic_get(struct tlf_stream *s, const char *name, struct tlf_topic **out)
+{
+	if (!name)
+		return -TL_EINVAL;
+	size_t n = atomic_load_explicit(&s->ntopics, memory_order_acquire);
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(s->topics[i]->name, name) == 0) {
+			*out = s->topics[i];
+			return 0;
+		}
+	}
+	if (!topic_name_ok(name))
+		return -TL_EINVAL;
+	pthread_mutex_lock(&s->topics_mu);
+	int rc = 0;
+	n = atomic_load_explicit(&s->ntopics, memory_order_relaxed);
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(s->topics[i]->name, name) == 0) {
+			*out = s->topics[i];
+			goto out;
+		}
+	}
+	if (n == TLF_MAX_TOPICS) {
+		rc = -TL_ETOOBIG;
+		goto out;
+	}
+	struct tlf_topic *t;
+	rc = topic_load(s, name, &t);
+	if (rc == 0) {
+		s->topics[n] = t;
+		atomic_store_explicit(&s->ntopics, n + 1, memory_order_release);
+		*out = t;
+	}
+out:
+	pthread_mutex_unlock(&s->topics_mu);
+	return rc;
+}
+
+/* Loads every topic already in the log directory (recovery + retention). */
+static int load_existing_topics(struct tlf_stream *s)
+{
+	DIR *d = opendir(s->dir);
+	if (!d)
+		return tl_err_from_errno(errno);
+	struct dirent *e;
+	int rc = 0;
+	while (!rc && (e = readdir(d)) != NULL) {
+		if (!topic_name_ok(e->d_name))
+			continue;
+		char meta[4096];
+		if (tlf_path(meta, sizeof(meta), "%s/%s/meta", s->dir, e->d_name) != 0 || access(meta, F_OK) != 0)
+			continue;
+		struct tlf_topic *t;
+		rc = tlf_topic_get(s, e->d_name, &t);
+	}
+	closedir(d);
+	return rc;
+}
+
+/* ---- the stream ---- */
+
+static void file_close(struct tl_stream *base)
+{
+	struct tlf_stream *s = (struct tlf_stream *)base;
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->wmu);
+	s->stop = 1;
+	pthread_cond_broadcast(&s->wcond);
+	pthread_mutex_unlock(&s->wmu);
+	for (int i = 0; i < s->nwriters; i++)
+		pthread_join(s->writers[i], NULL);
+	size_t nt = atomic_load(&s->ntopics);
+	for (size_t i = 0; i < nt; i++)
+		topic_free(s->topics[i], s->lock_fd >= 0);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* releases the flock */
+	pthread_mutex_destroy(&s->topics_mu);
+	pthread_mutex_destroy(&s->wmu);
+	pthread_cond_destroy(&s->wcond);
+	pthread_mutex_destroy(&s->pub_mu);
+	pthread_cond_destroy(&s->pub_cond);
+	free(s->dir);
+	free(s);
+}
+
+static int cond_init_mono(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	int r = pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
+	return r;
+}
+
+static int file_open(const char *uri, const struct tl_stream_opts *opts, struct tl_stream **out)
+{
+	const char *path;
+	if (strncmp(uri, "file://", 7) == 0)
+		path = uri + 7;
+	else if (strncmp(uri, "file:", 5) == 0)
+		path = uri + 5;
+	else
+		return -TL_EINVAL;
+	if (!*path || opts->partitions < 1 || opts->partitions > TLF_MAX_PARTITIONS || opts->segment_bytes <= 0 ||
+	    opts->max_pending <= 0)
+		return -TL_EINVAL;
+
+	struct tlf_stream *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -TL_ENOMEM;
+	s->base.ops = &tl_stream_file_ops;
+	s->opts = *opts;
+	s->lock_fd = -1;
+	pthread_mutex_init(&s->topics_mu, NULL);
+	pthread_mutex_init(&s->wmu, NULL);
+	cond_init_mono(&s->wcond);
+	pthread_mutex_init(&s->pub_mu, NULL);
+	cond_init_mono(&s->pub_cond);
+	s->next_retention_ms = tl_mono_ms() + TLF_RETENTION_EVERY_MS;
+	int rc = 0;
+	size_t plen = strlen(path);
+	while (plen > 1 && path[plen - 1] == '/')
+		plen--;
+	if (!(s->dir = strndup(path, plen))) {
+		rc = -TL_ENOMEM;
+		goto fail;
+	}
+	if (!opts->read_only) {
+		char lock[4096];
+		if ((rc = mkdir_p(s->dir)) != 0 || (rc = tlf_path(lock, sizeof(lock), "%s/.writer.lock", s->dir)) != 0)
+			goto fail;
+		s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (s->lock_fd < 0) {
+			rc = tl_err_from_errno(errno);
+			goto fail;
+		}
+		if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+			rc = errno == EWOULDBLOCK ? -TL_ELOCKED : tl_err_from_errno(errno);
+			goto fail;
+		}
+		if ((rc = load_existing_topics(s)) != 0)
+			goto fail;
+		for (int i = 0; i < TLF_WRITERS; i++) {
+			if (pthread_create(&s->writers[i], NULL, writer_main, s) != 0) {
+				rc = -TL_ENOMEM;
+				goto fail;
+			}
+			s->nwriters++;
+		}
+	}
+	*out = &s->base;
+	return 0;
+fail:
+	file_close(&s->base);
+	return rc;
+}
+
+static int file_partitions(struct tl_stream *base, const char *topic)
+{
+	struct tlf_topic *t;
+	int rc = tlf_topic_get((struct tlf_stream *)base, topic, &t);
+	return rc ? rc : t->nparts;
+}
+
+static int file_append(struct tl_stream *base, const char *topic, int partition, const struct tl_record *recs,
+		       size_t n, tl_stream_done_fn done, void *arg)
+{
+	struct tlf_stream *s = (struct tlf_stream *)base;
+	if (s->lock_fd < 0 || (n > 0 && !recs))
+		return -TL_EINVAL;
+	struct tlf_topic *t;
+	int rc = tlf_topic_get(s, topic, &t);
+	if (rc)
+		return rc;
+	if (partition < 0 || partition >= t->nparts)
+		return -TL_EINVAL;
+	size_t bytes = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct tl_record *r = &recs[i];
+		if ((size_t)r->key_len + r->value_len > TLF_MAX_RECORD)
+			return -TL_ETOOBIG;
+		if ((r->key_len && !r->key) || (r->value_len && !r->value))
+			return -TL_EINVAL;
+		bytes += tlf_frame_size(r->key_len, r->value_len);
+		if (bytes > UINT32_MAX)
+			return -TL_ETOOBIG;
+	}
+	int64_t prev = atomic_fetch_add(&s->pending_bytes, (int64_t)bytes);
+	if (prev > 0 && prev + (int64_t)bytes > s->opts.max_pending) {
+		atomic_fetch_sub(&s->pending_bytes, (int64_t)bytes);
+		return -TL_EAGAIN;
+	}
+
+	struct tlf_part *p = &t->parts[partition];
+	pthread_mutex_lock(&p->mu);
+	struct tlf_batch *b = &p->pending;
+	rc = batch_reserve(b, bytes);
+	if (rc) {
+		pthread_mutex_unlock(&p->mu);
+		atomic_fetch_sub(&s->pending_bytes, (int64_t)bytes);
+		return rc;
+	}
+	const int64_t ts = tl_now_ms();
+	const uint64_t first = p->next_offset;
+	uint8_t *dst = b->data + b->len;
+	size_t rel = 0, last_rel = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct tl_record *r = &recs[i];
+		tlf_frame_encode(dst + rel, first + i, ts, r->key, r->key_len, r->value, r->value_len);
+		last_rel = rel;
+		rel += tlf_frame_size(r->key_len, r->value_len);
+	}
+	b->len += bytes;
+	b->cbs[b->ncb++] = (struct tlf_cb){.done = done,
+					   .arg = arg,
+					   .first = first,
+					   .nrec = (uint32_t)n,
+					   .last_rel = (uint32_t)last_rel,
+					   .bytes = bytes};
+	p->next_offset += n;
+	int k = !p->queued && !p->in_flight;
+	if (k)
+		p->queued = 1;
+	pthread_mutex_unlock(&p->mu);
+	if (k)
+		kick(s, p);
+	return 0;
+}
+
+/* The durable view of a partition, from memory (writer) or from the
+ * durable file (read-only). A partition nobody wrote yet is empty. */
+static int part_view_any(struct tlf_stream *s, const char *topic, int partition, struct tlf_durable *d,
+			 char *pdir, size_t pdir_cap)
+{
+	memset(d, 0, sizeof(*d));
+	d->last_pos = TLF_NONE;
+	struct tlf_topic *t;
+	int rc = tlf_topic_get(s, topic, &t);
+	if (rc == -TL_ENOTFOUND && s->lock_fd < 0)
+		return partition >= 0 ? tlf_path(pdir, pdir_cap, "%s/%s/%d", s->dir, topic, partition) : -TL_EINVAL;
+	if (rc)
+		return rc;
+	if (partition < 0 || partition >= t->nparts)
+		return -TL_EINVAL;
+	struct tlf_part *p = &t->parts[partition];
+	if ((rc = tlf_path(pdir, pdir_cap, "%s", p->path)) != 0)
+		return rc;
+	if (s->lock_fd >= 0) {
+		tlf_part_view(p, d);
+		return 0;
+	}
+	char path[4096];
+	if ((rc = tlf_path(path, sizeof(path), "%s/durable", p->path)) != 0)
+		return rc;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : tl_err_from_errno(errno);
+	rc = tlf_durable_read(fd, d);
+	close(fd);
+	if (rc == -TL_ENOTFOUND) {
+		memset(d, 0, sizeof(*d));
+		d->last_pos = TLF_NONE;
+		rc = 0;
+	}
+	return rc;
+}
+
+static int file_end_offset(struct tl_stream *base, const char *topic, int partition, uint64_t *out)
+{
+	struct tlf_durable d;
+	char pdir[4096];
+	int rc = part_view_any((struct tlf_stream *)base, topic, partition, &d, pdir, sizeof(pdir));
+	if (rc == 0)
+		*out = d.end;
+	return rc;
+}
+
+static int file_last(struct tl_stream *base, const char *topic, int partition, struct tl_record *rec,
+		     struct tl_buf *storage)
+{
+	struct tlf_durable d;
+	char pdir[4096], path[4096 + TLF_SEG_NAME_LEN + 2], name[TLF_SEG_NAME_LEN + 1];
+	int rc = part_view_any((struct tlf_stream *)base, topic, partition, &d, pdir, sizeof(pdir));
+	if (rc)
+		return rc;
+	if (d.end == 0)
+		return -TL_ENOTFOUND;
+	uint64_t seg = d.seg_base, pos = d.last_pos;
+	if (pos == TLF_NONE) {
+		/* The active segment holds nothing yet: the last record ends
+		 * the segment before it. */
+		uint64_t *segs;
+		size_t n;
+		if ((rc = tlf_seg_list(pdir, &segs, &n)) != 0)
+			return rc;
+		size_t i = n;
+		while (i > 0 && segs[i - 1] >= d.seg_base)
+			i--;
+		seg = i > 0 ? segs[i - 1] : TLF_NONE;
+		free(segs);
+		if (seg == TLF_NONE)
+			return -TL_ENOTFOUND;
+	}
+	tlf_seg_name(name, sizeof(name), seg);
+	if ((rc = tlf_path(path, sizeof(path), "%s/%s", pdir, name)) != 0)
+		return rc;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return tl_err_from_errno(errno);
+	if (pos == TLF_NONE) {
+		struct stat st;
+		struct tlf_scan sc;
+		rc = fstat(fd, &st) != 0 ? tl_err_from_errno(errno)
+					 : tlf_scan_fd(fd, (uint64_t)st.st_size, seg, &sc);
+		if (!rc && sc.last_pos == TLF_NONE)
+			rc = -TL_ENOTFOUND;
+		pos = rc ? 0 : sc.last_pos;
+	}
+	if (!rc)
+		rc = tlf_read_record_at(fd, pos, rec, storage);
+	close(fd);
+	if (rc)
+		return rc;
+	if (rec->offset != d.end - 1)
+		return -TL_ECORRUPT;
+	rec->partition = partition;
+	return 0;
+}
+
+int tl_stream_file_set_hooks(struct tl_stream *base, const struct tl_file_hooks *hooks)
+{
+	if (!base || base->ops != &tl_stream_file_ops)
+		return -TL_EINVAL;
+	struct tlf_stream *s = (struct tlf_stream *)base;
+	if (s->lock_fd < 0)
+		return -TL_EINVAL;
+	pthread_mutex_lock(&s->wmu);
+	if (hooks)
+		s->hooks = *hooks;
+	else
+		memset(&s->hooks, 0, sizeof(s->hooks));
+	pthread_mutex_unlock(&s->wmu);
+	return 0;
+}
+
+int tl_stream_file_retention(struct tl_stream *base)
+{
+	if (!base || base->ops != &tl_stream_file_ops)
+		return -TL_EINVAL;
+	struct tlf_stream *s = (struct tlf_stream *)base;
+	if (s->lock_fd < 0)
+		return -TL_EINVAL;
+	retention_all(s);
+	return 0;
+}
+
+const struct tl_stream_ops tl_stream_file_ops = {
+	.scheme = "file",
+	.open = file_open,
+	.close = file_close,
+	.partitions = file_partitions,
+	.append = file_append,
+	.end_offset = file_end_offset,
+	.last = file_last,
+	.consumer_open = tlf_consumer_open,
+	.poll = tlf_consumer_poll,
+	.wakeup = tlf_consumer_wakeup,
+	.error_detail = tlf_consumer_error_detail,
+	.consumer_close = tlf_consumer_close,
+};

@@ -1,0 +1,240 @@
+/* file_int.h — internals of the embedded `file:` stream backend, shared by
+ * file.c (stream, topics, appends, writer threads), file_segment.c (frames,
+ * segments, recovery scan, durable-position file) and file_consumer.c.
+ * Nothing outside src/stream/file*.c includes this.
+ *
+ * On-disk layout under <dir>:
+ *   .writer.lock                     flock'ed by the one writer process
+ *   <topic>/meta                     "partitions=N\n", written tmp + rename
+ *   <topic>/<p>/<20-digit base>.seg  segments; a segment's name is the offset
+ *                                    of its first record
+ *   <topic>/<p>/durable              TLF_DURABLE_SIZE bytes: the partition's
+ *                                    durable end, published by the writer
+ *                                    (pwrite, so inotify sees it) after each
+ *                                    fdatasync; readers in other processes
+ *                                    read it and never go past it.
+ *
+ * Frame (little-endian), TLF_FRAME_HDR bytes of header then key then value:
+ *   0 u32 crc32c of bytes [4, frame_len)
+ *   4 u32 frame_len (header + key + value)
+ *   8 u64 offset
+ *  16 i64 ts_ms
+ *  24 u32 key_len
+ */
+#ifndef TL_STREAM_FILE_INT_H
+#define TL_STREAM_FILE_INT_H
+
+#include "stream/file.h"
+#include "stream/stream.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TLF_FRAME_HDR 28u
+#define TLF_MAX_RECORD (16u << 20) /* key + value bytes of one record */
+#define TLF_MAX_FRAME (TLF_FRAME_HDR + TLF_MAX_RECORD)
+#define TLF_DURABLE_SIZE 40
+#define TLF_SEG_NAME_LEN 24 /* 20 digits + ".seg" */
+#define TLF_NONE UINT64_MAX
+#define TLF_MAX_TOPICS 64
+#define TLF_TOPIC_NAME_MAX 100
+#define TLF_DURABLE_CLEAN 1u
+
+/* ---- crc32c.c ---- */
+
+/* CRC-32C (Castagnoli) of n bytes, continuing from crc (0 to start).
+ * Uses the SSE4.2 instruction when the CPU has it. Any thread. */
+uint32_t tlf_crc32c(uint32_t crc, const void *p, size_t n);
+
+/* ---- file_segment.c: frames ---- */
+
+struct tlf_frame {
+	uint64_t offset;
+	int64_t ts_ms;
+	const uint8_t *key;
+	uint32_t key_len;
+	const uint8_t *value;
+	uint32_t value_len;
+	uint32_t frame_len;
+};
+
+enum tlf_decode { TLF_OK = 0, TLF_SHORT = 1, TLF_BAD = 2 };
+
+/* Bytes one record takes on disk. */
+static inline size_t tlf_frame_size(uint32_t key_len, uint32_t value_len)
+{
+	return (size_t)TLF_FRAME_HDR + key_len + value_len;
+}
+
+/* Writes one frame to dst (tlf_frame_size bytes). */
+void tlf_frame_encode(uint8_t *dst, uint64_t offset, int64_t ts_ms, const void *key, uint32_t key_len,
+		      const void *value, uint32_t value_len);
+
+/* Decodes the frame at p (avail bytes readable). TLF_OK fills f; TLF_SHORT
+ * means more bytes are needed and sets *need to the total the frame needs
+ * (header first, then the whole frame); TLF_BAD means the bytes are not a
+ * frame (bad length or checksum). */
+enum tlf_decode tlf_frame_decode(const uint8_t *p, size_t avail, struct tlf_frame *f, size_t *need);
+
+/* ---- file_segment.c: segment files ---- */
+
+/* Writes "<20-digit base>.seg" + NUL into out (>= TLF_SEG_NAME_LEN + 1). */
+void tlf_seg_name(char *out, size_t cap, uint64_t base);
+
+/* Parses a segment file name; 0 or -TL_EINVAL. */
+int tlf_seg_parse(const char *name, uint64_t *base);
+
+/* Lists the segment bases of partition directory pdir, ascending, into a
+ * malloc'ed array (*out, caller frees; NULL when *n == 0). A missing
+ * directory is an empty list. 0 or negative error. */
+int tlf_seg_list(const char *pdir, uint64_t **out, size_t *n);
+
+/* Result of scanning a segment's bytes (recovery, tl_stream_last, fuzzing). */
+struct tlf_scan {
+	uint64_t valid_end;   /* bytes to keep: end of the last valid frame (0 if none) */
+	uint64_t next_offset; /* offset after the last valid frame (base if none) */
+	uint64_t last_pos;    /* byte position of the last valid frame, TLF_NONE if none */
+	uint64_t nframes;     /* valid frames seen */
+	int corrupt;	      /* 1: an invalid region is followed by valid frames */
+	uint64_t corrupt_pos; /* byte position of the first invalid region */
+};
+
+/* Scans len bytes of a segment whose first record has offset base. Frames
+ * must carry consecutive offsets from base. An invalid frame with no valid
+ * frame anywhere after it is a torn tail (valid_end stops before it); an
+ * invalid frame followed by a valid one is corruption in the middle: it is
+ * reported (corrupt = 1) and the scan goes on from the valid frame. Pure
+ * function: reads only data[0, len). */
+void tlf_scan_mem(const uint8_t *data, size_t len, uint64_t base, struct tlf_scan *out);
+
+/* Maps and scans the segment file open on fd (size bytes). 0 or error. */
+int tlf_scan_fd(int fd, uint64_t size, uint64_t base, struct tlf_scan *out);
+
+/* ---- file_segment.c: durable-position file ---- */
+
+struct tlf_durable {
+	uint64_t end;	   /* offset the next record will get = count of durable records */
+	uint64_t seg_base; /* base of the active segment */
+	uint64_t seg_pos;  /* durable bytes of the active segment */
+	uint64_t last_pos; /* position of the last durable frame in the active segment, TLF_NONE if none */
+	uint32_t flags;	   /* TLF_DURABLE_CLEAN after a clean close */
+};
+
+void tlf_durable_encode(uint8_t out[TLF_DURABLE_SIZE], const struct tlf_durable *d);
+
+/* 0, or -TL_ECORRUPT when the checksum does not match (torn read). */
+int tlf_durable_decode(const uint8_t in[TLF_DURABLE_SIZE], struct tlf_durable *d);
+
+/* Reads the durable file open on fd: 0, -TL_ENOTFOUND when it is short
+ * (not written yet), -TL_ECORRUPT when it never reads consistently. */
+int tlf_durable_read(int fd, struct tlf_durable *d);
+
+/* Reads the record at byte pos of the segment open on fd into rec/storage
+ * (as tl_stream_last). 0, -TL_ECORRUPT, -TL_EIO, -TL_ENOMEM. */
+int tlf_read_record_at(int fd, uint64_t pos, struct tl_record *rec, struct tl_buf *storage);
+
+/* fsync of a directory; 0 or negative error. */
+int tlf_fsync_dir(const char *path);
+
+/* snprintf that reports truncation: 0 or -TL_ETOOBIG. */
+int tlf_path(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- file.c: stream, topics, partitions ---- */
+
+/* One append call waiting to become durable. */
+struct tlf_cb {
+	tl_stream_done_fn done;
+	void *arg;
+	uint64_t first;	   /* offset of its first record */
+	uint32_t nrec;
+	uint32_t last_rel; /* position of its last frame inside its bytes */
+	size_t bytes;	   /* encoded bytes */
+};
+
+/* Encoded frames plus the calls they belong to, in order. */
+struct tlf_batch {
+	uint8_t *data;
+	size_t len, cap;
+	struct tlf_cb *cbs;
+	size_t ncb, cbcap;
+};
+
+struct tlf_topic;
+struct tlf_stream;
+
+struct tlf_part {
+	struct tlf_topic *t;
+	int idx;
+	char *path; /* <dir>/<topic>/<p> */
+
+	pthread_mutex_t mu; /* guards the fields down to in_flight */
+	struct tlf_batch pending;
+	uint64_t next_offset; /* offset the next append gets */
+	struct tlf_durable dur; /* what readers may see */
+	int queued;		/* on the stream's ready list */
+	int in_flight;		/* a thread owns the write-side fields */
+	pthread_cond_t idle;	/* broadcast when in_flight clears */
+
+	/* writer side: touched only by the writer thread that set in_flight
+	 * (or by open/close when no writer runs) */
+	struct tlf_batch flush;
+	int seg_fd;
+	int dir_fd;
+	int dur_fd;
+	uint64_t *segs; /* bases, ascending; the last is active */
+	size_t nsegs, segcap;
+	struct tlf_part *next_ready;
+};
+
+struct tlf_topic {
+	char name[TLF_TOPIC_NAME_MAX + 1];
+	int nparts;
+	struct tlf_part *parts;
+};
+
+struct tlf_stream {
+	struct tl_stream base;
+	struct tl_stream_opts opts;
+	char *dir;
+	int lock_fd; /* -1 when read-only */
+
+	pthread_mutex_t topics_mu;
+	struct tlf_topic *topics[TLF_MAX_TOPICS];
+	_Atomic size_t ntopics;
+
+	/* writer threads */
+	pthread_mutex_t wmu;
+	pthread_cond_t wcond;
+	struct tlf_part *ready_head, *ready_tail;
+	int stop;
+	int nwriters;
+	pthread_t writers[8];
+	_Atomic int64_t pending_bytes;
+	struct tl_file_hooks hooks;
+	int64_t next_retention_ms;
+
+	/* in-process publication: consumers wait on pub_cond for pub_gen to move */
+	pthread_mutex_t pub_mu;
+	pthread_cond_t pub_cond;
+	_Atomic uint64_t pub_gen;
+};
+
+/* Finds topic name (loading it from disk, or creating it when the stream
+ * writes). *out is valid until the stream closes. 0, -TL_ENOTFOUND
+ * (read-only and the topic does not exist yet), -TL_EINVAL (bad name), … */
+int tlf_topic_get(struct tlf_stream *s, const char *name, struct tlf_topic **out);
+
+/* The durable view of a writer stream's partition (in-memory copy). */
+void tlf_part_view(struct tlf_part *p, struct tlf_durable *d);
+
+/* ---- file_consumer.c ---- */
+int tlf_consumer_open(struct tl_stream *s, const struct tl_subscription *subs, size_t n,
+		      struct tl_consumer **out);
+int tlf_consumer_poll(struct tl_consumer *c, struct tl_record *out, size_t max, int timeout_ms);
+void tlf_consumer_wakeup(struct tl_consumer *c);
+const char *tlf_consumer_error_detail(struct tl_consumer *c);
+void tlf_consumer_close(struct tl_consumer *c);
+
+#endif
