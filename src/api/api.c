@@ -126,7 +126,8 @@ static struct tl_buf *out_buf(struct tl_api *a)
 }
 
 static const char *const json_headers[] = {"Cache-Control", "no-store", NULL};
-static const char *const allow_headers[] = {"Allow", "GET", "Cache-Control", "no-store", NULL};
+static const char *const allow_headers[] = {"Allow", "GET, HEAD", "Cache-Control", "no-store", NULL};
+static const char *const allow_get_headers[] = {"Allow", "GET", "Cache-Control", "no-store", NULL};
 static const char *const auth_headers[] = {"WWW-Authenticate", "Bearer", "Cache-Control", "no-store", NULL};
 
 static void reply(struct tl_api *a, struct tl_http_req *r, enum route rt, int status, const char *type,
@@ -200,19 +201,27 @@ static void reply_store_error(struct tl_api *a, struct tl_http_req *r, enum rout
 	else if (rc == -TL_ETOOBIG)
 		reply_error(a, r, rt, 500, "too_large", "response larger than %zu bytes", API_MAX_RESPONSE);
 	else
-		reply_error(a, r, rt, 500, "internal", "reporting database error: %s", tl_strerror(rc));
+		reply_error(a, r, rt, 500, "internal", "query failed: %s", tl_strerror(rc));
 }
 
-/* Answers 405 unless the request is a GET. Returns true when it answered. */
-static bool reject_method(struct tl_api *a, struct tl_http_req *r, enum route rt)
+/* Answers 405 unless the request is a GET (or a HEAD, when head_ok: the
+ * http layer then sends the headers only). Returns true when it answered. */
+static bool reject_method_h(struct tl_api *a, struct tl_http_req *r, enum route rt, bool head_ok)
 {
 	size_t n = 0;
 	const char *m = tl_http_method(r, &n);
 	if (m && n == 3 && memcmp(m, "GET", 3) == 0)
 		return false;
-	reply_error_h(a, r, rt, 405, allow_headers, "method_not_allowed", "method %.*s not allowed; use GET",
-		      (int)(n > 16 ? 16 : n), m ? m : "");
+	if (head_ok && m && n == 4 && memcmp(m, "HEAD", 4) == 0)
+		return false;
+	reply_error_h(a, r, rt, 405, head_ok ? allow_headers : allow_get_headers, "method_not_allowed",
+		      "method %.*s not allowed; use GET", (int)(n > 16 ? 16 : n), m ? m : "");
 	return true;
+}
+
+static bool reject_method(struct tl_api *a, struct tl_http_req *r, enum route rt)
+{
+	return reject_method_h(a, r, rt, true);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -773,7 +782,7 @@ static int h_live(void *arg, struct tl_http_req *r)
 	struct tl_api *a = arg;
 	const enum route rt = R_LIVE;
 	enum tl_source src;
-	if (reject_method(a, r, rt))
+	if (reject_method_h(a, r, rt, false))
 		return TL_HTTP_DONE;
 	const struct tl_tenant *t = authenticate(a, r, rt, true);
 	if (!t || param_source(a, r, rt, &src))
