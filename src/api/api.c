@@ -37,7 +37,7 @@ struct tl_web_asset {
 extern const struct tl_web_asset tl_web_assets[];
 
 #define API_MAX_RESPONSE ((size_t)256 << 20) /* cap of one JSON response */
-#define API_BUF_KEEP ((size_t)1 << 20)	     /* buffer kept between requests */
+#define API_BUF_KEEP ((size_t)1 << 20)       /* buffer kept between requests */
 #define API_TENANT_REFRESH_MS 1000
 #define API_LIVE_DEFAULT_MS 100
 #define API_LIVE_MAX_CLIENTS 256
@@ -63,8 +63,8 @@ enum route {
 };
 
 static const char *const route_names[R__COUNT] = {
-	"campaigns", "campaign_metrics", "campaign_series", "live",  "dashboard",
-	"asset",     "metrics",		 "healthz",	    "other",
+    "campaigns", "campaign_metrics", "campaign_series", "live",  "dashboard",
+    "asset",     "metrics",          "healthz",         "other",
 };
 
 /* One /v1/live subscriber. Unlinked and freed once its stream closed. */
@@ -131,7 +131,7 @@ static const char *const allow_get_headers[] = {"Allow", "GET", "Cache-Control",
 static const char *const auth_headers[] = {"WWW-Authenticate", "Bearer", "Cache-Control", "no-store", NULL};
 
 static void reply(struct tl_api *a, struct tl_http_req *r, enum route rt, int status, const char *type,
-		  const void *body, size_t len, const char *const *headers)
+                  const void *body, size_t len, const char *const *headers)
 {
 	count(a, rt, status);
 	tl_http_respond(r, status, type, body, len, headers);
@@ -145,7 +145,7 @@ static void reply_json(struct tl_api *a, struct tl_http_req *r, enum route rt, i
 
 /* {"error":{"code":code,"message":…}} with status; the message is JSON-escaped. */
 static void reply_error_v(struct tl_api *a, struct tl_http_req *r, enum route rt, int status,
-			  const char *const *headers, const char *code, const char *fmt, va_list ap)
+                          const char *const *headers, const char *code, const char *fmt, va_list ap)
 {
 	char msg[512];
 	int n = vsnprintf(msg, sizeof msg, fmt, ap);
@@ -165,12 +165,12 @@ static void reply_error_v(struct tl_api *a, struct tl_http_req *r, enum route rt
 		tl_http_respond_error(r, status, code, "%s", "out of memory");
 	else
 		tl_http_respond(r, status, "application/json", b->data, b->len,
-				headers ? headers : json_headers);
+		                headers ? headers : json_headers);
 }
 
 __attribute__((format(printf, 6, 7))) static void reply_error(struct tl_api *a, struct tl_http_req *r,
-							       enum route rt, int status, const char *code,
-							       const char *fmt, ...)
+                                                              enum route rt, int status, const char *code,
+                                                              const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -178,9 +178,10 @@ __attribute__((format(printf, 6, 7))) static void reply_error(struct tl_api *a, 
 	va_end(ap);
 }
 
-__attribute__((format(printf, 7, 8))) static void
-reply_error_h(struct tl_api *a, struct tl_http_req *r, enum route rt, int status, const char *const *headers,
-	      const char *code, const char *fmt, ...)
+__attribute__((format(printf, 7, 8))) static void reply_error_h(struct tl_api *a, struct tl_http_req *r,
+                                                                enum route rt, int status,
+                                                                const char *const *headers, const char *code,
+                                                                const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -197,7 +198,8 @@ static bool is_retryable(int rc)
 static void reply_store_error(struct tl_api *a, struct tl_http_req *r, enum route rt, int rc)
 {
 	if (is_retryable(rc))
-		reply_error(a, r, rt, 503, "unavailable", "reporting database unavailable: %s", tl_strerror(rc));
+		reply_error(a, r, rt, 503, "unavailable", "reporting database unavailable: %s",
+		            tl_strerror(rc));
 	else if (rc == -TL_ETOOBIG)
 		reply_error(a, r, rt, 500, "too_large", "response larger than %zu bytes", API_MAX_RESPONSE);
 	else
@@ -215,7 +217,7 @@ static bool reject_method_h(struct tl_api *a, struct tl_http_req *r, enum route 
 	if (head_ok && m && n == 4 && memcmp(m, "HEAD", 4) == 0)
 		return false;
 	reply_error_h(a, r, rt, 405, head_ok ? allow_headers : allow_get_headers, "method_not_allowed",
-		      "method %.*s not allowed; use GET", (int)(n > 16 ? 16 : n), m ? m : "");
+	              "method %.*s not allowed; use GET", (int)(n > 16 ? 16 : n), m ? m : "");
 	return true;
 }
 
@@ -230,7 +232,7 @@ static bool reject_method(struct tl_api *a, struct tl_http_req *r, enum route rt
 /* The tenant of the request's API key, or NULL after answering 401.
  * allow_query: also accept ?key= (only /v1/live, for EventSource). */
 static const struct tl_tenant *authenticate(struct tl_api *a, struct tl_http_req *r, enum route rt,
-					    bool allow_query)
+                                            bool allow_query)
 {
 	size_t n = 0;
 	const struct tl_tenant *t = NULL;
@@ -246,7 +248,8 @@ static const struct tl_tenant *authenticate(struct tl_api *a, struct tl_http_req
 	}
 	if (!t)
 		reply_error_h(a, r, rt, 401, auth_headers, "unauthorized", "%s",
-			      h ? "unknown or malformed API key" : "missing API key (Authorization: Bearer <key>)");
+		              h ? "unknown or malformed API key"
+		                : "missing API key (Authorization: Bearer <key>)");
 	return t;
 }
 
@@ -279,7 +282,7 @@ static const char *source_name(enum tl_source s)
 /* Reads ?variant= into buf (>= TL_MAX_VARIANT + 1): *variant is NULL when
  * absent. Returns 0, or -1 after answering 400. */
 static int param_variant(struct tl_api *a, struct tl_http_req *r, enum route rt, char *buf, size_t cap,
-			 const char **variant)
+                         const char **variant)
 {
 	int n = tl_http_query_param(r, "variant", buf, cap);
 	*variant = NULL;
@@ -351,7 +354,8 @@ static int summary_json(struct tl_buf *b, const struct tl_campaign_summary *c)
 {
 	int rc = tl_buf_puts(b, "{\"campaign\":");
 	if (!rc)
-		rc = tl_buf_json_str(b, c->campaign ? c->campaign : "", c->campaign ? strlen(c->campaign) : 0);
+		rc =
+		    tl_buf_json_str(b, c->campaign ? c->campaign : "", c->campaign ? strlen(c->campaign) : 0);
 	if (!rc)
 		rc = tl_buf_puts(b, ",\"counts\":");
 	if (!rc)
@@ -415,8 +419,8 @@ static int h_campaigns(void *arg, struct tl_http_req *r)
 /* Common head of the per-campaign routes: variant + source + existence.
  * Returns 0, or -1 after answering. */
 static int campaign_lookup(struct tl_api *a, struct tl_http_req *r, enum route rt, const struct tl_tenant *t,
-			   const char *campaign, char *vbuf, size_t vcap, const char **variant,
-			   enum tl_source *src, struct tl_campaign_summary *sum)
+                           const char *campaign, char *vbuf, size_t vcap, const char **variant,
+                           enum tl_source *src, struct tl_campaign_summary *sum)
 {
 	if (param_variant(a, r, rt, vbuf, vcap, variant) || param_source(a, r, rt, src))
 		return -1;
@@ -424,7 +428,7 @@ static int campaign_lookup(struct tl_api *a, struct tl_http_req *r, enum route r
 	int rc = tl_store_campaign(a->st, *src, t->name, campaign, *variant, sum);
 	if (rc == -TL_ENOTFOUND) {
 		reply_error(a, r, rt, 404, "not_found", "campaign %s%s%s has no data", campaign,
-			    *variant ? ", variant " : "", *variant ? *variant : "");
+		            *variant ? ", variant " : "", *variant ? *variant : "");
 		return -1;
 	}
 	if (rc) {
@@ -435,7 +439,7 @@ static int campaign_lookup(struct tl_api *a, struct tl_http_req *r, enum route r
 }
 
 static void campaign_metrics(struct tl_api *a, struct tl_http_req *r, const struct tl_tenant *t,
-			     const char *campaign)
+                             const char *campaign)
 {
 	const enum route rt = R_CAMPAIGN_METRICS;
 	char vbuf[TL_MAX_VARIANT + 2];
@@ -500,7 +504,7 @@ static int param_time(struct tl_api *a, struct tl_http_req *r, enum route rt, co
 		return 1;
 	if (n < 0 || tl_time_parse_iso(v, (size_t)n, ms) != 0) {
 		reply_error(a, r, rt, 400, "bad_parameter",
-			    "%s: not an RFC 3339 time (e.g. 2026-12-03T18:00:00Z)", name);
+		            "%s: not an RFC 3339 time (e.g. 2026-12-03T18:00:00Z)", name);
 		return -1;
 	}
 	return 0;
@@ -520,7 +524,7 @@ static int series_cb(void *arg, int64_t bucket_ms, int64_t value)
 }
 
 static void campaign_series(struct tl_api *a, struct tl_http_req *r, const struct tl_tenant *t,
-			    const char *campaign)
+                            const char *campaign)
 {
 	const enum route rt = R_CAMPAIGN_SERIES;
 	char v[64];
@@ -532,7 +536,8 @@ static void campaign_series(struct tl_api *a, struct tl_http_req *r, const struc
 	}
 	int m = n < 0 ? -1 : tl_metric_parse(v, (size_t)n);
 	if (m < 0) {
-		reply_error(a, r, rt, 400, "bad_parameter", "metric: unknown metric '%.*s'", n < 0 ? 0 : n, v);
+		reply_error(a, r, rt, 400, "bad_parameter", "metric: unknown metric '%.*s'", n < 0 ? 0 : n,
+		            v);
 		return;
 	}
 
@@ -569,7 +574,7 @@ static void campaign_series(struct tl_api *a, struct tl_http_req *r, const struc
 	int64_t first_b = floor_div(from, gran_ms), last_b = floor_div(to - 1, gran_ms);
 	if (last_b - first_b >= API_SERIES_MAX_BUCKETS) {
 		reply_error(a, r, rt, 400, "bad_parameter", "to: range spans more than %d %s buckets",
-			    API_SERIES_MAX_BUCKETS, gran_name);
+		            API_SERIES_MAX_BUCKETS, gran_name);
 		return;
 	}
 
@@ -591,7 +596,7 @@ static void campaign_series(struct tl_api *a, struct tl_http_req *r, const struc
 		rc = variant ? tl_buf_json_str(b, variant, strlen(variant)) : tl_buf_puts(b, "null");
 	if (!rc)
 		rc = tl_buf_printf(b, ",\"source\":\"%s\",\"metric\":\"%s\",\"granularity\":\"%s\",\"from\":",
-				   source_name(src), tl_metric_name((enum tl_metric)m), gran_name);
+		                   source_name(src), tl_metric_name((enum tl_metric)m), gran_name);
 	if (!rc)
 		rc = json_time(b, from);
 	if (!rc)
@@ -601,8 +606,8 @@ static void campaign_series(struct tl_api *a, struct tl_http_req *r, const struc
 	if (!rc)
 		rc = tl_buf_puts(b, ",\"points\":[");
 	if (!rc)
-		rc = tl_store_series(a->st, src, t->name, campaign, variant, (enum tl_metric)m, gran_s, from, to,
-				     series_cb, &x);
+		rc = tl_store_series(a->st, src, t->name, campaign, variant, (enum tl_metric)m, gran_s, from,
+		                     to, series_cb, &x);
 	if (!rc)
 		rc = tl_buf_puts(b, "]}");
 	if (rc)
@@ -643,7 +648,8 @@ static int h_campaign(void *arg, struct tl_http_req *r)
 	char campaign[TL_MAX_CAMPAIGN + 1];
 	int n = pct_decode(seg, (size_t)(slash - seg), campaign, TL_MAX_CAMPAIGN);
 	if (n == -TL_ETOOBIG) {
-		reply_error(a, r, rt, 400, "bad_parameter", "campaign: longer than %d bytes", TL_MAX_CAMPAIGN);
+		reply_error(a, r, rt, 400, "bad_parameter", "campaign: longer than %d bytes",
+		            TL_MAX_CAMPAIGN);
 		return TL_HTTP_DONE;
 	}
 	if (n <= 0) {
@@ -704,8 +710,8 @@ static void client_send(struct live_client *c, const char *data, size_t len)
 
 /* Builds the batch event of (tenant, src) for campaigns changed after since
  * into b; *n gets how many. */
-static int live_event(struct tl_api *a, struct tl_buf *b, const char *tenant, enum tl_source src, int64_t since,
-		      int64_t seq, size_t *n)
+static int live_event(struct tl_api *a, struct tl_buf *b, const char *tenant, enum tl_source src,
+                      int64_t since, int64_t seq, size_t *n)
 {
 	struct list_ctx x = {b, 0};
 	tl_buf_reset(b);
@@ -789,7 +795,7 @@ static int h_live(void *arg, struct tl_http_req *r)
 		return TL_HTTP_DONE;
 	if (a->n_clients >= API_LIVE_MAX_CLIENTS) {
 		reply_error(a, r, rt, 503, "too_many_clients", "live stream limit of %d clients reached",
-			    API_LIVE_MAX_CLIENTS);
+		            API_LIVE_MAX_CLIENTS);
 		return TL_HTTP_DONE;
 	}
 	struct live_client *c = calloc(1, sizeof *c);
@@ -839,12 +845,15 @@ static const struct tl_web_asset *asset_find(const char *name, size_t n)
 }
 
 static const char *const asset_headers[] = {"Cache-Control", "no-cache", "X-Content-Type-Options", "nosniff",
-					    NULL};
+                                            NULL};
 static const char *const index_headers[] = {
-	"Cache-Control",	   "no-cache",
-	"X-Content-Type-Options",  "nosniff",
-	"Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-	NULL};
+    "Cache-Control",
+    "no-cache",
+    "X-Content-Type-Options",
+    "nosniff",
+    "Content-Security-Policy",
+    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    NULL};
 
 static void reply_asset(struct tl_api *a, struct tl_http_req *r, enum route rt, const char *name, size_t n)
 {
@@ -882,28 +891,31 @@ static int h_asset(void *arg, struct tl_http_req *r)
 
 static int prometheus_text(struct tl_api *a, struct tl_buf *b)
 {
-	int rc = tl_buf_puts(b, "# HELP tally_api_requests_total API requests answered, by route and status.\n"
-				"# TYPE tally_api_requests_total counter\n");
+	int rc =
+	    tl_buf_puts(b, "# HELP tally_api_requests_total API requests answered, by route and status.\n"
+	                   "# TYPE tally_api_requests_total counter\n");
 	for (int rt = 0; rt < R__COUNT && !rc; rt++)
 		for (int st = 0; st < API_STATUS_MAX && !rc; st++)
 			if (a->requests[rt][st])
-				rc = tl_buf_printf(b, "tally_api_requests_total{route=\"%s\",status=\"%d\"} %" PRIu64 "\n",
-						   route_names[rt], st, a->requests[rt][st]);
+				rc = tl_buf_printf(
+				    b, "tally_api_requests_total{route=\"%s\",status=\"%d\"} %" PRIu64 "\n",
+				    route_names[rt], st, a->requests[rt][st]);
 	if (!rc)
-		rc = tl_buf_printf(b,
-				   "# HELP tally_api_live_clients Connected /v1/live clients.\n"
-				   "# TYPE tally_api_live_clients gauge\n"
-				   "tally_api_live_clients %zu\n"
-				   "# HELP tally_api_live_events_total Live batch events sent to clients.\n"
-				   "# TYPE tally_api_live_events_total counter\n"
-				   "tally_api_live_events_total %" PRIu64 "\n"
-				   "# HELP tally_api_live_poll_errors_total Failed live polls of the reporting DB.\n"
-				   "# TYPE tally_api_live_poll_errors_total counter\n"
-				   "tally_api_live_poll_errors_total %" PRIu64 "\n"
-				   "# HELP tally_api_tenant_refresh_errors_total Failed reloads of the tenant cache.\n"
-				   "# TYPE tally_api_tenant_refresh_errors_total counter\n"
-				   "tally_api_tenant_refresh_errors_total %" PRIu64 "\n",
-				   a->n_clients, a->live_events, a->live_poll_errors, a->tenant_refresh_errors);
+		rc = tl_buf_printf(
+		    b,
+		    "# HELP tally_api_live_clients Connected /v1/live clients.\n"
+		    "# TYPE tally_api_live_clients gauge\n"
+		    "tally_api_live_clients %zu\n"
+		    "# HELP tally_api_live_events_total Live batch events sent to clients.\n"
+		    "# TYPE tally_api_live_events_total counter\n"
+		    "tally_api_live_events_total %" PRIu64 "\n"
+		    "# HELP tally_api_live_poll_errors_total Failed live polls of the reporting DB.\n"
+		    "# TYPE tally_api_live_poll_errors_total counter\n"
+		    "tally_api_live_poll_errors_total %" PRIu64 "\n"
+		    "# HELP tally_api_tenant_refresh_errors_total Failed reloads of the tenant cache.\n"
+		    "# TYPE tally_api_tenant_refresh_errors_total counter\n"
+		    "tally_api_tenant_refresh_errors_total %" PRIu64 "\n",
+		    a->n_clients, a->live_events, a->live_poll_errors, a->tenant_refresh_errors);
 	if (!rc && a->extra_metrics)
 		rc = a->extra_metrics(a->extra_metrics_arg, b);
 	return rc;
@@ -920,7 +932,8 @@ static int h_prometheus(void *arg, struct tl_http_req *r)
 	int rc = prometheus_text(a, b);
 	if (rc) {
 		a->requests[R_PROMETHEUS][200]--;
-		reply_error(a, r, R_PROMETHEUS, 500, "internal", "cannot render metrics: %s", tl_strerror(rc));
+		reply_error(a, r, R_PROMETHEUS, 500, "internal", "cannot render metrics: %s",
+		            tl_strerror(rc));
 		return TL_HTTP_DONE;
 	}
 	tl_http_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b->data, b->len, json_headers);
@@ -989,17 +1002,18 @@ int tl_api_create(const struct tl_api_opts *o, struct tl_api **out)
 
 	/* First match wins: specific routes, then the catch-all. */
 	const struct tl_http_route routes[] = {
-		{NULL, "/v1/campaigns", h_campaigns, a},
-		{NULL, "/v1/campaigns/*", h_campaign, a},
-		{NULL, "/v1/live", h_live, a},
-		{NULL, "/metrics", h_prometheus, a},
-		{NULL, "/healthz", h_healthz, a},
-		{NULL, "/", h_index, a},
-		{NULL, "/index.html", h_index, a},
-		{NULL, "/assets/*", h_asset, a},
-		{NULL, "/*", h_unknown, a},
+	    {NULL, "/v1/campaigns", h_campaigns, a},
+	    {NULL, "/v1/campaigns/*", h_campaign, a},
+	    {NULL, "/v1/live", h_live, a},
+	    {NULL, "/metrics", h_prometheus, a},
+	    {NULL, "/healthz", h_healthz, a},
+	    {NULL, "/", h_index, a},
+	    {NULL, "/index.html", h_index, a},
+	    {NULL, "/assets/*", h_asset, a},
+	    {NULL, "/*", h_unknown, a},
 	};
-	rc = tl_http_server_create("api", a->addr, &limits, routes, sizeof routes / sizeof routes[0], &a->srv);
+	rc =
+	    tl_http_server_create("api", a->addr, &limits, routes, sizeof routes / sizeof routes[0], &a->srv);
 	if (rc)
 		goto fail;
 	if ((rc = tl_http_server_every(a->srv, API_TENANT_REFRESH_MS, tenants_tick, a)) != 0)

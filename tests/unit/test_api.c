@@ -47,7 +47,7 @@ static int64_t t0(void)
 }
 
 static void add_counts(enum tl_source src, const char *tenant, const char *campaign, const char *variant,
-		       int64_t minute_ms, const int64_t delta[TL_M__COUNT])
+                       int64_t minute_ms, const int64_t delta[TL_M__COUNT])
 {
 	struct tl_count_row row = {0};
 	row.tenant = tl_str_of(tenant, strlen(tenant));
@@ -63,7 +63,7 @@ static void add_counts(enum tl_source src, const char *tenant, const char *campa
 }
 
 static void add_one(const char *tenant, const char *campaign, const char *variant, int64_t minute_ms,
-		    enum tl_metric m, int64_t v)
+                    enum tl_metric m, int64_t v)
 {
 	int64_t d[TL_M__COUNT] = {0};
 	d[m] = v;
@@ -182,7 +182,7 @@ static void send_request(int fd, const char *method, const char *path, const cha
 {
 	char req[2048];
 	int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: localhost\r\n%s%s%s\r\n", method, path,
-			 key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "");
+	                 key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "");
 	assert_true(n > 0 && (size_t)n < sizeof req);
 	send_all(fd, req, (size_t)n);
 }
@@ -337,7 +337,7 @@ static void test_campaigns(void **state)
 	json_t *rates = json_object_get(c, "rates");
 	assert_true(json_is_real(json_object_get(rates, "delivery_rate")));
 	assert_true(json_real_value(json_object_get(rates, "delivery_rate")) > 0.79 &&
-		    json_real_value(json_object_get(rates, "delivery_rate")) < 0.81);
+	            json_real_value(json_object_get(rates, "delivery_rate")) < 0.81);
 	assert_string_equal(json_string_value(json_object_get(c, "first_event")), "2026-12-03T18:00:00.123Z");
 	assert_string_equal(json_string_value(json_object_get(c, "last_event")), "2026-12-03T19:30:59.000Z");
 	/* a campaign with no deliveries has null rates */
@@ -373,7 +373,7 @@ static void test_metrics(void **state)
 	json_t *rates = json_object_get(j, "rates");
 	/* click_to_open = unique_clicks / unique_opens = 1 / 4 */
 	assert_true(json_real_value(json_object_get(rates, "click_to_open_rate")) > 0.249 &&
-		    json_real_value(json_object_get(rates, "click_to_open_rate")) < 0.251);
+	            json_real_value(json_object_get(rates, "click_to_open_rate")) < 0.251);
 	json_decref(j);
 
 	j = get_json("/v1/campaigns/spring-sale/metrics?variant=A", fx.key_acme, 200);
@@ -401,7 +401,7 @@ static void test_metrics(void **state)
 	expect_error("/v1/campaigns/spring-sale/metrics?variant=Z", fx.key_acme, 404, "not_found", NULL);
 	expect_error("/v1/campaigns/fall/metrics?source=batch", fx.key_acme, 404, "not_found", NULL);
 	expect_error("/v1/campaigns/spring-sale/metrics?source=nightly", fx.key_acme, 400, "bad_parameter",
-		     "source");
+	             "source");
 	expect_error("/v1/campaigns/bad%zz/metrics", fx.key_acme, 400, "bad_parameter", "campaign");
 	expect_error("/v1/campaigns/nul%00/metrics", fx.key_acme, 400, "bad_parameter", "campaign");
 	char path[512];
@@ -426,8 +426,8 @@ static void test_series(void **state)
 {
 	(void)state;
 	json_t *j = get_json("/v1/campaigns/spring-sale/series?metric=opens&granularity=minute"
-			     "&from=2026-12-03T18:00:00Z&to=2026-12-03T20:00:00Z",
-			     fx.key_acme, 200);
+	                     "&from=2026-12-03T18:00:00Z&to=2026-12-03T20:00:00Z",
+	                     fx.key_acme, 200);
 	assert_string_equal(json_string_value(json_object_get(j, "metric")), "opens");
 	assert_string_equal(json_string_value(json_object_get(j, "granularity")), "minute");
 	json_t *pts = json_object_get(j, "points");
@@ -438,8 +438,8 @@ static void test_series(void **state)
 	json_decref(j);
 
 	j = get_json("/v1/campaigns/spring-sale/series?metric=opens&granularity=hour"
-		     "&from=2026-12-03T00:00:00Z&to=2026-12-04T00:00:00Z",
-		     fx.key_acme, 200);
+	             "&from=2026-12-03T00:00:00Z&to=2026-12-04T00:00:00Z",
+	             fx.key_acme, 200);
 	pts = json_object_get(j, "points");
 	assert_int_equal(json_array_size(pts), 2);
 	expect_point(pts, 0, "2026-12-03T18:00:00Z", 5);
@@ -447,8 +447,8 @@ static void test_series(void **state)
 	json_decref(j);
 
 	j = get_json("/v1/campaigns/spring-sale/series?metric=opens&granularity=day&variant=A"
-		     "&from=2026-12-01&to=2026-12-05",
-		     fx.key_acme, 200);
+	             "&from=2026-12-01&to=2026-12-05",
+	             fx.key_acme, 200);
 	pts = json_object_get(j, "points");
 	assert_int_equal(json_array_size(pts), 1);
 	expect_point(pts, 0, "2026-12-03T00:00:00Z", 8);
@@ -456,8 +456,8 @@ static void test_series(void **state)
 
 	/* [from, to): to excludes its own minute */
 	j = get_json("/v1/campaigns/spring-sale/series?metric=opens&from=2026-12-03T18:00:00Z"
-		     "&to=2026-12-03T18:01:00Z",
-		     fx.key_acme, 200);
+	             "&to=2026-12-03T18:01:00Z",
+	             fx.key_acme, 200);
 	pts = json_object_get(j, "points");
 	assert_int_equal(json_array_size(pts), 1);
 	expect_point(pts, 0, "2026-12-03T18:00:00Z", 3);
@@ -553,8 +553,9 @@ static void test_live(void **state)
 	/* a commit for acme reaches acme's client with that campaign's summary */
 	add_one("acme", "fall", "", t0() + 60000, TL_M_DELIVERED, 3);
 	assert_true(sse_wait(&acme, "event: batch\ndata: {\"seq\":", DEADLINE_MS));
-	assert_true(sse_wait(&acme, "\"campaigns\":[{\"campaign\":\"fall\",\"counts\":{\"sent\":7,\"delivered\":3",
-			     DEADLINE_MS));
+	assert_true(sse_wait(&acme,
+	                     "\"campaigns\":[{\"campaign\":\"fall\",\"counts\":{\"sent\":7,\"delivered\":3",
+	                     DEADLINE_MS));
 	assert_true(sse_wait(&acme, "}]}\n\n", DEADLINE_MS));
 
 	/* then one for globex reaches globex, which never saw acme's data */
@@ -625,8 +626,10 @@ static void test_assets_and_misc(void **state)
 	assert_non_null(strstr(header(r, "content-type"), "text/plain"));
 	assert_non_null(strstr(r->body, "# TYPE tally_api_requests_total counter\n"));
 	assert_non_null(strstr(r->body, "tally_api_requests_total{route=\"campaigns\",status=\"401\"} "));
-	assert_non_null(strstr(r->body, "tally_api_requests_total{route=\"campaign_metrics\",status=\"200\"} "));
-	assert_non_null(strstr(r->body, "tally_api_requests_total{route=\"campaign_series\",status=\"400\"} "));
+	assert_non_null(
+	    strstr(r->body, "tally_api_requests_total{route=\"campaign_metrics\",status=\"200\"} "));
+	assert_non_null(
+	    strstr(r->body, "tally_api_requests_total{route=\"campaign_series\",status=\"400\"} "));
 	assert_non_null(strstr(r->body, "tally_api_requests_total{route=\"other\",status=\"404\"} "));
 	assert_non_null(strstr(r->body, "tally_api_requests_total{route=\"campaigns\",status=\"405\"} 1\n"));
 	assert_non_null(strstr(r->body, "test_extra_metric 1\n"));
@@ -673,10 +676,10 @@ static void test_new_tenant_picked_up(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_auth),	      cmocka_unit_test(test_campaigns),
-		cmocka_unit_test(test_metrics),	      cmocka_unit_test(test_series),
-		cmocka_unit_test(test_live),	      cmocka_unit_test(test_assets_and_misc),
-		cmocka_unit_test(test_default_source), cmocka_unit_test(test_new_tenant_picked_up),
+	    cmocka_unit_test(test_auth),           cmocka_unit_test(test_campaigns),
+	    cmocka_unit_test(test_metrics),        cmocka_unit_test(test_series),
+	    cmocka_unit_test(test_live),           cmocka_unit_test(test_assets_and_misc),
+	    cmocka_unit_test(test_default_source), cmocka_unit_test(test_new_tenant_picked_up),
 	};
 	const char *only = getenv("TEST_FILTER"); /* e.g. TEST_FILTER=test_live */
 	if (only)
