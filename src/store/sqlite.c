@@ -19,97 +19,22 @@
  * writer never has to upgrade a read lock, which in WAL mode can fail with
  * SQLITE_BUSY without waiting; busy_timeout makes writers queue instead.
  * SQLITE_BUSY/SQLITE_LOCKED become -TL_EBUSY (retryable). */
-#include "store/store.h"
+#include "store/sqlite_int.h"
 
 #include "core/clock.h"
 #include "store/migrations/migrations.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
-#include <sqlite3.h>
 
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 
 #define BUSY_TIMEOUT_MS 5000
-#define PRUNE_CHUNK 20000 /* dedupe rows deleted per prune transaction */
 
-/* Metric columns, in enum tl_metric order (X-macro: SQL text and the table). */
-#define METRIC_COLUMNS(X)                                                                                     \
-	X(sent)                                                                                               \
-	X(delivered)                                                                                          \
-	X(deferred)                                                                                           \
-	X(bounced)                                                                                            \
-	X(hard_bounced)                                                                                       \
-	X(soft_bounced)                                                                                       \
-	X(dropped)                                                                                            \
-	X(complaints)                                                                                         \
-	X(unsubscribes)                                                                                       \
-	X(opens)                                                                                              \
-	X(machine_opens)                                                                                      \
-	X(unique_opens)                                                                                       \
-	X(unique_human_opens)                                                                                 \
-	X(clicks)                                                                                             \
-	X(bot_clicks)                                                                                         \
-	X(unique_clicks)                                                                                      \
-	X(unique_human_clicks)
-
-#define C_NAME(c) #c,
-#define C_LIST(c) "," #c
-#define C_PARAM(c) ",?"
-#define C_ADD(c) "," #c "=" #c "+excluded." #c
-#define C_SUM(c) ",SUM(" #c ")"
-#define C_SUMC(c) ",SUM(c." #c ")"
-#define C_SUMT(c) ",SUM(t." #c ")"
-#define C_COUNT(c) +1
-
-static const char *const metric_col[] = {METRIC_COLUMNS(C_NAME)};
-_Static_assert(0 METRIC_COLUMNS(C_COUNT) == TL_M__COUNT, "one column per enum tl_metric");
-
-#define MCOLS METRIC_COLUMNS(C_LIST)
-#define MPARAMS METRIC_COLUMNS(C_PARAM)
-#define MADD METRIC_COLUMNS(C_ADD)
-
-enum stmt_id {
-	S_BEGIN_WRITE,
-	S_BEGIN_READ,
-	S_COMMIT,
-	S_ROLLBACK,
-	S_META_GET,
-	S_META_SET,
-	S_META_BUMP,
-	S_TENANT_INSERT,
-	S_TENANT_SETTINGS_GET,
-	S_TENANT_SETTINGS_SET,
-	S_TENANTS_ALL,
-	S_DEDUPE,
-	S_UNIQUE,
-	S_COUNT_UPSERT,
-	S_TOTAL_UPSERT,
-	S_CAMPAIGN_UPSERT,
-	S_OFFSET_SET,
-	S_OFFSET_GET,
-	S_PRUNE,
-	S_CLR_KEYS_RESET,
-	S_CLR_KEYS_FILL,
-	S_CLR_COUNTS,
-	S_CLR_TOTALS_DEL,
-	S_CLR_TOTALS_INS,
-	S_CLR_CAMPAIGNS_DEL,
-	S_CLR_CAMPAIGNS_INS,
-	S_CLR_DEDUPE,
-	S_CLR_UNIQUES,
-	S_CAMPAIGNS_LIST,
-	S_CAMPAIGN_ALL,
-	S_CAMPAIGN_VARIANT,
-	S__COUNT
-};
-
-static const char *const stmt_sql[S__COUNT] = {
+const char *const tl_sqlite_stmt_sql[S__COUNT] = {
 	[S_BEGIN_WRITE] = "BEGIN IMMEDIATE",
 	[S_BEGIN_READ] = "BEGIN",
 	[S_COMMIT] = "COMMIT",
@@ -139,8 +64,11 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_OFFSET_SET] = "INSERT INTO offsets(consumer,topic,partition,next) VALUES(?1,?2,?3,?4)"
 			 " ON CONFLICT DO UPDATE SET next=excluded.next",
 	[S_OFFSET_GET] = "SELECT next FROM offsets WHERE consumer=?1 AND topic=?2 AND partition=?3",
-	[S_PRUNE] = "DELETE FROM dedupe WHERE (src,tenant,id) IN"
-		    " (SELECT src,tenant,id FROM dedupe WHERE ts_ms<?1 LIMIT ?2)",
+	[S_PRUNE_SCAN] = "SELECT src,tenant,id FROM dedupe WHERE (src,tenant,id)>(?1,?2,?3)"
+			 " ORDER BY src,tenant,id LIMIT 1 OFFSET ?4",
+	[S_PRUNE_RANGE] = "DELETE FROM dedupe WHERE (src,tenant,id)>(?1,?2,?3) AND (src,tenant,id)<=(?4,?5,?6)"
+			  " AND ts_ms<?7",
+	[S_PRUNE_TAIL] = "DELETE FROM dedupe WHERE (src,tenant,id)>(?1,?2,?3) AND ts_ms<?4",
 	[S_CLR_KEYS_RESET] = "DELETE FROM temp.clear_keys",
 	[S_CLR_KEYS_FILL] = "INSERT INTO temp.clear_keys(tenant,campaign,variant) SELECT DISTINCT tenant,campaign,"
 			    "variant FROM counts WHERE src=?1 AND minute_ms>=?2 AND minute_ms<?3",
@@ -164,117 +92,17 @@ static const char *const stmt_sql[S__COUNT] = {
 			     " FROM campaigns c JOIN totals t ON t.src=c.src AND t.tenant=c.tenant"
 			     " AND t.campaign=c.campaign WHERE c.src=?1 AND c.tenant=?2 AND c.seq>?3"
 			     " GROUP BY c.campaign ORDER BY c.campaign",
+	/* The live stream asks for what changed since a recent seq: a few rows of
+	 * the seq index instead of every campaign of the tenant. */
+	[S_CAMPAIGNS_SINCE] = "SELECT c.campaign,c.first_ms,c.last_ms,c.updated_ms,c.seq" METRIC_COLUMNS(C_SUMT)
+			      " FROM campaigns c INDEXED BY campaigns_seq JOIN totals t ON t.src=c.src"
+			      " AND t.tenant=c.tenant AND t.campaign=c.campaign WHERE c.src=?1 AND c.tenant=?2"
+			      " AND c.seq>?3 GROUP BY c.campaign ORDER BY c.campaign",
 	[S_CAMPAIGN_ALL] = "SELECT MIN(first_ms),MAX(last_ms),MAX(updated_ms),MAX(seq),COUNT(*)" METRIC_COLUMNS(C_SUM)
 			   " FROM totals WHERE src=?1 AND tenant=?2 AND campaign=?3",
 	[S_CAMPAIGN_VARIANT] = "SELECT first_ms,last_ms,updated_ms,seq,1" MCOLS
 			       " FROM totals WHERE src=?1 AND tenant=?2 AND campaign=?3 AND variant=?4",
 };
-
-struct sq_store {
-	struct tl_store base; /* first: a struct tl_store * is a struct sq_store * */
-	sqlite3 *db;
-	sqlite3_stmt *stmt[S__COUNT];
-	sqlite3_stmt *series[TL_M__COUNT]; /* prepared on first use */
-	bool in_txn;	/* a batch transaction is open */
-	int txn_err;	/* first error inside it: commit refuses */
-	bool dirty;	/* counters changed: the commit bumps seq */
-	int src;	/* enum tl_source of the open batch */
-	int64_t seq;	/* sequence number this batch commits as */
-	int64_t now_ms; /* wall clock at begin (updated_ms) */
-};
-
-static struct sq_store *sq(struct tl_store *st)
-{
-	return (struct sq_store *)st;
-}
-
-/* ---- helpers ------------------------------------------------------------ */
-
-static int sq_err(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_ROW:
-	case SQLITE_DONE: return 0;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED: return -TL_EBUSY;
-	case SQLITE_NOMEM: return -TL_ENOMEM;
-	case SQLITE_FULL: return -TL_ENOSPC;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB: return -TL_ECORRUPT;
-	case SQLITE_CONSTRAINT: return -TL_EEXIST;
-	case SQLITE_TOOBIG: return -TL_ETOOBIG;
-	case SQLITE_RANGE:
-	case SQLITE_MISMATCH:
-	case SQLITE_MISUSE: return -TL_EINVAL;
-	default: return -TL_EIO;
-	}
-}
-
-static const char empty[] = "";
-
-static int bind_text(sqlite3_stmt *s, int i, const char *p, size_t n)
-{
-	if (n > INT_MAX)
-		return SQLITE_TOOBIG;
-	return sqlite3_bind_text(s, i, p ? p : empty, (int)n, SQLITE_STATIC);
-}
-
-static int bind_str(sqlite3_stmt *s, int i, struct tl_str v)
-{
-	return bind_text(s, i, v.p, v.n);
-}
-
-static int bind_cstr(sqlite3_stmt *s, int i, const char *v)
-{
-	return bind_text(s, i, v, strlen(v));
-}
-
-static int bind_blob(sqlite3_stmt *s, int i, const void *p, size_t n)
-{
-	if (n > INT_MAX)
-		return SQLITE_TOOBIG;
-	return sqlite3_bind_blob(s, i, p ? p : empty, (int)n, SQLITE_STATIC);
-}
-
-/* Steps a statement that returns no rows, then resets it. */
-static int run(sqlite3_stmt *s)
-{
-	int rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sq_err(rc);
-}
-
-/* Runs a one-row integer query (first column); *found = whether a row came. */
-static int one_int(sqlite3_stmt *s, int64_t *v, bool *found)
-{
-	int rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		*v = sqlite3_column_int64(s, 0);
-		*found = true;
-		rc = 0;
-	} else if (rc == SQLITE_DONE) {
-		*found = false;
-		rc = 0;
-	} else {
-		rc = sq_err(rc);
-	}
-	sqlite3_reset(s);
-	return rc;
-}
-
-static int meta_get(struct sq_store *s, const char *key, int64_t *v)
-{
-	sqlite3_stmt *q = s->stmt[S_META_GET];
-	bool found = false;
-	int rc = bind_cstr(q, 1, key);
-	if (rc != SQLITE_OK)
-		return sq_err(rc);
-	rc = one_int(q, v, &found);
-	if (rc == 0 && !found)
-		rc = -TL_ECORRUPT;
-	return rc;
-}
 
 static int meta_bump(struct sq_store *s, const char *key)
 {
@@ -395,6 +223,7 @@ static void sq_close(struct tl_store *st)
 	for (int i = 0; i < TL_M__COUNT; i++)
 		sqlite3_finalize(s->series[i]);
 	sqlite3_close_v2(s->db);
+	free(s->idx);
 	free(s);
 }
 
@@ -418,6 +247,11 @@ static int set_pragmas(sqlite3 *db)
 			    "PRAGMA foreign_keys=OFF;"
 			    "PRAGMA cache_size=-65536;"
 			    "PRAGMA temp_store=MEMORY;"
+			    ""
+			    /* Checkpoint every ~40 MB of WAL rather than 4 MB: pages that
+			     * every batch rewrites (totals, campaigns, hot index pages)
+			     * are then copied back once per many commits. */
+			    "PRAGMA wal_autocheckpoint=10000;"
 			    "PRAGMA journal_size_limit=67108864;");
 }
 
@@ -454,7 +288,7 @@ static int sq_open(const char *uri, struct tl_store **out)
 	if (rc != 0)
 		goto fail;
 	for (int i = 0; i < S__COUNT; i++) {
-		src = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
+		src = sqlite3_prepare_v3(s->db, tl_sqlite_stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
 		if (src != SQLITE_OK) {
 			rc = sq_err(src);
 			goto fail;
@@ -683,394 +517,6 @@ static int sq_tenants_version(struct tl_store *st, int64_t *version)
 	return meta_get(sq(st), "tenants_version", version);
 }
 
-/* ---- the batch transaction ---------------------------------------------- */
-
-static int sq_begin(struct tl_store *st, enum tl_source src)
-{
-	struct sq_store *s = sq(st);
-	if (s->in_txn)
-		return -TL_EINVAL;
-	int rc = run(s->stmt[S_BEGIN_WRITE]);
-	if (rc != 0)
-		return rc;
-	int64_t seq = 0;
-	rc = meta_get(s, "seq", &seq);
-	if (rc != 0) {
-		(void)run(s->stmt[S_ROLLBACK]);
-		return rc;
-	}
-	s->in_txn = true;
-	s->txn_err = 0;
-	s->dirty = false;
-	s->src = (int)src;
-	s->seq = seq + 1;
-	s->now_ms = tl_now_ms();
-	return 0;
-}
-
-/* Records the first failure inside the transaction; commit then refuses. */
-static int txn_fail(struct sq_store *s, int rc)
-{
-	if (rc != 0 && s->txn_err == 0)
-		s->txn_err = rc;
-	return rc;
-}
-
-static int txn_check(struct sq_store *s)
-{
-	if (!s->in_txn)
-		return -TL_EINVAL;
-	return s->txn_err;
-}
-
-/* Inserts one key row with ON CONFLICT DO NOTHING; *is_new from changes(). */
-static int insert_new(struct sq_store *s, sqlite3_stmt *q, uint8_t *is_new)
-{
-	int rc = sqlite3_step(q);
-	sqlite3_reset(q);
-	if (rc != SQLITE_DONE)
-		return sq_err(rc);
-	*is_new = sqlite3_changes(s->db) > 0;
-	return 0;
-}
-
-static int sq_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size_t n, uint8_t *is_new)
-{
-	struct sq_store *s = sq(st);
-	int rc = txn_check(s);
-	if (rc != 0)
-		return rc;
-	sqlite3_stmt *q = s->stmt[S_DEDUPE];
-	sqlite3_bind_int(q, 1, s->src);
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		const struct tl_dedupe_key *k = &keys[i];
-		if (bind_str(q, 2, k->tenant) != SQLITE_OK || bind_blob(q, 3, k->id.p, k->id.n) != SQLITE_OK ||
-		    sqlite3_bind_int64(q, 4, k->ts_ms) != SQLITE_OK)
-			rc = -TL_ETOOBIG;
-		else
-			rc = insert_new(s, q, &is_new[i]);
-	}
-	return txn_fail(s, rc);
-}
-
-static int sq_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t n, uint8_t *is_new)
-{
-	struct sq_store *s = sq(st);
-	int rc = txn_check(s);
-	if (rc != 0)
-		return rc;
-	sqlite3_stmt *q = s->stmt[S_UNIQUE];
-	sqlite3_bind_int(q, 1, s->src);
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		const struct tl_unique_key *k = &keys[i];
-		if (bind_str(q, 2, k->tenant) != SQLITE_OK || bind_str(q, 3, k->campaign) != SQLITE_OK ||
-		    sqlite3_bind_int(q, 4, k->kind) != SQLITE_OK ||
-		    bind_blob(q, 5, k->recipient.p, k->recipient.n) != SQLITE_OK ||
-		    sqlite3_bind_int64(q, 6, k->ts_ms) != SQLITE_OK)
-			rc = -TL_ETOOBIG;
-		else
-			rc = insert_new(s, q, &is_new[i]);
-	}
-	return txn_fail(s, rc);
-}
-
-/* Binds the (tenant, campaign, [minute,] variant) key, deltas, first/last. */
-static int bind_count_row(sqlite3_stmt *q, int src, const struct tl_count_row *r, bool minute, int64_t first,
-			  int64_t last)
-{
-	int i = 1, rc = sqlite3_bind_int(q, i++, src);
-	rc |= bind_str(q, i++, r->tenant);
-	rc |= bind_str(q, i++, r->campaign);
-	if (minute) {
-		int64_t m = r->minute_ms - (((r->minute_ms % 60000) + 60000) % 60000);
-		rc |= sqlite3_bind_int64(q, i++, m);
-	}
-	rc |= bind_str(q, i++, r->variant);
-	for (int k = 0; k < TL_M__COUNT; k++)
-		rc |= sqlite3_bind_int64(q, i++, r->delta[k]);
-	rc |= sqlite3_bind_int64(q, i++, first);
-	rc |= sqlite3_bind_int64(q, i++, last);
-	return rc == SQLITE_OK ? i : -1;
-}
-
-static int sq_add_counts(struct tl_store *st, const struct tl_count_row *rows, size_t n)
-{
-	struct sq_store *s = sq(st);
-	int rc = txn_check(s);
-	if (rc != 0)
-		return rc;
-	sqlite3_stmt *qc = s->stmt[S_COUNT_UPSERT], *qt = s->stmt[S_TOTAL_UPSERT], *qp = s->stmt[S_CAMPAIGN_UPSERT];
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		const struct tl_count_row *r = &rows[i];
-		int64_t first = r->first_ts_ms ? r->first_ts_ms : r->minute_ms;
-		int64_t last = r->last_ts_ms ? r->last_ts_ms : r->minute_ms;
-		if (bind_count_row(qc, s->src, r, true, first, last) < 0) {
-			rc = -TL_ETOOBIG;
-			break;
-		}
-		if ((rc = run(qc)) != 0)
-			break;
-		int k = bind_count_row(qt, s->src, r, false, first, last);
-		if (k < 0 || sqlite3_bind_int64(qt, k, s->now_ms) != SQLITE_OK ||
-		    sqlite3_bind_int64(qt, k + 1, s->seq) != SQLITE_OK) {
-			rc = -TL_ETOOBIG;
-			break;
-		}
-		if ((rc = run(qt)) != 0)
-			break;
-		if (sqlite3_bind_int(qp, 1, s->src) | bind_str(qp, 2, r->tenant) | bind_str(qp, 3, r->campaign) |
-		    sqlite3_bind_int64(qp, 4, first) | sqlite3_bind_int64(qp, 5, last) |
-		    sqlite3_bind_int64(qp, 6, s->now_ms) | sqlite3_bind_int64(qp, 7, s->seq)) {
-			rc = -TL_ETOOBIG;
-			break;
-		}
-		rc = run(qp);
-	}
-	if (n)
-		s->dirty = true;
-	return txn_fail(s, rc);
-}
-
-static int sq_offsets_set(struct tl_store *st, const char *consumer, const struct tl_offset *o, size_t n)
-{
-	struct sq_store *s = sq(st);
-	int rc = txn_check(s);
-	if (rc != 0)
-		return rc;
-	sqlite3_stmt *q = s->stmt[S_OFFSET_SET];
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		if (bind_cstr(q, 1, consumer) | bind_cstr(q, 2, o[i].topic) | sqlite3_bind_int(q, 3, o[i].partition) |
-		    sqlite3_bind_int64(q, 4, (int64_t)o[i].next))
-			rc = -TL_ETOOBIG;
-		else
-			rc = run(q);
-	}
-	return txn_fail(s, rc);
-}
-
-static void sq_rollback(struct tl_store *st)
-{
-	struct sq_store *s = sq(st);
-	if (!sqlite3_get_autocommit(s->db))
-		(void)run(s->stmt[S_ROLLBACK]);
-	s->in_txn = false;
-	s->txn_err = 0;
-	s->dirty = false;
-}
-
-static int sq_commit(struct tl_store *st)
-{
-	struct sq_store *s = sq(st);
-	if (!s->in_txn)
-		return -TL_EINVAL;
-	int rc = s->txn_err;
-	if (rc == 0 && sqlite3_get_autocommit(s->db))
-		rc = -TL_EIO; /* SQLite rolled the transaction back after an error */
-	if (rc == 0 && s->dirty) {
-		sqlite3_stmt *q = s->stmt[S_META_SET];
-		if (bind_cstr(q, 1, "seq") != SQLITE_OK || sqlite3_bind_int64(q, 2, s->seq) != SQLITE_OK)
-			rc = -TL_ENOMEM;
-		else
-			rc = run(q);
-	}
-	if (rc == 0)
-		rc = run(s->stmt[S_COMMIT]);
-	if (rc != 0) {
-		sq_rollback(st);
-		return rc;
-	}
-	s->in_txn = false;
-	s->dirty = false;
-	return 0;
-}
-
-static int sq_offset_get(struct tl_store *st, const char *consumer, const char *topic, int partition,
-			 uint64_t *next)
-{
-	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = s->stmt[S_OFFSET_GET];
-	if (bind_cstr(q, 1, consumer) | bind_cstr(q, 2, topic) | sqlite3_bind_int(q, 3, partition))
-		return -TL_ETOOBIG;
-	int64_t v = 0;
-	bool found = false;
-	int rc = one_int(q, &v, &found);
-	if (rc == 0)
-		*next = found && v > 0 ? (uint64_t)v : 0;
-	return rc;
-}
-
-static int sq_prune_dedupe(struct tl_store *st, int64_t before_ms)
-{
-	/* In chunks, each its own transaction when outside a batch, so that a
-	 * large prune never holds the write lock for long. */
-	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = s->stmt[S_PRUNE];
-	for (;;) {
-		if (sqlite3_bind_int64(q, 1, before_ms) | sqlite3_bind_int(q, 2, PRUNE_CHUNK))
-			return -TL_EINVAL;
-		int rc = run(q);
-		if (rc != 0)
-			return s->in_txn ? txn_fail(s, rc) : rc;
-		if (sqlite3_changes(s->db) < PRUNE_CHUNK)
-			return 0;
-	}
-}
-
-static int sq_clear_source(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms)
-{
-	struct sq_store *s = sq(st);
-	int rc = txn_check(s);
-	if (rc != 0)
-		return rc;
-	static const enum stmt_id steps[] = {
-		S_CLR_KEYS_RESET, S_CLR_KEYS_FILL, S_CLR_COUNTS, S_CLR_TOTALS_DEL, S_CLR_TOTALS_INS,
-		S_CLR_CAMPAIGNS_DEL, S_CLR_CAMPAIGNS_INS, S_CLR_DEDUPE, S_CLR_UNIQUES, S_CLR_KEYS_RESET,
-	};
-	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]) && rc == 0; i++) {
-		sqlite3_stmt *q = s->stmt[steps[i]];
-		int np = sqlite3_bind_parameter_count(q), b = SQLITE_OK;
-		/* Parameters: ?1 src; ?2 ?3 = the range, or updated_ms and seq for the inserts. */
-		bool ins = steps[i] == S_CLR_TOTALS_INS || steps[i] == S_CLR_CAMPAIGNS_INS;
-		if (np >= 1)
-			b |= sqlite3_bind_int(q, 1, (int)src);
-		if (np >= 3) {
-			b |= sqlite3_bind_int64(q, 2, ins ? s->now_ms : from_ms);
-			b |= sqlite3_bind_int64(q, 3, ins ? s->seq : to_ms);
-		}
-		rc = b == SQLITE_OK ? run(q) : -TL_EINVAL;
-	}
-	s->dirty = true;
-	return txn_fail(s, rc);
-}
-
-/* ---- queries ------------------------------------------------------------ */
-
-static void read_counts(sqlite3_stmt *q, int col, int64_t counts[TL_M__COUNT])
-{
-	for (int k = 0; k < TL_M__COUNT; k++)
-		counts[k] = sqlite3_column_int64(q, col + k);
-}
-
-static int sq_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-			tl_campaign_fn fn, void *arg)
-{
-	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = s->stmt[S_CAMPAIGNS_LIST];
-	if (sqlite3_bind_int(q, 1, (int)src) | bind_cstr(q, 2, tenant) | sqlite3_bind_int64(q, 3, since_seq))
-		return -TL_EINVAL;
-	int rc = 0;
-	for (;;) {
-		int r = sqlite3_step(q);
-		if (r == SQLITE_DONE)
-			break;
-		if (r != SQLITE_ROW) {
-			rc = sq_err(r);
-			break;
-		}
-		struct tl_campaign_summary c = {
-			.campaign = (const char *)sqlite3_column_text(q, 0),
-			.first_ms = sqlite3_column_int64(q, 1),
-			.last_ms = sqlite3_column_int64(q, 2),
-			.updated_ms = sqlite3_column_int64(q, 3),
-			.seq = sqlite3_column_int64(q, 4),
-		};
-		read_counts(q, 5, c.counts);
-		if (!c.campaign) {
-			rc = -TL_ENOMEM;
-			break;
-		}
-		if ((rc = fn(arg, &c)) != 0)
-			break;
-	}
-	sqlite3_reset(q);
-	return rc;
-}
-
-static int sq_campaign(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		       const char *variant, struct tl_campaign_summary *out)
-{
-	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = s->stmt[variant ? S_CAMPAIGN_VARIANT : S_CAMPAIGN_ALL];
-	int b = sqlite3_bind_int(q, 1, (int)src) | bind_cstr(q, 2, tenant) | bind_cstr(q, 3, campaign);
-	if (variant)
-		b |= bind_cstr(q, 4, variant);
-	if (b != SQLITE_OK)
-		return -TL_EINVAL;
-	int rc = sqlite3_step(q);
-	if (rc == SQLITE_ROW && sqlite3_column_int64(q, 4) > 0) {
-		memset(out, 0, sizeof(*out));
-		out->campaign = campaign;
-		out->first_ms = sqlite3_column_int64(q, 0);
-		out->last_ms = sqlite3_column_int64(q, 1);
-		out->updated_ms = sqlite3_column_int64(q, 2);
-		out->seq = sqlite3_column_int64(q, 3);
-		read_counts(q, 5, out->counts);
-		rc = 0;
-	} else {
-		rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? -TL_ENOTFOUND : sq_err(rc);
-	}
-	sqlite3_reset(q);
-	return rc;
-}
-
-static sqlite3_stmt *series_stmt(struct sq_store *s, enum tl_metric m, int *err)
-{
-	if (s->series[m])
-		return s->series[m];
-	char sql[640];
-	/* The bucket is minute_ms floored to a multiple of ?4 (also below 0). */
-	int n = snprintf(sql, sizeof(sql),
-			 "SELECT b,SUM(v) FROM (SELECT minute_ms-(((minute_ms%%?4)+?4)%%?4) AS b,%s AS v FROM counts"
-			 " WHERE src=?1 AND tenant=?2 AND campaign=?3 AND minute_ms>=?5 AND minute_ms<?6"
-			 " AND (?7 IS NULL OR variant=?7)) GROUP BY b ORDER BY b",
-			 metric_col[m]);
-	if (n < 0 || (size_t)n >= sizeof(sql)) {
-		*err = -TL_EINVAL;
-		return NULL;
-	}
-	int rc = sqlite3_prepare_v3(s->db, sql, n, SQLITE_PREPARE_PERSISTENT, &s->series[m], NULL);
-	if (rc != SQLITE_OK) {
-		*err = sq_err(rc);
-		return NULL;
-	}
-	return s->series[m];
-}
-
-static int sq_series(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		     const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms, int64_t to_ms,
-		     tl_point_fn fn, void *arg)
-{
-	struct sq_store *s = sq(st);
-	int rc = 0;
-	sqlite3_stmt *q = series_stmt(s, m, &rc);
-	if (!q)
-		return rc;
-	int b = sqlite3_bind_int(q, 1, (int)src) | bind_cstr(q, 2, tenant) | bind_cstr(q, 3, campaign) |
-		sqlite3_bind_int64(q, 4, granularity_s * 1000) | sqlite3_bind_int64(q, 5, from_ms) |
-		sqlite3_bind_int64(q, 6, to_ms);
-	b |= variant ? bind_cstr(q, 7, variant) : sqlite3_bind_null(q, 7);
-	if (b != SQLITE_OK)
-		return -TL_EINVAL;
-	for (;;) {
-		int r = sqlite3_step(q);
-		if (r == SQLITE_DONE)
-			break;
-		if (r != SQLITE_ROW) {
-			rc = sq_err(r);
-			break;
-		}
-		if ((rc = fn(arg, sqlite3_column_int64(q, 0), sqlite3_column_int64(q, 1))) != 0)
-			break;
-	}
-	sqlite3_reset(q);
-	return rc;
-}
-
-static int sq_last_seq(struct tl_store *st, int64_t *seq)
-{
-	return meta_get(sq(st), "seq", seq);
-}
-
 const struct tl_store_ops tl_store_sqlite_ops = {
 	.scheme = "sqlite",
 	.open = sq_open,
@@ -1079,18 +525,18 @@ const struct tl_store_ops tl_store_sqlite_ops = {
 	.tenant_set = sq_tenant_set,
 	.tenants_load = sq_tenants_load,
 	.tenants_version = sq_tenants_version,
-	.begin = sq_begin,
-	.dedupe = sq_dedupe,
-	.uniques = sq_uniques,
-	.add_counts = sq_add_counts,
-	.offsets_set = sq_offsets_set,
-	.commit = sq_commit,
-	.rollback = sq_rollback,
-	.offset_get = sq_offset_get,
-	.prune_dedupe = sq_prune_dedupe,
-	.clear_source = sq_clear_source,
-	.campaigns = sq_campaigns,
-	.campaign = sq_campaign,
-	.series = sq_series,
-	.last_seq = sq_last_seq,
+	.begin = tl_sqlite_begin,
+	.dedupe = tl_sqlite_dedupe,
+	.uniques = tl_sqlite_uniques,
+	.add_counts = tl_sqlite_add_counts,
+	.offsets_set = tl_sqlite_offsets_set,
+	.commit = tl_sqlite_commit,
+	.rollback = tl_sqlite_rollback,
+	.offset_get = tl_sqlite_offset_get,
+	.prune_dedupe = tl_sqlite_prune_dedupe,
+	.clear_source = tl_sqlite_clear_source,
+	.campaigns = tl_sqlite_campaigns,
+	.campaign = tl_sqlite_campaign,
+	.series = tl_sqlite_series,
+	.last_seq = tl_sqlite_last_seq,
 };

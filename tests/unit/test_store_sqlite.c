@@ -729,12 +729,33 @@ static void test_prune_dedupe(void **state)
 	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
 	assert_int_equal(tl_store_dedupe(f->st, k, N, nw), 0);
 	assert_int_equal(tl_store_commit(f->st), 0);
+	/* Other tenants and the batch source are pruned by the same rule. */
+	struct tl_dedupe_key other[] = {dk("beta", "old", 10), dk("beta", "new", 9000), dk("0", "old", 1),
+					dk("zzz", "new", 2500)};
+	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
+	assert_int_equal(tl_store_dedupe(f->st, other, 4, nw), 0);
+	assert_int_equal(tl_store_commit(f->st), 0);
+	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_BATCH), 0);
+	assert_int_equal(tl_store_dedupe(f->st, other, 4, nw), 0);
+	assert_int_equal(tl_store_commit(f->st), 0);
+	assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM dedupe"), N + 8);
+
 	assert_int_equal(tl_store_prune_dedupe(f->st, 2500), 0);
-	assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM dedupe"), 1);
+	assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM dedupe"), 1 + 4);
+	assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM dedupe WHERE ts_ms<2500"), 0);
 	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
 	assert_int_equal(tl_store_dedupe(f->st, k + N - 3, 3, nw), 0);
 	assert_memory_equal(nw, ((uint8_t[]){1, 1, 0}), 3); /* 1000, 2000 pruned; 3000 kept */
+	assert_int_equal(tl_store_dedupe(f->st, other, 4, nw), 0);
+	assert_memory_equal(nw, ((uint8_t[]){1, 0, 1, 0}), 4);
 	tl_store_rollback(f->st);
+	/* Inside a batch transaction too (part of it, undone by a rollback). */
+	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
+	assert_int_equal(tl_store_prune_dedupe(f->st, INT64_MAX), 0);
+	assert_int_equal(tl_store_dedupe(f->st, other + 1, 1, nw), 0);
+	assert_int_equal(nw[0], 1);
+	tl_store_rollback(f->st);
+	assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM dedupe"), 1 + 4);
 	free(k);
 	free(ids);
 	free(nw);

@@ -15,7 +15,10 @@
  *   sequence that last changed it (the list API and the live stream).
  * - uniques: exact distinct-recipient sets; ts_ms (event time of the first
  *   sighting) lets a batch re-run of a day remove that day's members.
- * - dedupe: event ids seen within the window; the ts_ms index serves pruning.
+ * - dedupe: event ids seen within the window. Deliberately no index on ts_ms:
+ *   an index entry repeats the whole key, so it doubled the cost of the
+ *   insert that every event pays (measured: ~440k → ~215k inserts/s), while
+ *   pruning is rare and walks the table in key order in small chunks instead.
  * - offsets: consumer offsets, written in the batch's transaction.
  * - meta: counters (tenants_version, seq).
  *
@@ -124,7 +127,6 @@ static const char sqlite_001_init[] =
 	"  ts_ms INTEGER NOT NULL,"
 	"  PRIMARY KEY (src, tenant, id)"
 	") WITHOUT ROWID;\n"
-	"CREATE INDEX dedupe_ts ON dedupe(ts_ms);\n"
 
 	"CREATE TABLE offsets("
 	"  consumer TEXT NOT NULL,"
