@@ -285,8 +285,11 @@ int tl_gen_run_http(struct tl_gen *g, const struct tl_gen_http_opts *opts)
 				s->retry_at_ms = 0;
 			}
 			if (s->r && !s->running) {
-				if (s->retry_at_ms <= now)
-					rc = start(&d, s);
+				if (s->retry_at_ms <= now) {
+					if (s->r->attempts > 0)
+						rc = tl_gen_refresh(g, s->r);
+					rc = rc ? rc : start(&d, s);
+				}
 				else if (s->retry_at_ms < wake)
 					wake = s->retry_at_ms;
 			}

@@ -19,6 +19,10 @@
 #define EST_RECIPIENTS 2000 /* sample planned to scale --events to recipients */
 #define DUP_RING 4096	    /* recently sent lines that duplicates are drawn from */
 #define HOUR_MS 3600000LL
+/* A "within the send window" hit carries a token minted this long before it
+ * is handed out: well inside the 2 s window, and never "before the send" even
+ * if the collector's clock reading is a little stale. */
+#define WINDOW_HIT_AGE_MS 250
 
 /* User agents. The classifier decides machine/bot from them
  * (docs/classifier.md); the simulator only uses agents whose verdict is
@@ -116,6 +120,8 @@ struct req {
 	struct tl_buf body;
 	struct tl_buf location;
 	uint64_t release_seq; /* delayed retries: hand out at or after this sequence number */
+	struct hit hit;	      /* for hits: what the token says */
+	bool is_hit;
 	bool counts_lines;    /* a good batch whose lines may feed duplicates */
 };
 
@@ -159,6 +165,7 @@ struct tl_gen {
 
 	struct tl_gen_stats st;
 	struct tl_buf scratch;
+	bool estimating; /* a sample run: no fixed extras that would skew the rate */
 };
 
 static int64_t *truth_at(struct tl_gen *g, int c, int slot)
@@ -887,8 +894,9 @@ static int make_batch(struct tl_gen *g, size_t n)
 	q->pub.retry_safe = true;
 	q->counts_lines = true;
 
-	/* a whole batch retried later (the mailer did not see the answer) */
-	if (g->o.junk && rng_chance(r, 0.03)) {
+	/* a whole batch retried later (the mailer did not see the answer);
+	 * always the second batch, so even a short run has one */
+	if (g->o.junk && (rng_chance(r, 0.03) || (g->st.batches == 1 && !g->estimating))) {
 		struct req *dup = req_new();
 		if (!dup || tl_buf_append(&dup->body, q->body.data, q->body.len)) {
 			req_free(dup);
@@ -905,7 +913,8 @@ static int make_batch(struct tl_gen *g, size_t n)
 	}
 	reqq_push(&g->batches, q);
 	g->st.batches++;
-	if (g->o.junk && rng_chance(r, 0.025))
+	/* a batch with a bad line: the fourth batch, and now and then */
+	if (g->o.junk && (rng_chance(r, 0.025) || (g->st.batches == 3 && !g->estimating)))
 		return make_junk_batch(g);
 	return TL_OK;
 }
@@ -941,22 +950,16 @@ static int plan_more(struct tl_gen *g)
 	return TL_OK;
 }
 
-/* Mints the token of h into a request. */
-static int make_hit(struct tl_gen *g, const struct hit *h, struct req **out)
+/* Writes q's path: the token of q->hit, minted now. */
+static int mint_path(struct tl_gen *g, struct req *q)
 {
-	*out = NULL;
-	struct req *q = req_new();
-	if (!q)
-		return -TL_ENOMEM;
+	const struct hit *h = &q->hit;
 	char rcpt[48], msg[96];
 	snprintf(rcpt, sizeof rcpt, "r%lld@example.test", (long long)h->rcpt);
 	snprintf(msg, sizeof msg, "m-%llu-%u-%lld", (unsigned long long)g->o.seed, h->campaign, (long long)h->rcpt);
-	int rc = TL_OK;
-	if (h->kind == TL_TOKEN_CLICK)
-		rc = link_url(g, (int)h->campaign, h->link, &q->location);
 	struct tl_token t = {
 		.kind = (enum tl_token_kind)h->kind,
-		.issued_ms = h->now ? tl_now_ms() : h->issued_ms,
+		.issued_ms = h->now ? tl_now_ms() - WINDOW_HIT_AGE_MS : h->issued_ms,
 		.tenant = tl_str_of(g->tenant, strlen(g->tenant)),
 		.campaign = tl_str_of(g->camp[h->campaign], strlen(g->camp[h->campaign])),
 		.variant = g->nv ? tl_str_of(g->variant[h->variant], strlen(g->variant[h->variant])) : TL_STR_NULL,
@@ -965,7 +968,8 @@ static int make_hit(struct tl_gen *g, const struct hit *h, struct req **out)
 		.url = h->kind == TL_TOKEN_CLICK ? tl_str_of(q->location.data, q->location.len) : TL_STR_NULL,
 	};
 	const unsigned char *key = h->forge == FORGE_OTHER_KEY ? g->o.other_key : g->o.link_key;
-	rc = rc ? rc : tl_buf_puts(&q->path, h->kind == TL_TOKEN_OPEN ? "/o/" : "/c/");
+	tl_buf_reset(&q->path);
+	int rc = tl_buf_puts(&q->path, h->kind == TL_TOKEN_OPEN ? "/o/" : "/c/");
 	size_t tok_at = q->path.len;
 	rc = rc ? rc : tl_token_mint(&t, key, TL_LINK_KEY_LEN, &q->path);
 	if (!rc && h->forge == FORGE_FLIP) { /* flip one MAC byte: a character inside the MAC part */
@@ -977,13 +981,29 @@ static int make_hit(struct tl_gen *g, const struct hit *h, struct req **out)
 	}
 	if (!rc && h->kind == TL_TOKEN_OPEN)
 		rc = tl_buf_puts(&q->path, ".gif");
+	q->pub.path = q->path.data;
+	return rc;
+}
+
+/* Turns h into a request with a freshly minted token. */
+static int make_hit(struct tl_gen *g, const struct hit *h, struct req **out)
+{
+	*out = NULL;
+	struct req *q = req_new();
+	if (!q)
+		return -TL_ENOMEM;
+	q->hit = *h;
+	q->is_hit = true;
+	int rc = TL_OK;
+	if (h->kind == TL_TOKEN_CLICK)
+		rc = link_url(g, (int)h->campaign, h->link, &q->location);
+	rc = rc ? rc : mint_path(g, q);
 	if (rc) {
 		req_free(q);
 		return rc;
 	}
 	q->pub.kind = h->kind == TL_TOKEN_OPEN ? TL_GEN_REQ_PIXEL : TL_GEN_REQ_CLICK;
 	q->pub.method = h->head ? "HEAD" : "GET";
-	q->pub.path = q->path.data;
 	q->pub.user_agent = h->ua;
 	q->pub.events = 1;
 	q->pub.retry_safe = false; /* every hit counts: a lost answer cannot be retried */
@@ -1000,6 +1020,14 @@ static int make_hit(struct tl_gen *g, const struct hit *h, struct req **out)
 		g->st.forged_hits++;
 	*out = q;
 	return TL_OK;
+}
+
+int tl_gen_refresh(struct tl_gen *g, struct tl_gen_request *pub)
+{
+	struct req *q = (struct req *)pub;
+	if (!q->is_hit || !q->hit.now)
+		return TL_OK;
+	return mint_path(g, q);
 }
 
 int tl_gen_next(struct tl_gen *g, struct tl_gen_request **out)
@@ -1128,6 +1156,7 @@ static int estimate_recipients(const struct tl_gen_opts *o, int64_t *out)
 	int rc = tl_gen_create(&e, &g);
 	if (rc)
 		return rc;
+	g->estimating = true;
 	for (;;) {
 		struct tl_gen_request *r;
 		if ((rc = tl_gen_next(g, &r)) || !r)

@@ -85,9 +85,15 @@ struct tl_gen_request {
 
 /* Returns the next request in *out, or *out = NULL when the simulation is
  * over. Tokens are minted here, at hand-out time, so a token meant to be hit
- * "within the send window" carries issued_ms = now: the driver must send it
- * right away. Returns 0, or -TL_ENOMEM / a tl_token_mint error. */
+ * "within the send window" carries issued_ms = now - 250 ms: the driver must
+ * send it right away (the window is 2 s). Returns 0, or -TL_ENOMEM / a tl_token_mint error. */
 int tl_gen_next(struct tl_gen *g, struct tl_gen_request **out) TL_MUST_CHECK;
+
+/* Call before re-sending r: a hit meant to land within the send window
+ * gets a token minted anew (r->path changes), so a retry after a backoff is
+ * still inside the window. Other requests are left as they are. Returns 0
+ * or a tl_token_mint error. */
+int tl_gen_refresh(struct tl_gen *g, struct tl_gen_request *r) TL_MUST_CHECK;
 
 /* Hands r back after its final attempt: status is the HTTP status (0 when
  * the request failed without an answer), location the Location header (or
