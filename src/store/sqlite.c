@@ -6,14 +6,17 @@
  * parameters only: identifiers that are pasted into SQL text come from the
  * constant column table below, never from data) and implements the ops.
  *
- * Durability: WAL with synchronous=FULL. In WAL mode NORMAL would only fsync
- * the WAL at checkpoints, so a power loss could drop the last committed
- * batches — counters and offsets together, so still consistent, but the
- * aggregator would have acknowledged work that is gone, and the offsets in
- * the stream's own store (the enricher reads its output log) would no longer
- * line up. FULL costs one fsync of the WAL per commit; the aggregator commits
- * at most once per ≤200 ms batch, so that is a few hundred microseconds per
- * batch, well inside the budget (see the measurement in test_store_sqlite).
+ * Durability: WAL with synchronous=FULL. In WAL mode NORMAL only fsyncs the
+ * WAL at checkpoints, so a power loss can drop the last committed batches.
+ * Counters and offsets would go back together (still consistent, and the
+ * aggregator would re-read those records), but numbers already served by the
+ * API and sequence numbers already sent on the live stream would go backwards
+ * and be reissued with other contents, and records the stream has since
+ * deleted by retention could not be re-read at all. FULL costs one fsync of
+ * the WAL per commit, and the aggregator commits once per ≤200 ms batch.
+ * Measured on batches of 10k count rows + 20k dedupe keys, FULL and NORMAL
+ * commits were within run-to-run noise of each other (~50–60 ms, dominated
+ * by writing the dirty pages, not by the fsync).
  *
  * Batch transactions take the write lock up front (BEGIN IMMEDIATE) so a
  * writer never has to upgrade a read lock, which in WAL mode can fail with
