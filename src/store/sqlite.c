@@ -38,73 +38,77 @@
 #define BUSY_TIMEOUT_MS 5000
 
 const char *const tl_sqlite_stmt_sql[S__COUNT] = {
-	[S_BEGIN_WRITE] = "BEGIN IMMEDIATE",
-	[S_BEGIN_READ] = "BEGIN",
-	[S_COMMIT] = "COMMIT",
-	[S_ROLLBACK] = "ROLLBACK",
-	[S_META_GET] = "SELECT value FROM meta WHERE key=?1",
-	[S_META_SET] = "UPDATE meta SET value=?2 WHERE key=?1",
-	[S_META_BUMP] = "UPDATE meta SET value=value+1 WHERE key=?1",
-	[S_TENANT_INSERT] = "INSERT INTO tenants(name,api_key_hash,link_key,salt,created_ms,settings)"
-			    " VALUES(?1,?2,?3,?4,?5,'{}')",
-	[S_TENANT_SETTINGS_GET] = "SELECT settings FROM tenants WHERE name=?1",
-	[S_TENANT_SETTINGS_SET] = "UPDATE tenants SET settings=?2 WHERE name=?1",
-	[S_TENANTS_ALL] = "SELECT name,api_key_hash,link_key,salt,created_ms,settings FROM tenants ORDER BY name",
-	[S_DEDUPE] = "INSERT INTO dedupe(src,tenant,id,ts_ms) VALUES(?1,?2,?3,?4) ON CONFLICT DO NOTHING",
-	[S_UNIQUE] = "INSERT INTO uniques(src,tenant,campaign,kind,recipient,ts_ms) VALUES(?1,?2,?3,?4,?5,?6)"
-		     " ON CONFLICT DO NOTHING",
-	[S_COUNT_UPSERT] = "INSERT INTO counts(src,tenant,campaign,minute_ms,variant" MCOLS ",first_ms,last_ms)"
-			   " VALUES(?,?,?,?,?" MPARAMS ",?,?) ON CONFLICT DO UPDATE SET"
-			   " first_ms=min(first_ms,excluded.first_ms),last_ms=max(last_ms,excluded.last_ms)" MADD,
-	[S_TOTAL_UPSERT] = "INSERT INTO totals(src,tenant,campaign,variant" MCOLS ",first_ms,last_ms,updated_ms,seq)"
-			   " VALUES(?,?,?,?" MPARAMS ",?,?,?,?) ON CONFLICT DO UPDATE SET"
-			   " first_ms=min(first_ms,excluded.first_ms),last_ms=max(last_ms,excluded.last_ms),"
-			   "updated_ms=excluded.updated_ms,seq=excluded.seq" MADD,
-	[S_CAMPAIGN_UPSERT] = "INSERT INTO campaigns(src,tenant,campaign,first_ms,last_ms,updated_ms,seq)"
-			      " VALUES(?1,?2,?3,?4,?5,?6,?7) ON CONFLICT DO UPDATE SET"
-			      " first_ms=min(first_ms,excluded.first_ms),last_ms=max(last_ms,excluded.last_ms),"
-			      "updated_ms=excluded.updated_ms,seq=excluded.seq",
-	[S_OFFSET_SET] = "INSERT INTO offsets(consumer,topic,partition,next) VALUES(?1,?2,?3,?4)"
-			 " ON CONFLICT DO UPDATE SET next=excluded.next",
-	[S_OFFSET_GET] = "SELECT next FROM offsets WHERE consumer=?1 AND topic=?2 AND partition=?3",
-	[S_PRUNE_SCAN] = "SELECT src,tenant,id FROM dedupe WHERE (src,tenant,id)>(?1,?2,?3)"
-			 " ORDER BY src,tenant,id LIMIT 1 OFFSET ?4",
-	[S_PRUNE_RANGE] = "DELETE FROM dedupe WHERE (src,tenant,id)>(?1,?2,?3) AND (src,tenant,id)<=(?4,?5,?6)"
-			  " AND ts_ms<?7",
-	[S_PRUNE_TAIL] = "DELETE FROM dedupe WHERE (src,tenant,id)>(?1,?2,?3) AND ts_ms<?4",
-	[S_CLR_KEYS_RESET] = "DELETE FROM temp.clear_keys",
-	[S_CLR_KEYS_FILL] = "INSERT INTO temp.clear_keys(tenant,campaign,variant) SELECT DISTINCT tenant,campaign,"
-			    "variant FROM counts WHERE src=?1 AND minute_ms>=?2 AND minute_ms<?3",
-	[S_CLR_COUNTS] = "DELETE FROM counts WHERE src=?1 AND minute_ms>=?2 AND minute_ms<?3",
-	[S_CLR_TOTALS_DEL] = "DELETE FROM totals WHERE src=?1 AND (tenant,campaign,variant) IN"
-			     " (SELECT tenant,campaign,variant FROM temp.clear_keys)",
-	[S_CLR_TOTALS_INS] = "INSERT INTO totals(src,tenant,campaign,variant" MCOLS ",first_ms,last_ms,updated_ms,seq)"
-			     " SELECT ?1,c.tenant,c.campaign,c.variant" METRIC_COLUMNS(C_SUMC)
-			     ",MIN(c.first_ms),MAX(c.last_ms),?2,?3 FROM temp.clear_keys k JOIN counts c"
-			     " ON c.src=?1 AND c.tenant=k.tenant AND c.campaign=k.campaign AND c.variant=k.variant"
-			     " GROUP BY c.tenant,c.campaign,c.variant",
-	[S_CLR_CAMPAIGNS_DEL] = "DELETE FROM campaigns WHERE src=?1 AND (tenant,campaign) IN"
-				" (SELECT tenant,campaign FROM temp.clear_keys)",
-	[S_CLR_CAMPAIGNS_INS] = "INSERT INTO campaigns(src,tenant,campaign,first_ms,last_ms,updated_ms,seq)"
-				" SELECT ?1,tenant,campaign,MIN(first_ms),MAX(last_ms),?2,?3 FROM totals"
-				" WHERE src=?1 AND (tenant,campaign) IN (SELECT tenant,campaign FROM temp.clear_keys)"
-				" GROUP BY tenant,campaign",
-	[S_CLR_DEDUPE] = "DELETE FROM dedupe WHERE src=?1 AND ts_ms>=?2 AND ts_ms<?3",
-	[S_CLR_UNIQUES] = "DELETE FROM uniques WHERE src=?1 AND ts_ms>=?2 AND ts_ms<?3",
-	[S_CAMPAIGNS_LIST] = "SELECT c.campaign,c.first_ms,c.last_ms,c.updated_ms,c.seq" METRIC_COLUMNS(C_SUMT)
-			     " FROM campaigns c JOIN totals t ON t.src=c.src AND t.tenant=c.tenant"
-			     " AND t.campaign=c.campaign WHERE c.src=?1 AND c.tenant=?2 AND c.seq>?3"
-			     " GROUP BY c.campaign ORDER BY c.campaign",
-	/* The live stream asks for what changed since a recent seq: a few rows of
-	 * the seq index instead of every campaign of the tenant. */
-	[S_CAMPAIGNS_SINCE] = "SELECT c.campaign,c.first_ms,c.last_ms,c.updated_ms,c.seq" METRIC_COLUMNS(C_SUMT)
-			      " FROM campaigns c INDEXED BY campaigns_seq JOIN totals t ON t.src=c.src"
-			      " AND t.tenant=c.tenant AND t.campaign=c.campaign WHERE c.src=?1 AND c.tenant=?2"
-			      " AND c.seq>?3 GROUP BY c.campaign ORDER BY c.campaign",
-	[S_CAMPAIGN_ALL] = "SELECT MIN(first_ms),MAX(last_ms),MAX(updated_ms),MAX(seq),COUNT(*)" METRIC_COLUMNS(C_SUM)
-			   " FROM totals WHERE src=?1 AND tenant=?2 AND campaign=?3",
-	[S_CAMPAIGN_VARIANT] = "SELECT first_ms,last_ms,updated_ms,seq,1" MCOLS
-			       " FROM totals WHERE src=?1 AND tenant=?2 AND campaign=?3 AND variant=?4",
+    [S_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+    [S_BEGIN_READ] = "BEGIN",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_META_GET] = "SELECT value FROM meta WHERE key=?1",
+    [S_META_SET] = "UPDATE meta SET value=?2 WHERE key=?1",
+    [S_META_BUMP] = "UPDATE meta SET value=value+1 WHERE key=?1",
+    [S_TENANT_INSERT] = "INSERT INTO tenants(name,api_key_hash,link_key,salt,created_ms,settings)"
+                        " VALUES(?1,?2,?3,?4,?5,'{}')",
+    [S_TENANT_SETTINGS_GET] = "SELECT settings FROM tenants WHERE name=?1",
+    [S_TENANT_SETTINGS_SET] = "UPDATE tenants SET settings=?2 WHERE name=?1",
+    [S_TENANTS_ALL] = "SELECT name,api_key_hash,link_key,salt,created_ms,settings FROM tenants ORDER BY name",
+    [S_DEDUPE] = "INSERT INTO dedupe(src,tenant,id,ts_ms) VALUES(?1,?2,?3,?4) ON CONFLICT DO NOTHING",
+    [S_UNIQUE] = "INSERT INTO uniques(src,tenant,campaign,kind,recipient,ts_ms) VALUES(?1,?2,?3,?4,?5,?6)"
+                 " ON CONFLICT DO NOTHING",
+    [S_COUNT_UPSERT] = "INSERT INTO counts(src,tenant,campaign,minute_ms,variant" MCOLS ",first_ms,last_ms)"
+                       " VALUES(?,?,?,?,?" MPARAMS ",?,?) ON CONFLICT DO UPDATE SET"
+                       " first_ms=min(first_ms,excluded.first_ms),last_ms=max(last_ms,excluded.last_ms)" MADD,
+    [S_TOTAL_UPSERT] =
+        "INSERT INTO totals(src,tenant,campaign,variant" MCOLS ",first_ms,last_ms,updated_ms,seq)"
+        " VALUES(?,?,?,?" MPARAMS ",?,?,?,?) ON CONFLICT DO UPDATE SET"
+        " first_ms=min(first_ms,excluded.first_ms),last_ms=max(last_ms,excluded.last_ms),"
+        "updated_ms=excluded.updated_ms,seq=excluded.seq" MADD,
+    [S_CAMPAIGN_UPSERT] = "INSERT INTO campaigns(src,tenant,campaign,first_ms,last_ms,updated_ms,seq)"
+                          " VALUES(?1,?2,?3,?4,?5,?6,?7) ON CONFLICT DO UPDATE SET"
+                          " first_ms=min(first_ms,excluded.first_ms),last_ms=max(last_ms,excluded.last_ms),"
+                          "updated_ms=excluded.updated_ms,seq=excluded.seq",
+    [S_OFFSET_SET] = "INSERT INTO offsets(consumer,topic,partition,next) VALUES(?1,?2,?3,?4)"
+                     " ON CONFLICT DO UPDATE SET next=excluded.next",
+    [S_OFFSET_GET] = "SELECT next FROM offsets WHERE consumer=?1 AND topic=?2 AND partition=?3",
+    [S_PRUNE_SCAN] = "SELECT src,tenant,id FROM dedupe WHERE (src,tenant,id)>(?1,?2,?3)"
+                     " ORDER BY src,tenant,id LIMIT 1 OFFSET ?4",
+    [S_PRUNE_RANGE] = "DELETE FROM dedupe WHERE (src,tenant,id)>(?1,?2,?3) AND (src,tenant,id)<=(?4,?5,?6)"
+                      " AND ts_ms<?7",
+    [S_PRUNE_TAIL] = "DELETE FROM dedupe WHERE (src,tenant,id)>(?1,?2,?3) AND ts_ms<?4",
+    [S_CLR_KEYS_RESET] = "DELETE FROM temp.clear_keys",
+    [S_CLR_KEYS_FILL] =
+        "INSERT INTO temp.clear_keys(tenant,campaign,variant) SELECT DISTINCT tenant,campaign,"
+        "variant FROM counts WHERE src=?1 AND minute_ms>=?2 AND minute_ms<?3",
+    [S_CLR_COUNTS] = "DELETE FROM counts WHERE src=?1 AND minute_ms>=?2 AND minute_ms<?3",
+    [S_CLR_TOTALS_DEL] = "DELETE FROM totals WHERE src=?1 AND (tenant,campaign,variant) IN"
+                         " (SELECT tenant,campaign,variant FROM temp.clear_keys)",
+    [S_CLR_TOTALS_INS] =
+        "INSERT INTO totals(src,tenant,campaign,variant" MCOLS ",first_ms,last_ms,updated_ms,seq)"
+        " SELECT ?1,c.tenant,c.campaign,c.variant" METRIC_COLUMNS(
+            C_SUMC) ",MIN(c.first_ms),MAX(c.last_ms),?2,?3 FROM temp.clear_keys k JOIN counts c"
+                    " ON c.src=?1 AND c.tenant=k.tenant AND c.campaign=k.campaign AND c.variant=k.variant"
+                    " GROUP BY c.tenant,c.campaign,c.variant",
+    [S_CLR_CAMPAIGNS_DEL] = "DELETE FROM campaigns WHERE src=?1 AND (tenant,campaign) IN"
+                            " (SELECT tenant,campaign FROM temp.clear_keys)",
+    [S_CLR_CAMPAIGNS_INS] =
+        "INSERT INTO campaigns(src,tenant,campaign,first_ms,last_ms,updated_ms,seq)"
+        " SELECT ?1,tenant,campaign,MIN(first_ms),MAX(last_ms),?2,?3 FROM totals"
+        " WHERE src=?1 AND (tenant,campaign) IN (SELECT tenant,campaign FROM temp.clear_keys)"
+        " GROUP BY tenant,campaign",
+    [S_CLR_DEDUPE] = "DELETE FROM dedupe WHERE src=?1 AND ts_ms>=?2 AND ts_ms<?3",
+    [S_CLR_UNIQUES] = "DELETE FROM uniques WHERE src=?1 AND ts_ms>=?2 AND ts_ms<?3",
+    [S_CAMPAIGNS_LIST] = "SELECT c.campaign,c.first_ms,c.last_ms,c.updated_ms,c.seq" METRIC_COLUMNS(
+        C_SUMT) " FROM campaigns c JOIN totals t ON t.src=c.src AND t.tenant=c.tenant"
+                " AND t.campaign=c.campaign WHERE c.src=?1 AND c.tenant=?2 AND c.seq>?3"
+                " GROUP BY c.campaign ORDER BY c.campaign",
+    /* The live stream asks for what changed since a recent seq: a few rows of
+     * the seq index instead of every campaign of the tenant. */
+    [S_CAMPAIGNS_SINCE] = "SELECT c.campaign,c.first_ms,c.last_ms,c.updated_ms,c.seq" METRIC_COLUMNS(
+        C_SUMT) " FROM campaigns c INDEXED BY campaigns_seq JOIN totals t ON t.src=c.src"
+                " AND t.tenant=c.tenant AND t.campaign=c.campaign WHERE c.src=?1 AND c.tenant=?2"
+                " AND c.seq>?3 GROUP BY c.campaign ORDER BY c.campaign",
+    [S_CAMPAIGN_ALL] = "SELECT MIN(first_ms),MAX(last_ms),MAX(updated_ms),MAX(seq),COUNT(*)" METRIC_COLUMNS(
+        C_SUM) " FROM totals WHERE src=?1 AND tenant=?2 AND campaign=?3",
+    [S_CAMPAIGN_VARIANT] = "SELECT first_ms,last_ms,updated_ms,seq,1" MCOLS
+                           " FROM totals WHERE src=?1 AND tenant=?2 AND campaign=?3 AND variant=?4",
 };
 
 static int meta_bump(struct sq_store *s, const char *key)
@@ -145,8 +149,8 @@ static int schema_version(sqlite3 *db, int64_t *v)
 	sqlite3_stmt *q = NULL;
 	bool found = false;
 	*v = 0;
-	int rc = sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'",
-				    -1, &q, NULL);
+	int rc = sqlite3_prepare_v2(
+	    db, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'", -1, &q, NULL);
 	if (rc != SQLITE_OK)
 		return sq_err(rc);
 	int64_t one = 0;
@@ -165,8 +169,8 @@ static int schema_version(sqlite3 *db, int64_t *v)
 static int record_version(sqlite3 *db, const struct tl_migration *m)
 {
 	sqlite3_stmt *q = NULL;
-	int rc = sqlite3_prepare_v2(db, "INSERT INTO schema_version(version,name,applied_ms) VALUES(?1,?2,?3)", -1,
-				    &q, NULL);
+	int rc = sqlite3_prepare_v2(
+	    db, "INSERT INTO schema_version(version,name,applied_ms) VALUES(?1,?2,?3)", -1, &q, NULL);
 	if (rc != SQLITE_OK)
 		return sq_err(rc);
 	sqlite3_bind_int(q, 1, m->version);
@@ -196,7 +200,7 @@ static int migrate(sqlite3 *db)
 	if (rc != 0)
 		return rc;
 	rc = exec_sql(db, "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER PRIMARY KEY,"
-			  " name TEXT NOT NULL, applied_ms INTEGER NOT NULL)");
+	                  " name TEXT NOT NULL, applied_ms INTEGER NOT NULL)");
 	if (rc == 0)
 		rc = schema_version(db, &cur);
 	for (size_t i = 0; rc == 0 && i < tl_sqlite_migrations_count; i++) {
@@ -238,8 +242,9 @@ static int set_pragmas(sqlite3 *db)
 		return sq_err(rc);
 	rc = sqlite3_step(q);
 	/* An in-memory database answers "memory"; anything else must be WAL. */
-	bool ok = rc == SQLITE_ROW && (sqlite3_stricmp((const char *)sqlite3_column_text(q, 0), "wal") == 0 ||
-				       sqlite3_stricmp((const char *)sqlite3_column_text(q, 0), "memory") == 0);
+	bool ok =
+	    rc == SQLITE_ROW && (sqlite3_stricmp((const char *)sqlite3_column_text(q, 0), "wal") == 0 ||
+	                         sqlite3_stricmp((const char *)sqlite3_column_text(q, 0), "memory") == 0);
 	rc = rc == SQLITE_ROW ? 0 : sq_err(rc);
 	sqlite3_finalize(q);
 	if (rc != 0)
@@ -247,15 +252,15 @@ static int set_pragmas(sqlite3 *db)
 	if (!ok)
 		return -TL_EUNSUPPORTED;
 	return exec_sql(db, "PRAGMA synchronous=FULL;"
-			    "PRAGMA foreign_keys=OFF;"
-			    "PRAGMA cache_size=-65536;"
-			    "PRAGMA temp_store=MEMORY;"
-			    ""
-			    /* Checkpoint every ~40 MB of WAL rather than 4 MB: pages that
-			     * every batch rewrites (totals, campaigns, hot index pages)
-			     * are then copied back once per many commits. */
-			    "PRAGMA wal_autocheckpoint=10000;"
-			    "PRAGMA journal_size_limit=67108864;");
+	                    "PRAGMA foreign_keys=OFF;"
+	                    "PRAGMA cache_size=-65536;"
+	                    "PRAGMA temp_store=MEMORY;"
+	                    ""
+	                    /* Checkpoint every ~40 MB of WAL rather than 4 MB: pages that
+	                     * every batch rewrites (totals, campaigns, hot index pages)
+	                     * are then copied back once per many commits. */
+	                    "PRAGMA wal_autocheckpoint=10000;"
+	                    "PRAGMA journal_size_limit=67108864;");
 }
 
 static int sq_open(const char *uri, struct tl_store **out)
@@ -276,8 +281,8 @@ static int sq_open(const char *uri, struct tl_store **out)
 	int rc = 0;
 	if (strcmp(path, ":memory:") != 0 && (rc = make_parents(path)) != 0)
 		goto fail;
-	int src = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-				  NULL);
+	int src = sqlite3_open_v2(path, &s->db,
+	                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (src != SQLITE_OK) {
 		rc = src == SQLITE_CANTOPEN ? -TL_EIO : sq_err(src);
 		goto fail;
@@ -286,12 +291,14 @@ static int sq_open(const char *uri, struct tl_store **out)
 	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
 	if ((rc = set_pragmas(s->db)) != 0 || (rc = migrate(s->db)) != 0)
 		goto fail;
-	rc = exec_sql(s->db, "CREATE TEMP TABLE IF NOT EXISTS clear_keys(tenant TEXT, campaign TEXT, variant TEXT,"
-			     " PRIMARY KEY(tenant,campaign,variant)) WITHOUT ROWID");
+	rc = exec_sql(s->db,
+	              "CREATE TEMP TABLE IF NOT EXISTS clear_keys(tenant TEXT, campaign TEXT, variant TEXT,"
+	              " PRIMARY KEY(tenant,campaign,variant)) WITHOUT ROWID");
 	if (rc != 0)
 		goto fail;
 	for (int i = 0; i < S__COUNT; i++) {
-		src = sqlite3_prepare_v3(s->db, tl_sqlite_stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
+		src = sqlite3_prepare_v3(s->db, tl_sqlite_stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                         &s->stmt[i], NULL);
 		if (src != SQLITE_OK) {
 			rc = sq_err(src);
 			goto fail;
@@ -333,7 +340,8 @@ static int sq_tenant_add(struct tl_store *st, const char *name, struct tl_tenant
 	sqlite3_stmt *q = s->stmt[S_TENANT_INSERT];
 	if (bind_cstr(q, 1, name) != SQLITE_OK || bind_blob(q, 2, t->api_key_hash, 32) != SQLITE_OK ||
 	    bind_blob(q, 3, t->link_key, TL_KEY_BYTES) != SQLITE_OK ||
-	    bind_blob(q, 4, t->salt, TL_KEY_BYTES) != SQLITE_OK || sqlite3_bind_int64(q, 5, t->created_ms) != SQLITE_OK)
+	    bind_blob(q, 4, t->salt, TL_KEY_BYTES) != SQLITE_OK ||
+	    sqlite3_bind_int64(q, 5, t->created_ms) != SQLITE_OK)
 		rc = -TL_ENOMEM;
 	if (rc == 0)
 		rc = run(q);
@@ -358,7 +366,8 @@ static int sq_tenant_set(struct tl_store *st, const char *name, const char *key,
 	}
 	int src = sqlite3_step(q);
 	if (src == SQLITE_ROW) {
-		obj = json_loadb((const char *)sqlite3_column_text(q, 0), (size_t)sqlite3_column_bytes(q, 0), 0, NULL);
+		obj = json_loadb((const char *)sqlite3_column_text(q, 0), (size_t)sqlite3_column_bytes(q, 0),
+		                 0, NULL);
 		if (!obj || !json_is_object(obj))
 			rc = -TL_ECORRUPT;
 	} else {
@@ -521,25 +530,25 @@ static int sq_tenants_version(struct tl_store *st, int64_t *version)
 }
 
 const struct tl_store_ops tl_store_sqlite_ops = {
-	.scheme = "sqlite",
-	.open = sq_open,
-	.close = sq_close,
-	.tenant_add = sq_tenant_add,
-	.tenant_set = sq_tenant_set,
-	.tenants_load = sq_tenants_load,
-	.tenants_version = sq_tenants_version,
-	.begin = tl_sqlite_begin,
-	.dedupe = tl_sqlite_dedupe,
-	.uniques = tl_sqlite_uniques,
-	.add_counts = tl_sqlite_add_counts,
-	.offsets_set = tl_sqlite_offsets_set,
-	.commit = tl_sqlite_commit,
-	.rollback = tl_sqlite_rollback,
-	.offset_get = tl_sqlite_offset_get,
-	.prune_dedupe = tl_sqlite_prune_dedupe,
-	.clear_source = tl_sqlite_clear_source,
-	.campaigns = tl_sqlite_campaigns,
-	.campaign = tl_sqlite_campaign,
-	.series = tl_sqlite_series,
-	.last_seq = tl_sqlite_last_seq,
+    .scheme = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .tenant_add = sq_tenant_add,
+    .tenant_set = sq_tenant_set,
+    .tenants_load = sq_tenants_load,
+    .tenants_version = sq_tenants_version,
+    .begin = tl_sqlite_begin,
+    .dedupe = tl_sqlite_dedupe,
+    .uniques = tl_sqlite_uniques,
+    .add_counts = tl_sqlite_add_counts,
+    .offsets_set = tl_sqlite_offsets_set,
+    .commit = tl_sqlite_commit,
+    .rollback = tl_sqlite_rollback,
+    .offset_get = tl_sqlite_offset_get,
+    .prune_dedupe = tl_sqlite_prune_dedupe,
+    .clear_source = tl_sqlite_clear_source,
+    .campaigns = tl_sqlite_campaigns,
+    .campaign = tl_sqlite_campaign,
+    .series = tl_sqlite_series,
+    .last_seq = tl_sqlite_last_seq,
 };

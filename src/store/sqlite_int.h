@@ -14,23 +14,23 @@
 #include <string.h>
 
 /* Metric columns, in enum tl_metric order (X-macro: SQL text and the table). */
-#define METRIC_COLUMNS(X)                                                                                     \
-	X(sent)                                                                                               \
-	X(delivered)                                                                                          \
-	X(deferred)                                                                                           \
-	X(bounced)                                                                                            \
-	X(hard_bounced)                                                                                       \
-	X(soft_bounced)                                                                                       \
-	X(dropped)                                                                                            \
-	X(complaints)                                                                                         \
-	X(unsubscribes)                                                                                       \
-	X(opens)                                                                                              \
-	X(machine_opens)                                                                                      \
-	X(unique_opens)                                                                                       \
-	X(unique_human_opens)                                                                                 \
-	X(clicks)                                                                                             \
-	X(bot_clicks)                                                                                         \
-	X(unique_clicks)                                                                                      \
+#define METRIC_COLUMNS(X)                                                                                    \
+	X(sent)                                                                                              \
+	X(delivered)                                                                                         \
+	X(deferred)                                                                                          \
+	X(bounced)                                                                                           \
+	X(hard_bounced)                                                                                      \
+	X(soft_bounced)                                                                                      \
+	X(dropped)                                                                                           \
+	X(complaints)                                                                                        \
+	X(unsubscribes)                                                                                      \
+	X(opens)                                                                                             \
+	X(machine_opens)                                                                                     \
+	X(unique_opens)                                                                                      \
+	X(unique_human_opens)                                                                                \
+	X(clicks)                                                                                            \
+	X(bot_clicks)                                                                                        \
+	X(unique_clicks)                                                                                     \
 	X(unique_human_clicks)
 
 #define C_NAME(c) #c,
@@ -94,13 +94,13 @@ struct sq_store {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[S__COUNT];
 	sqlite3_stmt *series[TL_M__COUNT]; /* prepared on first use */
-	bool in_txn;	/* a batch transaction is open */
-	int txn_err;	/* first error inside it: commit refuses */
-	bool dirty;	/* counters changed: the commit bumps seq */
-	int src;	/* enum tl_source of the open batch */
-	int64_t seq;	/* sequence number this batch commits as */
-	int64_t now_ms; /* wall clock at begin (updated_ms) */
-	size_t *idx;	/* scratch: sort order of a call's keys */
+	bool in_txn;                       /* a batch transaction is open */
+	int txn_err;                       /* first error inside it: commit refuses */
+	bool dirty;                        /* counters changed: the commit bumps seq */
+	int src;                           /* enum tl_source of the open batch */
+	int64_t seq;                       /* sequence number this batch commits as */
+	int64_t now_ms;                    /* wall clock at begin (updated_ms) */
+	size_t *idx;                       /* scratch: sort order of a call's keys */
 	size_t idx_cap;
 };
 
@@ -116,22 +116,30 @@ static inline int sq_err(int rc)
 	switch (rc & 0xff) {
 	case SQLITE_OK:
 	case SQLITE_ROW:
-	case SQLITE_DONE: return 0;
+	case SQLITE_DONE:
+		return 0;
 	case SQLITE_BUSY:
-	case SQLITE_LOCKED: return -TL_EBUSY;
-	case SQLITE_NOMEM: return -TL_ENOMEM;
-	case SQLITE_FULL: return -TL_ENOSPC;
+	case SQLITE_LOCKED:
+		return -TL_EBUSY;
+	case SQLITE_NOMEM:
+		return -TL_ENOMEM;
+	case SQLITE_FULL:
+		return -TL_ENOSPC;
 	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB: return -TL_ECORRUPT;
-	case SQLITE_CONSTRAINT: return -TL_EEXIST;
-	case SQLITE_TOOBIG: return -TL_ETOOBIG;
+	case SQLITE_NOTADB:
+		return -TL_ECORRUPT;
+	case SQLITE_CONSTRAINT:
+		return -TL_EEXIST;
+	case SQLITE_TOOBIG:
+		return -TL_ETOOBIG;
 	case SQLITE_RANGE:
 	case SQLITE_MISMATCH:
-	case SQLITE_MISUSE: return -TL_EINVAL;
-	default: return -TL_EIO;
+	case SQLITE_MISUSE:
+		return -TL_EINVAL;
+	default:
+		return -TL_EIO;
 	}
 }
-
 
 static inline int bind_text(sqlite3_stmt *s, int i, const char *p, size_t n)
 {
@@ -209,14 +217,14 @@ void tl_sqlite_rollback(struct tl_store *st);
 int tl_sqlite_prune_dedupe(struct tl_store *st, int64_t before_ms);
 int tl_sqlite_clear_source(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms);
 int tl_sqlite_offset_get(struct tl_store *st, const char *consumer, const char *topic, int partition,
-			 uint64_t *next);
+                         uint64_t *next);
 int tl_sqlite_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-			tl_campaign_fn fn, void *arg);
+                        tl_campaign_fn fn, void *arg);
 int tl_sqlite_campaign(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		       const char *variant, struct tl_campaign_summary *out);
+                       const char *variant, struct tl_campaign_summary *out);
 int tl_sqlite_series(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		     const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms, int64_t to_ms,
-		     tl_point_fn fn, void *arg);
+                     const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms,
+                     int64_t to_ms, tl_point_fn fn, void *arg);
 int tl_sqlite_last_seq(struct tl_store *st, int64_t *seq);
 
 #endif

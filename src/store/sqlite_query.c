@@ -8,7 +8,7 @@
 static const char *const metric_col[] = {METRIC_COLUMNS(C_NAME)};
 
 int tl_sqlite_offset_get(struct tl_store *st, const char *consumer, const char *topic, int partition,
-			 uint64_t *next)
+                         uint64_t *next)
 {
 	struct sq_store *s = sq(st);
 	sqlite3_stmt *q = s->stmt[S_OFFSET_GET];
@@ -29,7 +29,7 @@ static void read_counts(sqlite3_stmt *q, int col, int64_t counts[TL_M__COUNT])
 }
 
 int tl_sqlite_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-			tl_campaign_fn fn, void *arg)
+                        tl_campaign_fn fn, void *arg)
 {
 	struct sq_store *s = sq(st);
 	sqlite3_stmt *q = s->stmt[since_seq > 0 ? S_CAMPAIGNS_SINCE : S_CAMPAIGNS_LIST];
@@ -45,11 +45,11 @@ int tl_sqlite_campaigns(struct tl_store *st, enum tl_source src, const char *ten
 			break;
 		}
 		struct tl_campaign_summary c = {
-			.campaign = (const char *)sqlite3_column_text(q, 0),
-			.first_ms = sqlite3_column_int64(q, 1),
-			.last_ms = sqlite3_column_int64(q, 2),
-			.updated_ms = sqlite3_column_int64(q, 3),
-			.seq = sqlite3_column_int64(q, 4),
+		    .campaign = (const char *)sqlite3_column_text(q, 0),
+		    .first_ms = sqlite3_column_int64(q, 1),
+		    .last_ms = sqlite3_column_int64(q, 2),
+		    .updated_ms = sqlite3_column_int64(q, 3),
+		    .seq = sqlite3_column_int64(q, 4),
 		};
 		read_counts(q, 5, c.counts);
 		if (!c.campaign) {
@@ -64,7 +64,7 @@ int tl_sqlite_campaigns(struct tl_store *st, enum tl_source src, const char *ten
 }
 
 int tl_sqlite_campaign(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		       const char *variant, struct tl_campaign_summary *out)
+                       const char *variant, struct tl_campaign_summary *out)
 {
 	struct sq_store *s = sq(st);
 	sqlite3_stmt *q = s->stmt[variant ? S_CAMPAIGN_VARIANT : S_CAMPAIGN_ALL];
@@ -96,11 +96,12 @@ static sqlite3_stmt *series_stmt(struct sq_store *s, enum tl_metric m, int *err)
 		return s->series[m];
 	char sql[640];
 	/* The bucket is minute_ms floored to a multiple of ?4 (also below 0). */
-	int n = snprintf(sql, sizeof(sql),
-			 "SELECT b,SUM(v) FROM (SELECT minute_ms-(((minute_ms%%?4)+?4)%%?4) AS b,%s AS v FROM counts"
-			 " WHERE src=?1 AND tenant=?2 AND campaign=?3 AND minute_ms>=?5 AND minute_ms<?6"
-			 " AND (?7 IS NULL OR variant=?7)) GROUP BY b ORDER BY b",
-			 metric_col[m]);
+	int n = snprintf(
+	    sql, sizeof(sql),
+	    "SELECT b,SUM(v) FROM (SELECT minute_ms-(((minute_ms%%?4)+?4)%%?4) AS b,%s AS v FROM counts"
+	    " WHERE src=?1 AND tenant=?2 AND campaign=?3 AND minute_ms>=?5 AND minute_ms<?6"
+	    " AND (?7 IS NULL OR variant=?7)) GROUP BY b ORDER BY b",
+	    metric_col[m]);
 	if (n < 0 || (size_t)n >= sizeof(sql)) {
 		*err = -TL_EINVAL;
 		return NULL;
@@ -114,8 +115,8 @@ static sqlite3_stmt *series_stmt(struct sq_store *s, enum tl_metric m, int *err)
 }
 
 int tl_sqlite_series(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		     const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms, int64_t to_ms,
-		     tl_point_fn fn, void *arg)
+                     const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms,
+                     int64_t to_ms, tl_point_fn fn, void *arg)
 {
 	struct sq_store *s = sq(st);
 	int rc = 0;
@@ -123,8 +124,8 @@ int tl_sqlite_series(struct tl_store *st, enum tl_source src, const char *tenant
 	if (!q)
 		return rc;
 	int b = sqlite3_bind_int(q, 1, (int)src) | bind_cstr(q, 2, tenant) | bind_cstr(q, 3, campaign) |
-		sqlite3_bind_int64(q, 4, granularity_s * 1000) | sqlite3_bind_int64(q, 5, from_ms) |
-		sqlite3_bind_int64(q, 6, to_ms);
+	        sqlite3_bind_int64(q, 4, granularity_s * 1000) | sqlite3_bind_int64(q, 5, from_ms) |
+	        sqlite3_bind_int64(q, 6, to_ms);
 	b |= variant ? bind_cstr(q, 7, variant) : sqlite3_bind_null(q, 7);
 	if (b != SQLITE_OK)
 		return -TL_EINVAL;

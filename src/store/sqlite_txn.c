@@ -117,7 +117,8 @@ int tl_sqlite_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size
 	sqlite3_bind_int(q, 1, s->src);
 	for (size_t j = 0; j < n && rc == 0; j++) {
 		const struct tl_dedupe_key *k = &keys[idx[j]];
-		if (bind_str(q, 2, k->tenant) != SQLITE_OK || bind_blob(q, 3, k->id.p, k->id.n) != SQLITE_OK ||
+		if (bind_str(q, 2, k->tenant) != SQLITE_OK ||
+		    bind_blob(q, 3, k->id.p, k->id.n) != SQLITE_OK ||
 		    sqlite3_bind_int64(q, 4, k->ts_ms) != SQLITE_OK)
 			rc = -TL_ETOOBIG;
 		else
@@ -178,8 +179,8 @@ static void fold_add(struct fold *f, const int64_t *delta, int64_t first, int64_
 	f->last = reset || last > f->last ? last : f->last;
 }
 
-static int bind_key_deltas(sqlite3_stmt *q, int *i, int src, const struct tl_count_row *r, const int64_t *minute,
-			   const struct fold *f)
+static int bind_key_deltas(sqlite3_stmt *q, int *i, int src, const struct tl_count_row *r,
+                           const int64_t *minute, const struct fold *f)
 {
 	int rc = sqlite3_bind_int(q, (*i)++, src);
 	rc |= bind_str(q, (*i)++, r->tenant);
@@ -215,8 +216,8 @@ static int upsert_campaign(struct sq_store *s, const struct tl_count_row *r, con
 {
 	sqlite3_stmt *q = s->stmt[S_CAMPAIGN_UPSERT];
 	int b = sqlite3_bind_int(q, 1, s->src) | bind_str(q, 2, r->tenant) | bind_str(q, 3, r->campaign) |
-		sqlite3_bind_int64(q, 4, f->first) | sqlite3_bind_int64(q, 5, f->last) |
-		sqlite3_bind_int64(q, 6, s->now_ms) | sqlite3_bind_int64(q, 7, s->seq);
+	        sqlite3_bind_int64(q, 4, f->first) | sqlite3_bind_int64(q, 5, f->last) |
+	        sqlite3_bind_int64(q, 6, s->now_ms) | sqlite3_bind_int64(q, 7, s->seq);
 	return b != SQLITE_OK ? -TL_ETOOBIG : run(q);
 }
 
@@ -243,7 +244,8 @@ int tl_sqlite_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 		fold_add(&var, r->delta, first, last, var_empty);
 		fold_add(&camp, r->delta, first, last, camp_empty);
 		var_empty = camp_empty = false;
-		bool same_camp = next && cmp_str(r->tenant, next->tenant) == 0 && cmp_str(r->campaign, next->campaign) == 0;
+		bool same_camp = next && cmp_str(r->tenant, next->tenant) == 0 &&
+		                 cmp_str(r->campaign, next->campaign) == 0;
 		if (!same_camp || cmp_str(r->variant, next->variant) != 0) {
 			rc = upsert_total(s, r, &var);
 			var_empty = true;
@@ -266,8 +268,8 @@ int tl_sqlite_offsets_set(struct tl_store *st, const char *consumer, const struc
 		return rc;
 	sqlite3_stmt *q = s->stmt[S_OFFSET_SET];
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		if (bind_cstr(q, 1, consumer) | bind_cstr(q, 2, o[i].topic) | sqlite3_bind_int(q, 3, o[i].partition) |
-		    sqlite3_bind_int64(q, 4, (int64_t)o[i].next))
+		if (bind_cstr(q, 1, consumer) | bind_cstr(q, 2, o[i].topic) |
+		    sqlite3_bind_int(q, 3, o[i].partition) | sqlite3_bind_int64(q, 4, (int64_t)o[i].next))
 			rc = -TL_ETOOBIG;
 		else
 			rc = run(q);
@@ -371,7 +373,7 @@ int tl_sqlite_prune_dedupe(struct tl_store *st, int64_t before_ms)
 			sqlite3_reset(scan);
 			del = s->stmt[S_PRUNE_RANGE];
 			if (rc == 0 && (cursor_bind(del, &cur, 1) | cursor_bind(del, &end, 4) |
-					sqlite3_bind_int64(del, 7, before_ms)))
+			                sqlite3_bind_int64(del, 7, before_ms)))
 				rc = -TL_ENOMEM;
 			if (rc == 0)
 				rc = run(del);
@@ -381,7 +383,8 @@ int tl_sqlite_prune_dedupe(struct tl_store *st, int64_t before_ms)
 		} else if (r == SQLITE_DONE) {
 			sqlite3_reset(scan);
 			del = s->stmt[S_PRUNE_TAIL];
-			rc = cursor_bind(del, &cur, 1) | sqlite3_bind_int64(del, 4, before_ms) ? -TL_ENOMEM : run(del);
+			rc = cursor_bind(del, &cur, 1) | sqlite3_bind_int64(del, 4, before_ms) ? -TL_ENOMEM
+			                                                                       : run(del);
 			more = false;
 		} else {
 			rc = sq_err(r);
@@ -400,8 +403,8 @@ int tl_sqlite_clear_source(struct tl_store *st, enum tl_source src, int64_t from
 	if (rc != 0)
 		return rc;
 	static const enum stmt_id steps[] = {
-		S_CLR_KEYS_RESET, S_CLR_KEYS_FILL, S_CLR_COUNTS, S_CLR_TOTALS_DEL, S_CLR_TOTALS_INS,
-		S_CLR_CAMPAIGNS_DEL, S_CLR_CAMPAIGNS_INS, S_CLR_DEDUPE, S_CLR_UNIQUES, S_CLR_KEYS_RESET,
+	    S_CLR_KEYS_RESET,    S_CLR_KEYS_FILL,     S_CLR_COUNTS, S_CLR_TOTALS_DEL, S_CLR_TOTALS_INS,
+	    S_CLR_CAMPAIGNS_DEL, S_CLR_CAMPAIGNS_INS, S_CLR_DEDUPE, S_CLR_UNIQUES,    S_CLR_KEYS_RESET,
 	};
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]) && rc == 0; i++) {
 		sqlite3_stmt *q = s->stmt[steps[i]];

@@ -19,7 +19,9 @@
 #include <string.h>
 
 static const struct tl_store_ops *const backends[] = {
-	&tl_store_sqlite_ops,
+    &tl_store_sqlite_ops,
+    &tl_store_postgres_ops,
+    &tl_store_postgresql_ops,
 };
 
 #define API_KEY_PREFIX "tk_"
@@ -56,8 +58,8 @@ static bool tenant_name_ok(const char *name)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-		      c == '_'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_'))
 			return false;
 	}
 	return true;
@@ -71,8 +73,8 @@ static bool setting_key_ok(const char *key)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = key[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-		      c == '_' || c == '.'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || c == '.'))
 			return false;
 	}
 	return true;
@@ -107,7 +109,7 @@ static size_t b64url(const unsigned char *in, size_t n, char *out)
 }
 
 int tl_store_tenant_add(struct tl_store *st, const char *name, struct tl_tenant *out,
-			char api_key_out[TL_API_KEY_MAX])
+                        char api_key_out[TL_API_KEY_MAX])
 {
 	if (!st || !name)
 		return -TL_EINVAL;
@@ -265,7 +267,7 @@ void tl_store_rollback(struct tl_store *st)
 }
 
 int tl_store_offset_get(struct tl_store *st, const char *consumer, const char *topic, int partition,
-			uint64_t *next)
+                        uint64_t *next)
 {
 	if (!st || !consumer || !topic || partition < 0 || !next)
 		return -TL_EINVAL;
@@ -294,7 +296,7 @@ static bool src_ok(enum tl_source src)
 }
 
 int tl_store_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-		       tl_campaign_fn fn, void *arg)
+                       tl_campaign_fn fn, void *arg)
 {
 	if (!st || !src_ok(src) || !tenant || !fn)
 		return -TL_EINVAL;
@@ -302,7 +304,7 @@ int tl_store_campaigns(struct tl_store *st, enum tl_source src, const char *tena
 }
 
 int tl_store_campaign(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		      const char *variant, struct tl_campaign_summary *out)
+                      const char *variant, struct tl_campaign_summary *out)
 {
 	if (!st || !src_ok(src) || !tenant || !campaign || !out)
 		return -TL_EINVAL;
@@ -310,8 +312,8 @@ int tl_store_campaign(struct tl_store *st, enum tl_source src, const char *tenan
 }
 
 int tl_store_series(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		    const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms,
-		    int64_t to_ms, tl_point_fn fn, void *arg)
+                    const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms,
+                    int64_t to_ms, tl_point_fn fn, void *arg)
 {
 	if (!st || !src_ok(src) || !tenant || !campaign || !fn)
 		return -TL_EINVAL;

@@ -28,13 +28,14 @@ struct tl_tenant_cache {
 
 static int cmp_name(const void *a, const void *b)
 {
-	return strcmp((*(const struct tl_tenant *const *)a)->name, (*(const struct tl_tenant *const *)b)->name);
+	return strcmp((*(const struct tl_tenant *const *)a)->name,
+	              (*(const struct tl_tenant *const *)b)->name);
 }
 
 static int cmp_key(const void *a, const void *b)
 {
 	return memcmp((*(const struct tl_tenant *const *)a)->api_key_hash,
-		      (*(const struct tl_tenant *const *)b)->api_key_hash, 32);
+	              (*(const struct tl_tenant *const *)b)->api_key_hash, 32);
 }
 
 /* Loads every tenant and swaps the new set in; the old one stays on error. */

@@ -61,7 +61,8 @@ static int teardown(void **state)
 	return 0;
 }
 
-static struct tl_count_row row(const char *tenant, const char *campaign, const char *variant, int64_t minute_ms)
+static struct tl_count_row row(const char *tenant, const char *campaign, const char *variant,
+                               int64_t minute_ms)
 {
 	struct tl_count_row r;
 	memset(&r, 0, sizeof(r));
@@ -78,10 +79,10 @@ static struct tl_dedupe_key dk(const char *tenant, const char *id, int64_t ts)
 }
 
 static struct tl_unique_key uk(const char *tenant, const char *campaign, uint8_t kind, const char *rcpt,
-			       int64_t ts)
+                               int64_t ts)
 {
-	struct tl_unique_key k = {tl_str_of(tenant, strlen(tenant)), tl_str_of(campaign, strlen(campaign)), kind,
-				  tl_str_of(rcpt, strlen(rcpt)), ts};
+	struct tl_unique_key k = {tl_str_of(tenant, strlen(tenant)), tl_str_of(campaign, strlen(campaign)),
+	                          kind, tl_str_of(rcpt, strlen(rcpt)), ts};
 	return k;
 }
 
@@ -133,8 +134,9 @@ static void test_open_migrations_idempotent(void **state)
 
 	/* A schema newer than this build is refused. */
 	assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "INSERT INTO schema_version VALUES(999,'future',0)", NULL, NULL, NULL),
-			 SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(db, "INSERT INTO schema_version VALUES(999,'future',0)", NULL, NULL, NULL),
+	    SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(tl_store_open(f->uri, &b), -TL_EUNSUPPORTED);
 	assert_null(b);
@@ -163,7 +165,8 @@ static void test_tenants(void **state)
 	assert_int_equal(strlen(ka), 46);
 	assert_memory_equal(ka, "tk_", 3);
 	for (size_t i = 3; i < 46; i++)
-		assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", ka[i]));
+		assert_non_null(
+		    strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", ka[i]));
 	unsigned char d[32];
 	unsigned int dl = 0;
 	assert_int_equal(EVP_Digest(ka, strlen(ka), d, &dl, EVP_sha256(), NULL), 1);
@@ -176,14 +179,20 @@ static void test_tenants(void **state)
 	/* Duplicates and bad names. */
 	char k[TL_API_KEY_MAX];
 	assert_int_equal(tl_store_tenant_add(f->st, "acme", NULL, k), -TL_EEXIST);
-	const char *bad[] = {"", "a b", "a/b", "a.b", "caf\xc3\xa9", "x;DROP TABLE tenants",
-			     "12345678901234567890123456789012345678901234567890123456789012345"};
+	const char *bad[] = {"",
+	                     "a b",
+	                     "a/b",
+	                     "a.b",
+	                     "caf\xc3\xa9",
+	                     "x;DROP TABLE tenants",
+	                     "12345678901234567890123456789012345678901234567890123456789012345"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(tl_store_tenant_add(f->st, bad[i], NULL, k), -TL_EINVAL);
 	/* 64 characters is the limit, inclusive. */
-	assert_int_equal(tl_store_tenant_add(f->st, "1234567890123456789012345678901234567890123456789012345678901234",
-					     NULL, NULL),
-			 0);
+	assert_int_equal(
+	    tl_store_tenant_add(f->st, "1234567890123456789012345678901234567890123456789012345678901234",
+	                        NULL, NULL),
+	    0);
 
 	/* Settings: set, overwrite, remove; the version moves each time. */
 	assert_int_equal(tl_store_tenant_set(f->st, "acme", "sendgrid_verify", "false"), 0);
@@ -247,7 +256,7 @@ static void test_dedupe(void **state)
 
 	/* Across transactions; another tenant's id space is separate; so is the batch source. */
 	struct tl_dedupe_key k3[] = {dk("acme", "e1", T0), dk("acme", "e2", T0), dk("acme", "e3", T0),
-				     dk("acme", "e4", T0), dk("beta", "e1", T0)};
+	                             dk("acme", "e4", T0), dk("beta", "e1", T0)};
 	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
 	assert_int_equal(tl_store_dedupe(f->st, k3, 5, nw), 0);
 	assert_memory_equal(nw, ((uint8_t[]){0, 0, 0, 1, 1}), 5);
@@ -262,13 +271,15 @@ static void test_uniques(void **state)
 {
 	struct fx *f = *state;
 	uint8_t nw[8];
-	struct tl_unique_key k1[] = {uk("acme", "c1", TL_U_OPEN, "r1", T0), uk("acme", "c1", TL_U_HUMAN_OPEN, "r1", T0),
-				     uk("acme", "c1", TL_U_OPEN, "r2", T0)};
+	struct tl_unique_key k1[] = {uk("acme", "c1", TL_U_OPEN, "r1", T0),
+	                             uk("acme", "c1", TL_U_HUMAN_OPEN, "r1", T0),
+	                             uk("acme", "c1", TL_U_OPEN, "r2", T0)};
 	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
 	assert_int_equal(tl_store_uniques(f->st, k1, 3, nw), 0);
 	assert_memory_equal(nw, ((uint8_t[]){1, 1, 1}), 3);
-	struct tl_unique_key k2[] = {uk("acme", "c1", TL_U_OPEN, "r1", T0 + 5), uk("acme", "c2", TL_U_OPEN, "r1", T0),
-				     uk("beta", "c1", TL_U_OPEN, "r1", T0), uk("acme", "c1", TL_U_CLICK, "r1", T0)};
+	struct tl_unique_key k2[] = {
+	    uk("acme", "c1", TL_U_OPEN, "r1", T0 + 5), uk("acme", "c2", TL_U_OPEN, "r1", T0),
+	    uk("beta", "c1", TL_U_OPEN, "r1", T0), uk("acme", "c1", TL_U_CLICK, "r1", T0)};
 	assert_int_equal(tl_store_uniques(f->st, k2, 4, nw), 0);
 	assert_memory_equal(nw, ((uint8_t[]){0, 1, 1, 1}), 4);
 	assert_int_equal(tl_store_commit(f->st), 0);
@@ -324,7 +335,8 @@ static void test_add_counts_upsert(void **state)
 	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "acme", "cols", NULL, &s), 0);
 	for (int m = 0; m < TL_M__COUNT; m++)
 		assert_int_equal(s.counts[m], 100 + m);
-	assert_int_equal(raw_int(f->path, "SELECT unique_human_clicks FROM counts WHERE campaign='cols'"), 116);
+	assert_int_equal(raw_int(f->path, "SELECT unique_human_clicks FROM counts WHERE campaign='cols'"),
+	                 116);
 	assert_int_equal(raw_int(f->path, "SELECT hard_bounced FROM totals WHERE campaign='cols'"), 104);
 }
 
@@ -335,7 +347,8 @@ static void test_offsets(void **state)
 	assert_int_equal(tl_store_offset_get(f->st, "aggregate", "metrics", 0, &next), 0);
 	assert_int_equal(next, 0);
 	struct tl_offset o[] = {{"metrics", 0, 100}, {"metrics", 3, 7}, {"delivery", 0, 55}};
-	assert_int_equal(tl_store_offsets_set(f->st, "aggregate", o, 3), -TL_EINVAL); /* outside a transaction */
+	assert_int_equal(tl_store_offsets_set(f->st, "aggregate", o, 3),
+	                 -TL_EINVAL); /* outside a transaction */
 	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
 	assert_int_equal(tl_store_offsets_set(f->st, "aggregate", o, 3), 0);
 	assert_int_equal(tl_store_commit(f->st), 0);
@@ -477,10 +490,13 @@ static void test_campaign_variants(void **state)
 	assert_int_equal(s.first_ms, T0 + MIN_MS);
 	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "acme", "spring", "", &s), 0);
 	assert_int_equal(s.counts[TL_M_DELIVERED], 4);
-	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "acme", "spring", "Z", &s), -TL_ENOTFOUND);
-	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "acme", "autumn", NULL, &s), -TL_ENOTFOUND);
+	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "acme", "spring", "Z", &s),
+	                 -TL_ENOTFOUND);
+	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "acme", "autumn", NULL, &s),
+	                 -TL_ENOTFOUND);
 	/* The batch tables are separate. */
-	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_BATCH, "acme", "spring", NULL, &s), -TL_ENOTFOUND);
+	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_BATCH, "acme", "spring", NULL, &s),
+	                 -TL_ENOTFOUND);
 }
 
 struct points {
@@ -519,8 +535,8 @@ static void test_series(void **state)
 
 	struct points p = {0};
 	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M_OPENS, 60, 0,
-					 INT64_MAX, on_point, &p),
-			 0);
+	                                 INT64_MAX, on_point, &p),
+	                 0);
 	assert_int_equal(p.n, 5);
 	for (int i = 0; i < 5; i++) {
 		assert_int_equal(p.t[i], at[i]);
@@ -528,9 +544,9 @@ static void test_series(void **state)
 	}
 
 	memset(&p, 0, sizeof(p));
-	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M_OPENS, 3600, 0,
-					 INT64_MAX, on_point, &p),
-			 0);
+	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M_OPENS, 3600,
+	                                 0, INT64_MAX, on_point, &p),
+	                 0);
 	assert_int_equal(p.n, 3);
 	assert_int_equal(p.t[0], T0);
 	assert_int_equal(p.v[0], 7);
@@ -540,9 +556,9 @@ static void test_series(void **state)
 	assert_int_equal(p.v[2], 16);
 
 	memset(&p, 0, sizeof(p));
-	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M_OPENS, 86400, 0,
-					 INT64_MAX, on_point, &p),
-			 0);
+	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M_OPENS, 86400,
+	                                 0, INT64_MAX, on_point, &p),
+	                 0);
 	assert_int_equal(p.n, 2);
 	assert_int_equal(p.t[0], T0 - 18 * H); /* midnight UTC */
 	assert_int_equal(p.v[0], 15);
@@ -552,24 +568,24 @@ static void test_series(void **state)
 	/* [from, to): 18:01 included, 19:00 excluded. */
 	memset(&p, 0, sizeof(p));
 	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M_OPENS, 60,
-					 T0 + MIN_MS, T0 + H, on_point, &p),
-			 0);
+	                                 T0 + MIN_MS, T0 + H, on_point, &p),
+	                 0);
 	assert_int_equal(p.n, 2);
 	assert_int_equal(p.v[0], 2);
 	assert_int_equal(p.v[1], 4);
 
 	/* Variant filter. */
 	memset(&p, 0, sizeof(p));
-	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", "A", TL_M_OPENS, 3600, 0,
-					 INT64_MAX, on_point, &p),
-			 0);
+	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", "A", TL_M_OPENS, 3600,
+	                                 0, INT64_MAX, on_point, &p),
+	                 0);
 	assert_int_equal(p.n, 2);
 	assert_int_equal(p.v[0], 5);
 	assert_int_equal(p.v[1], 8);
 	memset(&p, 0, sizeof(p));
 	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", "", TL_M_OPENS, 60, 0,
-					 INT64_MAX, on_point, &p),
-			 0);
+	                                 INT64_MAX, on_point, &p),
+	                 0);
 	assert_int_equal(p.n, 1);
 	assert_int_equal(p.v[0], 16);
 
@@ -577,16 +593,16 @@ static void test_series(void **state)
 	memset(&p, 0, sizeof(p));
 	p.stop_after = 2;
 	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M_SENT, 60, 0,
-					 INT64_MAX, on_point, &p),
-			 7);
+	                                 INT64_MAX, on_point, &p),
+	                 7);
 	assert_int_equal(p.n, 2);
 	assert_int_equal(p.v[0], 100);
-	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M__COUNT, 60, 0,
-					 INT64_MAX, on_point, &p),
-			 -TL_EINVAL);
+	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M__COUNT, 60,
+	                                 0, INT64_MAX, on_point, &p),
+	                 -TL_EINVAL);
 	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "acme", "spring", NULL, TL_M_SENT, 0, 0,
-					 INT64_MAX, on_point, &p),
-			 -TL_EINVAL);
+	                                 INT64_MAX, on_point, &p),
+	                 -TL_EINVAL);
 }
 
 struct clist {
@@ -688,15 +704,19 @@ static void test_tenant_isolation(void **state)
 	struct tl_campaign_summary s;
 	assert_int_equal(tl_store_campaigns(f->st, TL_SOURCE_REALTIME, "beta", 0, on_campaign, &l), 0);
 	assert_int_equal(l.n, 0);
-	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "beta", "secret", NULL, &s), -TL_ENOTFOUND);
-	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "beta", "secret", "A", &s), -TL_ENOTFOUND);
-	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "beta", "secret", NULL, TL_M_CLICKS, 60, 0,
-					 INT64_MAX, on_point, &p),
-			 0);
+	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "beta", "secret", NULL, &s),
+	                 -TL_ENOTFOUND);
+	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "beta", "secret", "A", &s),
+	                 -TL_ENOTFOUND);
+	assert_int_equal(tl_store_series(f->st, TL_SOURCE_REALTIME, "beta", "secret", NULL, TL_M_CLICKS, 60,
+	                                 0, INT64_MAX, on_point, &p),
+	                 0);
 	assert_int_equal(p.n, 0);
 	/* Tenant names are compared exactly (no prefix or case folding). */
-	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "ACME", "secret", NULL, &s), -TL_ENOTFOUND);
-	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "acm", "secret", NULL, &s), -TL_ENOTFOUND);
+	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "ACME", "secret", NULL, &s),
+	                 -TL_ENOTFOUND);
+	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "acm", "secret", NULL, &s),
+	                 -TL_ENOTFOUND);
 	struct tl_dedupe_key db = dk("beta", "ev", T0);
 	struct tl_unique_key ub = uk("beta", "secret", TL_U_CLICK, "r", T0);
 	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
@@ -723,7 +743,8 @@ static void test_prune_dedupe(void **state)
 	assert_non_null(nw);
 	for (int i = 0; i < N; i++) {
 		int len = snprintf(ids[i], 16, "id%d", i);
-		k[i] = (struct tl_dedupe_key){TL_STR("acme"), tl_str_of(ids[i], (size_t)len), i < N - 2 ? 1000 : 3000};
+		k[i] = (struct tl_dedupe_key){TL_STR("acme"), tl_str_of(ids[i], (size_t)len),
+		                              i < N - 2 ? 1000 : 3000};
 	}
 	k[N - 2].ts_ms = 2000;
 	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
@@ -731,7 +752,7 @@ static void test_prune_dedupe(void **state)
 	assert_int_equal(tl_store_commit(f->st), 0);
 	/* Other tenants and the batch source are pruned by the same rule. */
 	struct tl_dedupe_key other[] = {dk("beta", "old", 10), dk("beta", "new", 9000), dk("0", "old", 1),
-					dk("zzz", "new", 2500)};
+	                                dk("zzz", "new", 2500)};
 	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
 	assert_int_equal(tl_store_dedupe(f->st, other, 4, nw), 0);
 	assert_int_equal(tl_store_commit(f->st), 0);
@@ -776,7 +797,7 @@ static void test_clear_source(void **state)
 		r[2].delta[TL_M_SENT] = 4;
 		struct tl_dedupe_key d[] = {dk("acme", "e1", day1 + 1), dk("acme", "e2", day2 + 1)};
 		struct tl_unique_key u[] = {uk("acme", "c", TL_U_OPEN, "r1", day1 + 1),
-					    uk("acme", "c", TL_U_OPEN, "r2", day2 + 1)};
+		                            uk("acme", "c", TL_U_OPEN, "r2", day2 + 1)};
 		assert_int_equal(tl_store_begin(f->st, (enum tl_source)src), 0);
 		assert_int_equal(tl_store_add_counts(f->st, r, 3), 0);
 		assert_int_equal(tl_store_dedupe(f->st, d, 2, nw), 0);
@@ -794,15 +815,16 @@ static void test_clear_source(void **state)
 	assert_int_equal(s.first_ms, day2 + MIN_MS);
 	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_BATCH, "acme", "c", "A", &s), 0);
 	assert_int_equal(s.counts[TL_M_SENT], 2);
-	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_BATCH, "acme", "only-day1", NULL, &s), -TL_ENOTFOUND);
+	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_BATCH, "acme", "only-day1", NULL, &s),
+	                 -TL_ENOTFOUND);
 	struct clist l = {0};
 	assert_int_equal(tl_store_campaigns(f->st, TL_SOURCE_BATCH, "acme", 0, on_campaign, &l), 0);
 	assert_int_equal(l.n, 1);
 	assert_int_equal(l.sent[0], 2);
 	struct points p = {0};
-	assert_int_equal(tl_store_series(f->st, TL_SOURCE_BATCH, "acme", "c", NULL, TL_M_SENT, 60, 0, INT64_MAX,
-					 on_point, &p),
-			 0);
+	assert_int_equal(tl_store_series(f->st, TL_SOURCE_BATCH, "acme", "c", NULL, TL_M_SENT, 60, 0,
+	                                 INT64_MAX, on_point, &p),
+	                 0);
 	assert_int_equal(p.n, 1);
 	assert_int_equal(p.t[0], day2 + MIN_MS);
 
@@ -814,7 +836,7 @@ static void test_clear_source(void **state)
 	/* Day 1's dedupe ids and unique members are gone from batch only. */
 	struct tl_dedupe_key d[] = {dk("acme", "e1", day1 + 1), dk("acme", "e2", day2 + 1)};
 	struct tl_unique_key u[] = {uk("acme", "c", TL_U_OPEN, "r1", day1 + 1),
-				    uk("acme", "c", TL_U_OPEN, "r2", day2 + 1)};
+	                            uk("acme", "c", TL_U_OPEN, "r2", day2 + 1)};
 	for (int src = TL_SOURCE_REALTIME; src <= TL_SOURCE_BATCH; src++) {
 		uint8_t want = src == TL_SOURCE_BATCH;
 		assert_int_equal(tl_store_begin(f->st, (enum tl_source)src), 0);
@@ -921,7 +943,8 @@ static void test_measure_apply(void **state)
 		/* 1,000 campaigns × 2 variants × 5 minutes; minutes move on each round. */
 		for (int i = 0; i < NROWS; i++) {
 			int len = snprintf(camp[i], 24, "campaign-%04d", i % 1000);
-			rows[i] = row("acme", "", (i / 1000) % 2 ? "B" : "A", T0 + (round * 5 + i / 2000) * MIN_MS);
+			rows[i] =
+			    row("acme", "", (i / 1000) % 2 ? "B" : "A", T0 + (round * 5 + i / 2000) * MIN_MS);
 			rows[i].campaign = tl_str_of(camp[i], (size_t)len);
 			rows[i].delta[TL_M_SENT] = 3;
 			rows[i].delta[TL_M_OPENS] = 1;
@@ -947,7 +970,7 @@ static void test_measure_apply(void **state)
 			assert_int_equal(nw[i], 1);
 	}
 	print_message("apply 10k count rows + 20k dedupe keys: mean %.1f ms/batch, %.0f rows/s (best %.0f)\n",
-		      total_s * 1000 / ROUNDS, (NROWS + NKEYS) * ROUNDS / total_s, best);
+	              total_s * 1000 / ROUNDS, (NROWS + NKEYS) * ROUNDS / total_s, best);
 
 	/* Summary query over 1,000 campaigns of this tenant. */
 	struct tl_campaign_summary s;
@@ -966,22 +989,22 @@ static void test_measure_apply(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_open_migrations_idempotent, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tenants, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_uniques, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_add_counts_upsert, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_offsets, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_commit_atomic_kill, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_campaign_variants, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_series, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_campaigns_list, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tenant_isolation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_prune_dedupe, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_clear_source, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tenant_cache, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_measure_apply, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_migrations_idempotent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tenants, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_uniques, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_add_counts_upsert, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_offsets, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_atomic_kill, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_campaign_variants, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_series, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_campaigns_list, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tenant_isolation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prune_dedupe, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clear_source, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tenant_cache, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_measure_apply, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

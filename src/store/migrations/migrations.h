@@ -11,7 +11,7 @@
 #include <stddef.h>
 
 struct tl_migration {
-	int version;	 /* 1, 2, … in array order */
+	int version;      /* 1, 2, … in array order */
 	const char *name; /* short description, recorded in schema_version */
 	const char *sql;  /* one or more statements, no data, no parameters */
 };
