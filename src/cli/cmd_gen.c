@@ -35,33 +35,35 @@ struct gen_cfg {
 #define G(field) offsetof(struct gen_cfg, field)
 
 static const struct tl_opt gen_table[] = {
-	{"collector", TL_OPT_STR, G(collector), "http://127.0.0.1:8080", "collector base URL (or ADDR:PORT)"},
-	{"tenant", TL_OPT_STR, G(tenant), NULL, "tenant name (required)"},
-	{"api-key", TL_OPT_STR, G(api_key), NULL, "the tenant's API key (required)"},
-	{"link-key", TL_OPT_STR, G(link_key), NULL, "the tenant's link key, 64 hex characters (required)"},
-	{"other-tenant-link-key", TL_OPT_STR, G(other_key), NULL,
-	 "another tenant's link key: also send tokens signed with it (must not count)"},
-	{"campaigns", TL_OPT_INT, G(campaigns), "5", "number of campaigns"},
-	{"recipients", TL_OPT_INT, G(recipients), "1000", "recipients per campaign"},
-	{"events", TL_OPT_INT, G(events), "0", "approximate total events to submit (scales --recipients)"},
-	{"variants", TL_OPT_STR, G(variants), "A,B", "comma-separated variants; \"\" = none"},
-	{"campaign-prefix", TL_OPT_STR, G(prefix), "camp", "campaigns are named <prefix>-<n>"},
-	{"seed", TL_OPT_INT, G(seed), "1", "simulation seed"},
-	{"out", TL_OPT_STR, G(out), NULL, "write the ground truth JSON here (default stdout)"},
-	{"concurrency", TL_OPT_INT, G(concurrency), "8", "parallel keep-alive HTTP connections"},
-	{"batch-lines", TL_OPT_INT, G(batch_lines), "800", "NDJSON lines per POST /v1/events"},
-	{"junk", TL_OPT_BOOL, G(junk), "true", "duplicates, bad batches, forged and foreign tokens"},
-	{"quiet", TL_OPT_BOOL, G(quiet), "false", "no progress lines"},
+    {"collector", TL_OPT_STR, G(collector), "http://127.0.0.1:8080", "collector base URL (or ADDR:PORT)"},
+    {"tenant", TL_OPT_STR, G(tenant), NULL, "tenant name (required)"},
+    {"api-key", TL_OPT_STR, G(api_key), NULL, "the tenant's API key (required)"},
+    {"link-key", TL_OPT_STR, G(link_key), NULL, "the tenant's link key, 64 hex characters (required)"},
+    {"other-tenant-link-key", TL_OPT_STR, G(other_key), NULL,
+     "another tenant's link key: also send tokens signed with it (must not count)"},
+    {"campaigns", TL_OPT_INT, G(campaigns), "5", "number of campaigns"},
+    {"recipients", TL_OPT_INT, G(recipients), "1000", "recipients per campaign"},
+    {"events", TL_OPT_INT, G(events), "0", "approximate total events to submit (scales --recipients)"},
+    {"variants", TL_OPT_STR, G(variants), "A,B", "comma-separated variants; \"\" = none"},
+    {"campaign-prefix", TL_OPT_STR, G(prefix), "camp", "campaigns are named <prefix>-<n>"},
+    {"seed", TL_OPT_INT, G(seed), "1", "simulation seed"},
+    {"out", TL_OPT_STR, G(out), NULL, "write the ground truth JSON here (default stdout)"},
+    {"concurrency", TL_OPT_INT, G(concurrency), "8", "parallel keep-alive HTTP connections"},
+    {"batch-lines", TL_OPT_INT, G(batch_lines), "800", "NDJSON lines per POST /v1/events"},
+    {"junk", TL_OPT_BOOL, G(junk), "true", "duplicates, bad batches, forged and foreign tokens"},
+    {"quiet", TL_OPT_BOOL, G(quiet), "false", "no progress lines"},
 };
 #define N_GEN (sizeof gen_table / sizeof gen_table[0])
 
 static const char *const gen_flags[] = {
-	"collector", "tenant", "api-key", "link-key", "other-tenant-link-key", "campaigns", "recipients", "events",
-	"variants",  "campaign-prefix", "seed", "out", "concurrency", "batch-lines", "junk", "quiet", NULL};
+    "collector", "tenant",     "api-key",     "link-key",    "other-tenant-link-key",
+    "campaigns", "recipients", "events",      "variants",    "campaign-prefix",
+    "seed",      "out",        "concurrency", "batch-lines", "junk",
+    "quiet",     NULL};
 
 static const char usage_line[] =
-	"tally gen --collector URL --tenant NAME --api-key KEY --link-key HEX [--events N | --recipients N] "
-	"[--campaigns N] [--variants A,B] [--seed N] [--out FILE] [flags]";
+    "tally gen --collector URL --tenant NAME --api-key KEY --link-key HEX [--events N | --recipients N] "
+    "[--campaigns N] [--variants A,B] [--seed N] [--out FILE] [flags]";
 
 /* gen's own options, then every shared setting it does not redefine. */
 static struct tl_opt *build_table(size_t *n)
@@ -100,19 +102,21 @@ static void on_progress(void *arg, const struct tl_gen_progress *p)
 	const struct gen_cfg *c = arg;
 	double secs = (double)p->elapsed_ms / 1000.0;
 	if (p->done) {
-		fprintf(stderr,
-			"gen: done: %lld events (%lld counted) in %.2f s: %.0f events/s; %lld requests (%.0f/s), "
-			"%lld batches (%lld bad, %lld retried, %lld duplicate lines), %lld hits (%lld forged), "
-			"%lld errors\n",
-			(long long)p->stats.events_sent, (long long)p->stats.events_counted, secs, p->events_per_s,
-			(long long)p->stats.requests, secs > 0 ? (double)p->stats.requests / secs : 0.0,
-			(long long)p->stats.batches, (long long)p->stats.junk_batches,
-			(long long)p->stats.retried_batches, (long long)p->stats.dup_lines, (long long)p->stats.hits,
-			(long long)p->stats.forged_hits, (long long)p->stats.errors);
+		fprintf(
+		    stderr,
+		    "gen: done: %lld events (%lld counted) in %.2f s: %.0f events/s; %lld requests (%.0f/s), "
+		    "%lld batches (%lld bad, %lld retried, %lld duplicate lines), %lld hits (%lld forged), "
+		    "%lld errors\n",
+		    (long long)p->stats.events_sent, (long long)p->stats.events_counted, secs,
+		    p->events_per_s, (long long)p->stats.requests,
+		    secs > 0 ? (double)p->stats.requests / secs : 0.0, (long long)p->stats.batches,
+		    (long long)p->stats.junk_batches, (long long)p->stats.retried_batches,
+		    (long long)p->stats.dup_lines, (long long)p->stats.hits, (long long)p->stats.forged_hits,
+		    (long long)p->stats.errors);
 	} else if (!c->quiet) {
 		fprintf(stderr, "gen: %.1f s: %lld events, %lld requests, %.0f events/s, %lld errors\n", secs,
-			(long long)p->stats.events_sent, (long long)p->stats.requests, p->events_per_s,
-			(long long)p->stats.errors);
+		        (long long)p->stats.events_sent, (long long)p->stats.requests, p->events_per_s,
+		        (long long)p->stats.errors);
 	}
 }
 
@@ -170,7 +174,10 @@ int tl_cmd_gen(int argc, char **argv)
 		fprintf(stderr, "tally gen: unexpected argument '%s'\n", res.positional[0]);
 		goto out;
 	}
-	const char *missing = !*c.tenant ? "--tenant" : !*c.api_key ? "--api-key" : !*c.link_key ? "--link-key" : NULL;
+	const char *missing = !*c.tenant     ? "--tenant"
+	                      : !*c.api_key  ? "--api-key"
+	                      : !*c.link_key ? "--link-key"
+	                                     : NULL;
 	if (missing) {
 		fprintf(stderr, "tally gen: %s is required\n", missing);
 		goto out;
@@ -189,15 +196,15 @@ int tl_cmd_gen(int argc, char **argv)
 		size_t off;
 		int64_t min, max;
 	} ranges[] = {
-		{"campaigns", G(campaigns), 1, 100000},	  {"recipients", G(recipients), 0, 100000000},
-		{"events", G(events), 0, 10000000000LL},  {"seed", G(seed), 0, INT64_MAX},
-		{"concurrency", G(concurrency), 1, 1024}, {"batch-lines", G(batch_lines), 1, 100000},
+	    {"campaigns", G(campaigns), 1, 100000},   {"recipients", G(recipients), 0, 100000000},
+	    {"events", G(events), 0, 10000000000LL},  {"seed", G(seed), 0, INT64_MAX},
+	    {"concurrency", G(concurrency), 1, 1024}, {"batch-lines", G(batch_lines), 1, 100000},
 	};
 	for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
 		int64_t v = *(int64_t *)(void *)((char *)&c + ranges[i].off);
 		if (v < ranges[i].min || v > ranges[i].max) {
 			fprintf(stderr, "tally gen: --%s: must be %lld..%lld\n", ranges[i].flag,
-				(long long)ranges[i].min, (long long)ranges[i].max);
+			        (long long)ranges[i].min, (long long)ranges[i].max);
 			goto out;
 		}
 	}
@@ -213,9 +220,10 @@ int tl_cmd_gen(int argc, char **argv)
 	int rc = tl_gen_create(&o, &g);
 	if (rc) {
 		fprintf(stderr, "tally gen: %s\n",
-			rc == -TL_EINVAL ? "bad options (--tenant, --variants \"A,B\" with up to 16 distinct names, "
-					   "--campaign-prefix)"
-					 : tl_strerror(rc));
+		        rc == -TL_EINVAL
+		            ? "bad options (--tenant, --variants \"A,B\" with up to 16 distinct names, "
+		              "--campaign-prefix)"
+		            : tl_strerror(rc));
 		goto out;
 	}
 
@@ -225,19 +233,20 @@ int tl_cmd_gen(int argc, char **argv)
 		goto oom;
 	snprintf(collector, cl, "%s%s", strstr(c.collector, "://") ? "" : "http://", c.collector);
 
-	fprintf(stderr, "gen: tenant %s, %lld campaigns x %lld recipients, variants \"%s\", seed %lld -> %s\n",
-		c.tenant, (long long)c.campaigns, (long long)tl_gen_recipients(g), c.variants, (long long)c.seed,
-		collector);
+	fprintf(stderr,
+	        "gen: tenant %s, %lld campaigns x %lld recipients, variants \"%s\", seed %lld -> %s\n",
+	        c.tenant, (long long)c.campaigns, (long long)tl_gen_recipients(g), c.variants,
+	        (long long)c.seed, collector);
 	ec = 1;
 	err[0] = '\0';
 	struct tl_gen_http_opts ho = {
-		.collector = collector,
-		.api_key = c.api_key,
-		.concurrency = (int)c.concurrency,
-		.progress = on_progress,
-		.progress_arg = &c,
-		.err = err,
-		.errlen = sizeof err,
+	    .collector = collector,
+	    .api_key = c.api_key,
+	    .concurrency = (int)c.concurrency,
+	    .progress = on_progress,
+	    .progress_arg = &c,
+	    .err = err,
+	    .errlen = sizeof err,
 	};
 	rc = tl_gen_run_http(g, &ho);
 	if (rc)

@@ -27,8 +27,8 @@
 struct slot {
 	CURL *easy;
 	struct tl_gen_request *r; /* NULL = free */
-	bool running;		  /* added to the multi handle */
-	int64_t retry_at_ms;	  /* when !running and r: start at this time */
+	bool running;             /* added to the multi handle */
+	int64_t retry_at_ms;      /* when !running and r: start at this time */
 	struct tl_buf url;
 	char location[TL_MAX_URL + 1];
 	size_t location_len;
@@ -45,7 +45,7 @@ struct driver {
 	int n;
 	struct curl_slist *post_headers;
 	char *base; /* collector URL without a trailing slash */
-	int rc;	    /* first failure */
+	int rc;     /* first failure */
 	bool exhausted;
 };
 
@@ -155,7 +155,7 @@ static void done(struct driver *d, struct slot *s, CURLcode cc)
 		snprintf(s->curl_err, sizeof s->curl_err, "%s", curl_easy_strerror(cc));
 	bool nothing_sent = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST;
 	bool retry = status == 503 || status == 429 || nothing_sent ||
-		     (s->r->retry_safe && (cc != CURLE_OK || status == 502 || status == 504));
+	             (s->r->retry_safe && (cc != CURLE_OK || status == 502 || status == 504));
 	if (retry && s->r->attempts < d->o->max_attempts) {
 		int64_t backoff = 20LL << (s->r->attempts < 8 ? s->r->attempts : 8); /* 40 ms … 5 s */
 		s->retry_at_ms = tl_mono_ms() + backoff;
@@ -163,7 +163,7 @@ static void done(struct driver *d, struct slot *s, CURLcode cc)
 	}
 	if (retry) {
 		set_err(d, -TL_EUNAVAIL, "%s: gave up after retries (%s)", s->r->path,
-			s->curl_err[0] ? s->curl_err : "503/429");
+		        s->curl_err[0] ? s->curl_err : "503/429");
 		finish(d, s, (int)status);
 		return;
 	}
@@ -289,8 +289,7 @@ int tl_gen_run_http(struct tl_gen *g, const struct tl_gen_http_opts *opts)
 					if (s->r->attempts > 0)
 						rc = tl_gen_refresh(g, s->r);
 					rc = rc ? rc : start(&d, s);
-				}
-				else if (s->retry_at_ms < wake)
+				} else if (s->retry_at_ms < wake)
 					wake = s->retry_at_ms;
 			}
 			active += s->r != NULL;

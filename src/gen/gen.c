@@ -17,7 +17,7 @@
 #include <string.h>
 
 #define EST_RECIPIENTS 2000 /* sample planned to scale --events to recipients */
-#define DUP_RING 4096	    /* recently sent lines that duplicates are drawn from */
+#define DUP_RING 4096       /* recently sent lines that duplicates are drawn from */
 #define HOUR_MS 3600000LL
 /* A "within the send window" hit carries a token minted this long before it
  * is handed out: well inside the 2 s window, and never "before the send" even
@@ -29,18 +29,18 @@
  * unambiguous: current desktop browsers are human, "Mozilla/5.0" alone is
  * Apple Mail Privacy Protection, the scanners are named link scanners. */
 static const char *const human_agents[] = {
-	"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 "
-	"Safari/537.36",
-	"Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
-	"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 "
-	"Safari/537.36",
-	"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 "
+    "Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 "
+    "Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
 };
 #define N_HUMAN_AGENTS (sizeof human_agents / sizeof human_agents[0])
 static const char apple_mpp_agent[] = "Mozilla/5.0";
 static const char *const scanner_agents[] = {
-	"Barracuda Sentinel (EE)",
-	"Mozilla/5.0 (compatible; Mimecast)",
+    "Barracuda Sentinel (EE)",
+    "Mozilla/5.0 (compatible; Mimecast)",
 };
 #define N_SCANNER_AGENTS (sizeof scanner_agents / sizeof scanner_agents[0])
 
@@ -104,11 +104,11 @@ struct hit {
 	uint32_t campaign;
 	uint32_t variant;
 	int64_t rcpt;
-	uint8_t kind;	 /* TL_TOKEN_OPEN / TL_TOKEN_CLICK */
-	uint8_t forge;	 /* enum forge */
-	uint8_t head;	 /* HEAD instead of GET */
-	uint8_t now;	 /* issued_ms = hand-out time (within the send window) */
-	uint8_t link;	 /* which link of the message */
+	uint8_t kind;  /* TL_TOKEN_OPEN / TL_TOKEN_CLICK */
+	uint8_t forge; /* enum forge */
+	uint8_t head;  /* HEAD instead of GET */
+	uint8_t now;   /* issued_ms = hand-out time (within the send window) */
+	uint8_t link;  /* which link of the message */
 	const char *ua;
 	int64_t issued_ms; /* when !now */
 };
@@ -120,9 +120,9 @@ struct req {
 	struct tl_buf body;
 	struct tl_buf location;
 	uint64_t release_seq; /* delayed retries: hand out at or after this sequence number */
-	struct hit hit;	      /* for hits: what the token says */
+	struct hit hit;       /* for hits: what the token says */
 	bool is_hit;
-	bool counts_lines;    /* a good batch whose lines may feed duplicates */
+	bool counts_lines; /* a good batch whose lines may feed duplicates */
 };
 
 struct reqq {
@@ -133,10 +133,10 @@ struct reqq {
 struct tl_gen {
 	struct tl_gen_opts o;
 	char *tenant, *prefix, *variants_str, *base_url;
-	int nv;				   /* number of variants (0 = none) */
+	int nv;                             /* number of variants (0 = none) */
 	char *variant[TL_GEN_MAX_VARIANTS]; /* names */
-	int nslots;			   /* max(nv, 1) */
-	char **camp;			   /* campaign names */
+	int nslots;                         /* max(nv, 1) */
+	char **camp;                        /* campaign names */
 	int64_t recipients;
 	int64_t *truth; /* [campaign][slot][metric] */
 	struct rng rng;
@@ -357,16 +357,17 @@ struct line {
 	int64_t rcpt;
 	int64_t ts_ms;
 	const char *id_kind; /* "e" counted, "j" junk */
-	unsigned k;	     /* event number within the recipient */
+	unsigned k;          /* event number within the recipient */
 	enum tl_bounce_class bounce;
-	int link;	     /* click url, -1 = none */
-	bool machine;	     /* "machine":true (provider-reported machine open) */
-	const char *ua;	     /* user_agent, NULL = none */
+	int link;       /* click url, -1 = none */
+	bool machine;   /* "machine":true (provider-reported machine open) */
+	const char *ua; /* user_agent, NULL = none */
 };
 
 static int link_url(struct tl_gen *g, int c, int link, struct tl_buf *out)
 {
-	return tl_buf_printf(out, "%s/%s/offer-%d?utm_campaign=%s", g->base_url, g->camp[c], link, g->camp[c]);
+	return tl_buf_printf(out, "%s/%s/offer-%d?utm_campaign=%s", g->base_url, g->camp[c], link,
+	                     g->camp[c]);
 }
 
 static int format_line(struct tl_gen *g, const struct line *l, struct tl_buf *b)
@@ -382,12 +383,12 @@ static int format_line(struct tl_gen *g, const struct line *l, struct tl_buf *b)
 		rc = rc ? rc : tl_buf_json_str(b, g->variant[l->slot], strlen(g->variant[l->slot]));
 	}
 	rc = rc ? rc
-		: tl_buf_printf(b,
-				",\"recipient\":\"r%lld@example.test\",\"message\":\"m-%llu-%d-%lld\","
-				"\"id\":\"%s-%s-%llu-%d-%lld-%u\",\"ts\":\"%s\",\"provider\":\"gen\"",
-				(long long)l->rcpt, (unsigned long long)g->o.seed, l->c, (long long)l->rcpt,
-				l->id_kind, g->prefix, (unsigned long long)g->o.seed, l->c, (long long)l->rcpt, l->k,
-				ts);
+	        : tl_buf_printf(b,
+	                        ",\"recipient\":\"r%lld@example.test\",\"message\":\"m-%llu-%d-%lld\","
+	                        "\"id\":\"%s-%s-%llu-%d-%lld-%u\",\"ts\":\"%s\",\"provider\":\"gen\"",
+	                        (long long)l->rcpt, (unsigned long long)g->o.seed, l->c, (long long)l->rcpt,
+	                        l->id_kind, g->prefix, (unsigned long long)g->o.seed, l->c,
+	                        (long long)l->rcpt, l->k, ts);
 	if (l->type == TL_EV_BOUNCED)
 		rc = rc ? rc : tl_buf_printf(b, ",\"bounce_class\":\"%s\"", tl_bounce_class_name(l->bounce));
 	if (l->link >= 0) {
@@ -438,12 +439,24 @@ static int emit(struct tl_gen *g, struct line *l)
 	}
 	int64_t *t = truth_at(g, l->c, l->slot);
 	switch (l->type) {
-	case TL_EV_SENT: t[TL_M_SENT]++; break;
-	case TL_EV_DELIVERED: t[TL_M_DELIVERED]++; break;
-	case TL_EV_DEFERRED: t[TL_M_DEFERRED]++; break;
-	case TL_EV_DROPPED: t[TL_M_DROPPED]++; break;
-	case TL_EV_COMPLAINT: t[TL_M_COMPLAINTS]++; break;
-	case TL_EV_UNSUBSCRIBE: t[TL_M_UNSUBSCRIBES]++; break;
+	case TL_EV_SENT:
+		t[TL_M_SENT]++;
+		break;
+	case TL_EV_DELIVERED:
+		t[TL_M_DELIVERED]++;
+		break;
+	case TL_EV_DEFERRED:
+		t[TL_M_DEFERRED]++;
+		break;
+	case TL_EV_DROPPED:
+		t[TL_M_DROPPED]++;
+		break;
+	case TL_EV_COMPLAINT:
+		t[TL_M_COMPLAINTS]++;
+		break;
+	case TL_EV_UNSUBSCRIBE:
+		t[TL_M_UNSUBSCRIBES]++;
+		break;
 	case TL_EV_BOUNCED:
 		t[TL_M_BOUNCED]++;
 		if (l->bounce == TL_BOUNCE_HARD)
@@ -461,7 +474,8 @@ static int emit(struct tl_gen *g, struct line *l)
 		if (l->ua) /* only scanner agents are given */
 			t[TL_M_BOT_CLICKS]++;
 		break;
-	default: break;
+	default:
+		break;
 	}
 	g->st.events_counted++;
 	return TL_OK;
@@ -474,7 +488,8 @@ static int hit_add(struct tl_gen *g, const struct hit *h)
 	}
 	if (g->hits_n == g->hits_cap) {
 		if (g->hits_head > g->hits_cap / 2) { /* compact */
-			memmove(g->hits, g->hits + g->hits_head, (g->hits_n - g->hits_head) * sizeof *g->hits);
+			memmove(g->hits, g->hits + g->hits_head,
+			        (g->hits_n - g->hits_head) * sizeof *g->hits);
 			g->hits_n -= g->hits_head;
 			g->hits_head = 0;
 		} else {
@@ -525,7 +540,7 @@ static int plan_recipient(struct tl_gen *g, int c, int64_t i)
 	int slot = g->nv ? (int)rng_below(r, (uint64_t)g->nv) : 0;
 	bool late = rng_chance(r, 0.10);
 	int64_t base = late ? g->t0_ms - 2 * HOUR_MS - (int64_t)rng_below(r, 10 * HOUR_MS)
-			    : g->t0_ms - HOUR_MS - (int64_t)rng_below(r, 30 * 60 * 1000);
+	                    : g->t0_ms - HOUR_MS - (int64_t)rng_below(r, 30 * 60 * 1000);
 	struct line l = {.c = c, .slot = slot, .rcpt = i, .id_kind = "e", .link = -1};
 	unsigned k = 0;
 	int rc;
@@ -789,54 +804,65 @@ static int make_junk_batch(struct tl_gen *g)
 	uint64_t bad_kind = g->junk_seq++ % 7;
 	int rc = TL_OK;
 	static const enum tl_event_type types[] = {TL_EV_SENT, TL_EV_DELIVERED, TL_EV_OPEN, TL_EV_CLICK,
-						   TL_EV_BOUNCED};
+	                                           TL_EV_BOUNCED};
 	for (size_t i = 0; i <= n && !rc; i++) {
 		if (i == bad_at) {
 			switch (bad_kind) {
-			case 0: rc = append_line(&q->body, "{\"type\":\"delivered\",\"campaign\":\"x\""); break;
+			case 0:
+				rc = append_line(&q->body, "{\"type\":\"delivered\",\"campaign\":\"x\"");
+				break;
 			case 1:
 				rc = tl_buf_printf(&q->body,
-						   "{\"type\":\"opne\",\"campaign\":\"%s\",\"recipient\":\"r1@example.test\","
-						   "\"id\":\"bad-%llu\",\"ts\":\"2026-01-01T00:00:00Z\"}\n",
-						   g->camp[0], (unsigned long long)g->junk_seq);
+				                   "{\"type\":\"opne\",\"campaign\":\"%s\",\"recipient\":"
+				                   "\"r1@example.test\","
+				                   "\"id\":\"bad-%llu\",\"ts\":\"2026-01-01T00:00:00Z\"}\n",
+				                   g->camp[0], (unsigned long long)g->junk_seq);
 				break;
 			case 2:
 				rc = tl_buf_printf(&q->body,
-						   "{\"type\":\"delivered\",\"campaign\":\"%s\",\"recipient\":\"r1@example.test\","
-						   "\"ts\":\"2026-01-01T00:00:00Z\"}\n",
-						   g->camp[0]);
+				                   "{\"type\":\"delivered\",\"campaign\":\"%s\","
+				                   "\"recipient\":\"r1@example.test\","
+				                   "\"ts\":\"2026-01-01T00:00:00Z\"}\n",
+				                   g->camp[0]);
 				break;
 			case 3:
 				rc = tl_buf_printf(&q->body,
-						   "{\"type\":\"delivered\",\"campaign\":\"%s\",\"recipient\":\"r1@example.test\","
-						   "\"id\":\"bad-%llu\",\"ts\":\"2026-01-01T00:00:00Z\",\"bounce_class\":\"hard\"}\n",
-						   g->camp[0], (unsigned long long)g->junk_seq);
+				                   "{\"type\":\"delivered\",\"campaign\":\"%s\","
+				                   "\"recipient\":\"r1@example.test\","
+				                   "\"id\":\"bad-%llu\",\"ts\":\"2026-01-01T00:00:00Z\","
+				                   "\"bounce_class\":\"hard\"}\n",
+				                   g->camp[0], (unsigned long long)g->junk_seq);
 				break;
-			case 4: rc = append_line(&q->body, "this is not json"); break;
+			case 4:
+				rc = append_line(&q->body, "this is not json");
+				break;
 			case 5:
 				rc = tl_buf_printf(&q->body,
-						   "{\"type\":\"sent\",\"campaign\":\"%s\",\"recipient\":\"r1@example.test\","
-						   "\"id\":\"bad-%llu\",\"ts\":\"yesterday\"}\n",
-						   g->camp[0], (unsigned long long)g->junk_seq);
+				                   "{\"type\":\"sent\",\"campaign\":\"%s\",\"recipient\":"
+				                   "\"r1@example.test\","
+				                   "\"id\":\"bad-%llu\",\"ts\":\"yesterday\"}\n",
+				                   g->camp[0], (unsigned long long)g->junk_seq);
 				break;
 			default:
 				rc = tl_buf_printf(&q->body,
-						   "{\"type\":\"bounced\",\"campaign\":\"%s\",\"recipient\":\"r1@example.test\","
-						   "\"id\":\"bad-%llu\",\"ts\":\"2026-01-01T00:00:00Z\",\"bounce_class\":\"mushy\"}\n",
-						   g->camp[0], (unsigned long long)g->junk_seq);
+				                   "{\"type\":\"bounced\",\"campaign\":\"%s\",\"recipient\":"
+				                   "\"r1@example.test\","
+				                   "\"id\":\"bad-%llu\",\"ts\":\"2026-01-01T00:00:00Z\","
+				                   "\"bounce_class\":\"mushy\"}\n",
+				                   g->camp[0], (unsigned long long)g->junk_seq);
 				break;
 			}
 			continue;
 		}
 		struct line l = {
-			.type = types[rng_below(r, sizeof types / sizeof types[0])],
-			.c = (int)rng_below(r, (uint64_t)g->o.campaigns),
-			.slot = g->nv ? (int)rng_below(r, (uint64_t)g->nv) : 0,
-			.rcpt = (int64_t)rng_below(r, (uint64_t)(g->recipients ? g->recipients : 1)),
-			.ts_ms = g->t0_ms - (int64_t)rng_below(r, HOUR_MS),
-			.id_kind = "j",
-			.k = (unsigned)(g->junk_seq * 1000 + i),
-			.link = -1,
+		    .type = types[rng_below(r, sizeof types / sizeof types[0])],
+		    .c = (int)rng_below(r, (uint64_t)g->o.campaigns),
+		    .slot = g->nv ? (int)rng_below(r, (uint64_t)g->nv) : 0,
+		    .rcpt = (int64_t)rng_below(r, (uint64_t)(g->recipients ? g->recipients : 1)),
+		    .ts_ms = g->t0_ms - (int64_t)rng_below(r, HOUR_MS),
+		    .id_kind = "j",
+		    .k = (unsigned)(g->junk_seq * 1000 + i),
+		    .link = -1,
 		};
 		if (l.type == TL_EV_BOUNCED)
 			l.bounce = TL_BOUNCE_HARD;
@@ -956,16 +982,18 @@ static int mint_path(struct tl_gen *g, struct req *q)
 	const struct hit *h = &q->hit;
 	char rcpt[48], msg[96];
 	snprintf(rcpt, sizeof rcpt, "r%lld@example.test", (long long)h->rcpt);
-	snprintf(msg, sizeof msg, "m-%llu-%u-%lld", (unsigned long long)g->o.seed, h->campaign, (long long)h->rcpt);
+	snprintf(msg, sizeof msg, "m-%llu-%u-%lld", (unsigned long long)g->o.seed, h->campaign,
+	         (long long)h->rcpt);
 	struct tl_token t = {
-		.kind = (enum tl_token_kind)h->kind,
-		.issued_ms = h->now ? tl_now_ms() - WINDOW_HIT_AGE_MS : h->issued_ms,
-		.tenant = tl_str_of(g->tenant, strlen(g->tenant)),
-		.campaign = tl_str_of(g->camp[h->campaign], strlen(g->camp[h->campaign])),
-		.variant = g->nv ? tl_str_of(g->variant[h->variant], strlen(g->variant[h->variant])) : TL_STR_NULL,
-		.message = tl_str_of(msg, strlen(msg)),
-		.recipient = tl_str_of(rcpt, strlen(rcpt)),
-		.url = h->kind == TL_TOKEN_CLICK ? tl_str_of(q->location.data, q->location.len) : TL_STR_NULL,
+	    .kind = (enum tl_token_kind)h->kind,
+	    .issued_ms = h->now ? tl_now_ms() - WINDOW_HIT_AGE_MS : h->issued_ms,
+	    .tenant = tl_str_of(g->tenant, strlen(g->tenant)),
+	    .campaign = tl_str_of(g->camp[h->campaign], strlen(g->camp[h->campaign])),
+	    .variant =
+	        g->nv ? tl_str_of(g->variant[h->variant], strlen(g->variant[h->variant])) : TL_STR_NULL,
+	    .message = tl_str_of(msg, strlen(msg)),
+	    .recipient = tl_str_of(rcpt, strlen(rcpt)),
+	    .url = h->kind == TL_TOKEN_CLICK ? tl_str_of(q->location.data, q->location.len) : TL_STR_NULL,
 	};
 	const unsigned char *key = h->forge == FORGE_OTHER_KEY ? g->o.other_key : g->o.link_key;
 	tl_buf_reset(&q->path);
@@ -1062,7 +1090,7 @@ int tl_gen_next(struct tl_gen *g, struct tl_gen_request **out)
 }
 
 int tl_gen_complete(struct tl_gen *g, struct tl_gen_request *pub, int status, const char *location, char *err,
-		    size_t errlen)
+                    size_t errlen)
 {
 	struct req *q = (struct req *)pub;
 	g->st.requests++;
@@ -1073,11 +1101,11 @@ int tl_gen_complete(struct tl_gen *g, struct tl_gen_request *pub, int status, co
 	if (!ok) {
 		g->st.errors++;
 		if (err && errlen)
-			snprintf(err, errlen, "%s %.*s%s: got %d%s%s, expected %d%s%s", pub->method, 80, pub->path,
-				 strlen(pub->path) > 80 ? "…" : "", status, location ? " -> " : "",
-				 location ? location : "", pub->expect_status ? pub->expect_status : 200,
-				 pub->expect_location ? " -> " : "",
-				 pub->expect_location ? pub->expect_location : "");
+			snprintf(err, errlen, "%s %.*s%s: got %d%s%s, expected %d%s%s", pub->method, 80,
+			         pub->path, strlen(pub->path) > 80 ? "…" : "", status, location ? " -> " : "",
+			         location ? location : "", pub->expect_status ? pub->expect_status : 200,
+			         pub->expect_location ? " -> " : "",
+			         pub->expect_location ? pub->expect_location : "");
 	}
 	req_free(q);
 	return ok ? TL_OK : -TL_EINVAL;
@@ -1108,7 +1136,7 @@ static int counts_json(const int64_t c[TL_M__COUNT], struct tl_buf *out)
 	int rc = tl_buf_putc(out, '{');
 	for (int m = 0; m < TL_M__COUNT && !rc; m++)
 		rc = tl_buf_printf(out, "%s\"%s\":%lld", m ? "," : "", tl_metric_name((enum tl_metric)m),
-				   (long long)c[m]);
+		                   (long long)c[m]);
 	return rc ? rc : tl_buf_putc(out, '}');
 }
 
@@ -1117,12 +1145,12 @@ int tl_gen_truth_json(const struct tl_gen *g, struct tl_buf *out)
 	int rc = tl_buf_puts(out, "{\"tenant\":");
 	rc = rc ? rc : tl_buf_json_str(out, g->tenant, strlen(g->tenant));
 	rc = rc ? rc
-		: tl_buf_printf(out,
-				",\"seed\":%llu,\"recipients_per_campaign\":%lld,\"events_sent\":%lld,"
-				"\"events_counted\":%lld,\"requests\":%lld,\"errors\":%lld,\"campaigns\":{",
-				(unsigned long long)g->o.seed, (long long)g->recipients,
-				(long long)g->st.events_sent, (long long)g->st.events_counted,
-				(long long)g->st.requests, (long long)g->st.errors);
+	        : tl_buf_printf(out,
+	                        ",\"seed\":%llu,\"recipients_per_campaign\":%lld,\"events_sent\":%lld,"
+	                        "\"events_counted\":%lld,\"requests\":%lld,\"errors\":%lld,\"campaigns\":{",
+	                        (unsigned long long)g->o.seed, (long long)g->recipients,
+	                        (long long)g->st.events_sent, (long long)g->st.events_counted,
+	                        (long long)g->st.requests, (long long)g->st.errors);
 	int64_t c[TL_M__COUNT];
 	for (int k = 0; k < g->o.campaigns && !rc; k++) {
 		rc = k ? tl_buf_putc(out, ',') : TL_OK;
@@ -1161,7 +1189,8 @@ static int estimate_recipients(const struct tl_gen_opts *o, int64_t *out)
 		struct tl_gen_request *r;
 		if ((rc = tl_gen_next(g, &r)) || !r)
 			break;
-		(void)tl_gen_complete(g, r, r->expect_status ? r->expect_status : 200, r->expect_location, NULL, 0);
+		(void)tl_gen_complete(g, r, r->expect_status ? r->expect_status : 200, r->expect_location,
+		                      NULL, 0);
 	}
 	if (!rc) {
 		double per = (double)g->st.events_sent / EST_RECIPIENTS;

@@ -33,19 +33,19 @@
 #define TL_GEN_MAX_VARIANTS 16
 
 struct tl_gen_opts {
-	const char *tenant;			  /* tenant name (required) */
+	const char *tenant;                       /* tenant name (required) */
 	unsigned char link_key[TL_LINK_KEY_LEN];  /* the tenant's link key */
 	unsigned char other_key[TL_LINK_KEY_LEN]; /* another tenant's key (when has_other_key) */
 	bool has_other_key;
 	const char *campaign_prefix; /* campaigns are "<prefix>-<n>" (default "camp") */
-	int campaigns;		     /* default 5 */
-	int64_t recipients;	     /* per campaign (default 1000); ignored when events > 0 */
-	int64_t events;		     /* approximate total to submit; 0 = use recipients */
-	const char *variants;	     /* "A,B" (default); "" = no variants */
+	int campaigns;               /* default 5 */
+	int64_t recipients;          /* per campaign (default 1000); ignored when events > 0 */
+	int64_t events;              /* approximate total to submit; 0 = use recipients */
+	const char *variants;        /* "A,B" (default); "" = no variants */
 	uint64_t seed;
-	bool junk;		     /* duplicates, bad batches, forged/foreign tokens (default on) */
-	int batch_lines;	     /* NDJSON lines per batch (default 800) */
-	const char *base_url;	     /* prefix of click destinations (default https://shop.example) */
+	bool junk;            /* duplicates, bad batches, forged/foreign tokens (default on) */
+	int batch_lines;      /* NDJSON lines per batch (default 800) */
+	const char *base_url; /* prefix of click destinations (default https://shop.example) */
 };
 
 /* Fills o with the defaults above (tenant NULL, keys zero). */
@@ -71,16 +71,16 @@ enum tl_gen_req_kind { TL_GEN_REQ_EVENTS, TL_GEN_REQ_PIXEL, TL_GEN_REQ_CLICK };
  * with tl_gen_complete(). */
 struct tl_gen_request {
 	enum tl_gen_req_kind kind;
-	const char *method;	  /* "GET", "HEAD" or "POST" */
-	const char *path;	  /* "/v1/events", "/o/<token>.gif", "/c/<token>" */
-	const char *user_agent;	  /* NULL = the driver's own */
-	const char *body;	  /* POST body (NDJSON), else NULL */
+	const char *method;     /* "GET", "HEAD" or "POST" */
+	const char *path;       /* "/v1/events", "/o/<token>.gif", "/c/<token>" */
+	const char *user_agent; /* NULL = the driver's own */
+	const char *body;       /* POST body (NDJSON), else NULL */
 	size_t body_len;
-	size_t events;		  /* events this request submits (lines, or 1 per hit) */
-	int expect_status;	  /* 400, 404, 302, 200; 0 = any 2xx */
+	size_t events;               /* events this request submits (lines, or 1 per hit) */
+	int expect_status;           /* 400, 404, 302, 200; 0 = any 2xx */
 	const char *expect_location; /* for 302: the destination the token holds */
-	bool retry_safe;	  /* safe to re-send after an ambiguous failure (deduplicated batches) */
-	int attempts;		  /* incremented by the driver per try */
+	bool retry_safe;             /* safe to re-send after an ambiguous failure (deduplicated batches) */
+	int attempts;                /* incremented by the driver per try */
 };
 
 /* Returns the next request in *out, or *out = NULL when the simulation is
@@ -100,14 +100,14 @@ int tl_gen_refresh(struct tl_gen *g, struct tl_gen_request *r) TL_MUST_CHECK;
  * NULL). Frees r. Returns 0 when the answer was the expected one, else
  * -TL_EINVAL with a reason in err (and counts an error). */
 int tl_gen_complete(struct tl_gen *g, struct tl_gen_request *r, int status, const char *location, char *err,
-		    size_t errlen);
+                    size_t errlen);
 
 struct tl_gen_stats {
-	int64_t events_sent;	/* events submitted (lines + hits, duplicates and junk included) */
+	int64_t events_sent;    /* events submitted (lines + hits, duplicates and junk included) */
 	int64_t events_counted; /* events the ground truth counts */
-	int64_t requests;	/* requests handed out and completed */
-	int64_t attempts;	/* HTTP attempts (requests + retries) */
-	int64_t errors;		/* unexpected answers */
+	int64_t requests;       /* requests handed out and completed */
+	int64_t attempts;       /* HTTP attempts (requests + retries) */
+	int64_t errors;         /* unexpected answers */
 	int64_t batches, junk_batches, dup_lines, retried_batches, hits, forged_hits;
 };
 
@@ -116,7 +116,8 @@ void tl_gen_stats(const struct tl_gen *g, struct tl_gen_stats *st);
 
 /* Counts for one (campaign, variant); variant index -1 = the campaign total.
  * Returns 0 or -TL_ENOTFOUND. Exposed for tests and the JSON writer. */
-int tl_gen_truth(const struct tl_gen *g, int campaign, int variant, int64_t counts[TL_M__COUNT]) TL_MUST_CHECK;
+int tl_gen_truth(const struct tl_gen *g, int campaign, int variant,
+                 int64_t counts[TL_M__COUNT]) TL_MUST_CHECK;
 
 /* Appends the ground truth JSON:
  * {"tenant":…,"events_sent":N,"events_counted":N,"requests":N,"errors":N,"seed":N,
@@ -134,15 +135,15 @@ struct tl_gen_progress {
 typedef void (*tl_gen_progress_fn)(void *arg, const struct tl_gen_progress *p);
 
 struct tl_gen_http_opts {
-	const char *collector;	 /* base URL, "http://127.0.0.1:8080" */
-	const char *api_key;	 /* Bearer for POST /v1/events */
-	int concurrency;	 /* parallel keep-alive connections (default 8) */
-	int max_attempts;	 /* per request, for retryable failures (default 20) */
-	int64_t timeout_ms;	 /* per attempt (default 30 s) */
-	int64_t progress_ms;	 /* interval between progress calls (default 1000) */
+	const char *collector; /* base URL, "http://127.0.0.1:8080" */
+	const char *api_key;   /* Bearer for POST /v1/events */
+	int concurrency;       /* parallel keep-alive connections (default 8) */
+	int max_attempts;      /* per request, for retryable failures (default 20) */
+	int64_t timeout_ms;    /* per attempt (default 30 s) */
+	int64_t progress_ms;   /* interval between progress calls (default 1000) */
 	tl_gen_progress_fn progress;
 	void *progress_arg;
-	char *err;		 /* receives the first error (may be NULL) */
+	char *err; /* receives the first error (may be NULL) */
 	size_t errlen;
 };
 

@@ -140,7 +140,8 @@ static int post_events(struct model *m, const struct tl_gen_request *r)
 			char err[128];
 			if (tl_event_from_json(p, len, &m->arena, &evs[n], err, sizeof err) ||
 			    tl_event_validate(&evs[n], err, sizeof err) || (evs[n].flags & TL_EVF_HIT) ||
-			    evs[n].tenant.n != strlen(m->tenant) || memcmp(evs[n].tenant.p, m->tenant, evs[n].tenant.n)) {
+			    evs[n].tenant.n != strlen(m->tenant) ||
+			    memcmp(evs[n].tenant.p, m->tenant, evs[n].tenant.n)) {
 				status = 400;
 				break;
 			}
@@ -176,15 +177,15 @@ static int hit(struct model *m, const struct tl_gen_request *r)
 	}
 	assert_int_equal(t.kind, open ? TL_TOKEN_OPEN : TL_TOKEN_CLICK);
 	struct tl_event ev = {
-		.type = open ? TL_EV_OPEN : TL_EV_CLICK,
-		.ts_ms = tl_now_ms(),
-		.sent_ms = t.issued_ms,
-		.tenant = t.tenant,
-		.campaign = t.campaign,
-		.variant = t.variant,
-		.recipient = t.recipient,
-		.url = t.url,
-		.user_agent = tl_str_of(r->user_agent, strlen(r->user_agent)),
+	    .type = open ? TL_EV_OPEN : TL_EV_CLICK,
+	    .ts_ms = tl_now_ms(),
+	    .sent_ms = t.issued_ms,
+	    .tenant = t.tenant,
+	    .campaign = t.campaign,
+	    .variant = t.variant,
+	    .recipient = t.recipient,
+	    .url = t.url,
+	    .user_agent = tl_str_of(r->user_agent, strlen(r->user_agent)),
 	};
 	if (!strcmp(r->method, "HEAD"))
 		ev.flags |= TL_EVF_HEAD;
@@ -247,8 +248,8 @@ static void print_counts(const char *what, const int64_t *c)
 
 /* Every (campaign, variant) the model counted equals the truth, and the
  * model counted nothing the truth does not have. */
-static void assert_model_equals_truth(struct tl_gen *g, struct model *m, int campaigns, const char *const *variants,
-				      int nv)
+static void assert_model_equals_truth(struct tl_gen *g, struct model *m, int campaigns,
+                                      const char *const *variants, int nv)
 {
 	int seen = 0;
 	for (int c = 0; c < campaigns; c++) {
@@ -313,7 +314,8 @@ static void test_truth_matches_model(void **state)
 			assert_int_equal(tl_gen_truth(g, c, s, t), 0);
 			for (int k = 0; k < TL_M__COUNT; k++)
 				if (t[k] == 0)
-					fail_msg("campaign %d variant %d: %s is 0", c, s, tl_metric_name((enum tl_metric)k));
+					fail_msg("campaign %d variant %d: %s is 0", c, s,
+					         tl_metric_name((enum tl_metric)k));
 			assert_true(t[TL_M_OPENS] > t[TL_M_UNIQUE_OPENS]);
 			assert_true(t[TL_M_UNIQUE_OPENS] > t[TL_M_UNIQUE_HUMAN_OPENS]);
 			assert_true(t[TL_M_CLICKS] > t[TL_M_UNIQUE_CLICKS]);
@@ -368,9 +370,9 @@ static char *truth_of(uint64_t seed, int64_t recipients)
 		assert_int_equal(tl_gen_next(g, &r), 0);
 		if (!r)
 			break;
-		assert_int_equal(tl_gen_complete(g, r, r->expect_status ? r->expect_status : 202, r->expect_location,
-						 NULL, 0),
-				 0);
+		assert_int_equal(tl_gen_complete(g, r, r->expect_status ? r->expect_status : 202,
+		                                 r->expect_location, NULL, 0),
+		                 0);
 	}
 	struct tl_buf b;
 	tl_buf_init(&b, 0);
@@ -407,7 +409,8 @@ static void test_events_scale_recipients(void **state)
 		assert_int_equal(tl_gen_next(g, &r), 0);
 		if (!r)
 			break;
-		(void)tl_gen_complete(g, r, r->expect_status ? r->expect_status : 200, r->expect_location, NULL, 0);
+		(void)tl_gen_complete(g, r, r->expect_status ? r->expect_status : 200, r->expect_location,
+		                      NULL, 0);
 	}
 	struct tl_gen_stats st;
 	tl_gen_stats(g, &st);
@@ -446,7 +449,8 @@ static void test_unexpected_answers_are_errors(void **state)
 		}
 		if (status == 302 && !bad_redirect) {
 			bad_redirect = 1;
-			assert_int_equal(tl_gen_complete(g, r, 302, "https://evil.example/", err, sizeof err), -TL_EINVAL);
+			assert_int_equal(tl_gen_complete(g, r, 302, "https://evil.example/", err, sizeof err),
+			                 -TL_EINVAL);
 			continue;
 		}
 		assert_int_equal(tl_gen_complete(g, r, status, loc, err, sizeof err), 0);
@@ -480,12 +484,12 @@ static void test_bad_options(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_truth_matches_model),
-		cmocka_unit_test(test_no_variants),
-		cmocka_unit_test(test_deterministic),
-		cmocka_unit_test(test_events_scale_recipients),
-		cmocka_unit_test(test_unexpected_answers_are_errors),
-		cmocka_unit_test(test_bad_options),
+	    cmocka_unit_test(test_truth_matches_model),
+	    cmocka_unit_test(test_no_variants),
+	    cmocka_unit_test(test_deterministic),
+	    cmocka_unit_test(test_events_scale_recipients),
+	    cmocka_unit_test(test_unexpected_answers_are_errors),
+	    cmocka_unit_test(test_bad_options),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
