@@ -6,6 +6,7 @@
  * allocation). */
 #include "event/classify.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #define DEFAULT_WINDOW_MS 2000
@@ -22,50 +23,61 @@ struct needle {
 	size_t n;
 };
 
-#define N(lit) {lit, sizeof(lit) - 1}
+/* clang-format off */
+#define N(lit) {(lit), sizeof(lit) - 1}
+/* clang-format on */
 
 /* Mail-provider image proxies that fetch the pixel themselves: the hit is not
  * the recipient's own client (see docs/classifier.md for the caveats). */
 static const struct needle proxy_agents[] = {
-	N("googleimageproxy"), /* Gmail: "… (via ggpht.com GoogleImageProxy)" */
-	N("yahoomailproxy"),   /* Yahoo Mail / AOL: "YahooMailProxy; https://help.yahoo.com/…" */
+    N("googleimageproxy"), /* Gmail: "… (via ggpht.com GoogleImageProxy)" */
+    N("yahoomailproxy"),   /* Yahoo Mail / AOL: "YahooMailProxy; https://help.yahoo.com/…" */
 };
 
 /* Link scanners, security gateways, preview fetchers and HTTP libraries.
  * Matched case-insensitively anywhere in the user agent. */
 static const struct needle scanner_agents[] = {
-	N("barracuda"),
-	N("mimecast"),
-	N("proofpoint"),
-	N("microsoft office/"),
-	N("microsoft office existence discovery"),
-	N("ms-office"),
-	N("symantec"),
-	N("trendmicro"),
-	N("forcepoint"),
-	N("fireeye"),
-	N("python-requests"),
-	N("python-urllib"),
-	N("curl/"),
-	N("wget/"),
-	N("go-http-client"),
-	N("java/"),
-	N("okhttp"),
-	N("apache-httpclient"),
-	N("libwww-perl"),
-	N("headlesschrome"),
-	N("phantomjs"),
-	N("slackbot"),
-	N("facebookexternalhit"),
-	N("whatsapp"),
-	N("bot"),
-	N("spider"),
-	N("crawler"),
-	N("preview"),
-	N("scanner"),
+    N("barracuda"),
+    N("mimecast"),
+    N("proofpoint"),
+    N("microsoft office/"),
+    N("microsoft office existence discovery"),
+    N("ms-office"),
+    N("symantec"),
+    N("trendmicro"),
+    N("forcepoint"),
+    N("fireeye"),
+    N("python-requests"),
+    N("python-urllib"),
+    N("curl/"),
+    N("wget/"),
+    N("go-http-client"),
+    N("java/"),
+    N("okhttp"),
+    N("apache-httpclient"),
+    N("libwww-perl"),
+    N("headlesschrome"),
+    N("phantomjs"),
+    N("slackbot"),
+    N("facebookexternalhit"),
+    N("whatsapp"),
+    N("bot"),
+    N("spider"),
+    N("crawler"),
+    N("preview"),
+    N("scanner"),
 };
 
 #undef N
+
+#define NEEDLES_MAX 64 /* indexes are chained in bytes, 0xff ends a chain */
+_Static_assert(sizeof scanner_agents / sizeof scanner_agents[0] <= NEEDLES_MAX, "too many needles");
+_Static_assert(sizeof proxy_agents / sizeof proxy_agents[0] <= NEEDLES_MAX, "too many needles");
+
+static inline unsigned pair_hash(unsigned char a, unsigned char b)
+{
+	return ((unsigned)a << 5 ^ b) & 4095u;
+}
 
 /* Lowercases the user agent into buf (at most TL_MAX_USER_AGENT bytes kept). */
 static size_t lower_agent(struct tl_str ua, char buf[TL_MAX_USER_AGENT])
@@ -78,11 +90,33 @@ static size_t lower_agent(struct tl_str ua, char buf[TL_MAX_USER_AGENT])
 	return n;
 }
 
+/* True when the lowercased agent lc (n bytes) contains any needle of tab.
+ * A bitmap of the needles' first two bytes, built on the stack, lets the
+ * scan skip almost every position with one well-predicted test; only where
+ * the pair matches are the needles starting with that byte compared.
+ * Every needle has at least two bytes. */
 static bool agent_has_any(const char *lc, size_t n, const struct needle *tab, size_t count)
 {
-	for (size_t i = 0; i < count; i++) {
-		if (tab[i].n <= n && memmem(lc, n, tab[i].s, tab[i].n))
-			return true;
+	uint64_t pairs[64]; /* 4096 bits, indexed by pair_hash() */
+	unsigned char head[256], next[NEEDLES_MAX];
+	memset(pairs, 0, sizeof pairs);
+	memset(head, 0xff, sizeof head);
+	for (size_t k = count; k-- > 0;) {
+		unsigned char c = (unsigned char)tab[k].s[0];
+		unsigned h = pair_hash(c, (unsigned char)tab[k].s[1]);
+		pairs[h >> 6] |= 1ull << (h & 63);
+		next[k] = head[c];
+		head[c] = (unsigned char)k;
+	}
+	for (size_t i = 0; i + 1 < n; i++) {
+		unsigned char c = (unsigned char)lc[i];
+		unsigned h = pair_hash(c, (unsigned char)lc[i + 1]);
+		if (!(pairs[h >> 6] >> (h & 63) & 1))
+			continue;
+		for (unsigned k = head[c]; k != 0xff; k = next[k]) {
+			if (tab[k].n <= n - i && memcmp(lc + i, tab[k].s, tab[k].n) == 0)
+				return true;
+		}
 	}
 	return false;
 }

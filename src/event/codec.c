@@ -27,11 +27,13 @@
 #define NSTR 11
 #define FIXED_MAX (3 + 5 * TL_VARINT_MAX)
 #define FLAGS_ALL 0x7fu /* TL_EVF_MACHINE … TL_EVF_PROVIDER_MACHINE */
+_Static_assert(FLAGS_ALL == (TL_EVF_MACHINE | TL_EVF_BOT | TL_EVF_HEAD | TL_EVF_HIT | TL_EVF_HASHED |
+                             TL_EVF_ENRICHED | TL_EVF_PROVIDER_MACHINE),
+               "a new TL_EVF_* flag must be added to the codec");
 
 static const uint32_t str_max[NSTR] = {
-	TL_MAX_TENANT,	 TL_MAX_CAMPAIGN,    TL_MAX_VARIANT, TL_MAX_RECIPIENT,
-	TL_MAX_MESSAGE,	 TL_MAX_ID,	     TL_MAX_URL,     TL_MAX_USER_AGENT,
-	TL_MAX_IP,	 TL_MAX_PROVIDER,    TL_MAX_TOKEN,
+    TL_MAX_TENANT, TL_MAX_CAMPAIGN,   TL_MAX_VARIANT, TL_MAX_RECIPIENT, TL_MAX_MESSAGE, TL_MAX_ID,
+    TL_MAX_URL,    TL_MAX_USER_AGENT, TL_MAX_IP,      TL_MAX_PROVIDER,  TL_MAX_TOKEN,
 };
 
 static void strs_of(const struct tl_event *ev, const struct tl_str *out[NSTR])
@@ -125,9 +127,9 @@ int tl_event_decode(const void *buf, size_t len, struct tl_event *ev)
 	ev->sent_ms = tl_unzigzag(v);
 	if (tl_varint_get(&p, end, &ev->src_offset))
 		return -TL_ECORRUPT;
-	struct tl_str *s[NSTR] = {&ev->tenant,	   &ev->campaign, &ev->variant, &ev->recipient,
-				  &ev->message,	   &ev->id,	  &ev->url,	&ev->user_agent,
-				  &ev->ip,	   &ev->provider, &ev->token};
+	struct tl_str *s[NSTR] = {&ev->tenant,  &ev->campaign, &ev->variant, &ev->recipient,
+	                          &ev->message, &ev->id,       &ev->url,     &ev->user_agent,
+	                          &ev->ip,      &ev->provider, &ev->token};
 	for (int i = 0; i < NSTR; i++) {
 		if (tl_varint_get(&p, end, &v) || v > str_max[i] || v > (uint64_t)(end - p))
 			return -TL_ECORRUPT;

@@ -7,27 +7,27 @@
 #include <string.h>
 
 static const char *const type_names[TL_EV__COUNT] = {
-	[TL_EV_NONE] = NULL,
-	[TL_EV_SENT] = "sent",
-	[TL_EV_DELIVERED] = "delivered",
-	[TL_EV_DEFERRED] = "deferred",
-	[TL_EV_BOUNCED] = "bounced",
-	[TL_EV_DROPPED] = "dropped",
-	[TL_EV_COMPLAINT] = "complaint",
-	[TL_EV_UNSUBSCRIBE] = "unsubscribe",
-	[TL_EV_OPEN] = "open",
-	[TL_EV_CLICK] = "click",
+    [TL_EV_NONE] = NULL,
+    [TL_EV_SENT] = "sent",
+    [TL_EV_DELIVERED] = "delivered",
+    [TL_EV_DEFERRED] = "deferred",
+    [TL_EV_BOUNCED] = "bounced",
+    [TL_EV_DROPPED] = "dropped",
+    [TL_EV_COMPLAINT] = "complaint",
+    [TL_EV_UNSUBSCRIBE] = "unsubscribe",
+    [TL_EV_OPEN] = "open",
+    [TL_EV_CLICK] = "click",
 };
 
 static const char *const bounce_names[] = {
-	[TL_BOUNCE_NONE] = "",
-	[TL_BOUNCE_HARD] = "hard",
-	[TL_BOUNCE_SOFT] = "soft",
-	[TL_BOUNCE_BLOCK] = "block",
+    [TL_BOUNCE_NONE] = "",
+    [TL_BOUNCE_HARD] = "hard",
+    [TL_BOUNCE_SOFT] = "soft",
+    [TL_BOUNCE_BLOCK] = "block",
 };
 
-#define TL_EVF__ALL                                                                                \
-	(TL_EVF_MACHINE | TL_EVF_BOT | TL_EVF_HEAD | TL_EVF_HIT | TL_EVF_HASHED | TL_EVF_ENRICHED | \
+#define TL_EVF__ALL                                                                                          \
+	(TL_EVF_MACHINE | TL_EVF_BOT | TL_EVF_HEAD | TL_EVF_HIT | TL_EVF_HASHED | TL_EVF_ENRICHED |          \
 	 TL_EVF_PROVIDER_MACHINE)
 
 /* Returns the JSON name of t ("open"), or NULL for TL_EV_NONE / out of range. */
@@ -78,14 +78,17 @@ struct field_limit {
 	uint32_t max;
 };
 
-#define FIELD(f, m) {#f, offsetof(struct tl_event, f), (m)}
+#define FIELD(f, m)                                                                                          \
+	{                                                                                                    \
+#f, offsetof(struct tl_event, f), (m)                                                        \
+	}
 static const struct field_limit limits[] = {
-	FIELD(tenant, TL_MAX_TENANT),	  FIELD(campaign, TL_MAX_CAMPAIGN),
-	FIELD(variant, TL_MAX_VARIANT),	  FIELD(recipient, TL_MAX_RECIPIENT),
-	FIELD(message, TL_MAX_MESSAGE),	  FIELD(id, TL_MAX_ID),
-	FIELD(url, TL_MAX_URL),		  FIELD(user_agent, TL_MAX_USER_AGENT),
-	FIELD(ip, TL_MAX_IP),		  FIELD(provider, TL_MAX_PROVIDER),
-	FIELD(token, TL_MAX_TOKEN),
+    FIELD(tenant, TL_MAX_TENANT),   FIELD(campaign, TL_MAX_CAMPAIGN),
+    FIELD(variant, TL_MAX_VARIANT), FIELD(recipient, TL_MAX_RECIPIENT),
+    FIELD(message, TL_MAX_MESSAGE), FIELD(id, TL_MAX_ID),
+    FIELD(url, TL_MAX_URL),         FIELD(user_agent, TL_MAX_USER_AGENT),
+    FIELD(ip, TL_MAX_IP),           FIELD(provider, TL_MAX_PROVIDER),
+    FIELD(token, TL_MAX_TOKEN),
 };
 #undef FIELD
 
@@ -131,10 +134,10 @@ int tl_event_validate(const struct tl_event *ev, char *err, size_t errlen)
 			const char *name;
 			size_t off;
 		} required[] = {
-			{"tenant", offsetof(struct tl_event, tenant)},
-			{"campaign", offsetof(struct tl_event, campaign)},
-			{"recipient", offsetof(struct tl_event, recipient)},
-			{"id", offsetof(struct tl_event, id)},
+		    {"tenant", offsetof(struct tl_event, tenant)},
+		    {"campaign", offsetof(struct tl_event, campaign)},
+		    {"recipient", offsetof(struct tl_event, recipient)},
+		    {"id", offsetof(struct tl_event, id)},
 		};
 		for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
 			if (!field_at(ev, required[i].off)->n) {

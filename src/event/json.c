@@ -16,7 +16,8 @@
 #include <jansson.h>
 #include <string.h>
 
-#define QUOTE_MAX 48 /* bytes of an offending value quoted in a reason */
+#define QUOTE_MAX 48             /* bytes of an offending value quoted in a reason */
+#define TS_MAX 253402300799999LL /* 9999-12-31T23:59:59.999Z */
 
 /* Copies at most QUOTE_MAX bytes of s into dst for use inside "…" in an error
  * message: quotes, backslashes and control bytes become '?', and "..." marks
@@ -41,8 +42,8 @@ enum { F_ABSENT = 1 };
 /* Reads optional string member key of obj. Returns 0 with *out set (copied
  * into the arena), F_ABSENT when absent or null, or a negative error with
  * the reason in err. */
-static int get_str(json_t *obj, const char *key, uint32_t max, struct tl_arena *a,
-		   struct tl_str *out, char *err, size_t errlen)
+static int get_str(json_t *obj, const char *key, uint32_t max, struct tl_arena *a, struct tl_str *out,
+                   char *err, size_t errlen)
 {
 	json_t *v = json_object_get(obj, key);
 	*out = TL_STR_NULL;
@@ -90,8 +91,7 @@ static int get_bool(json_t *obj, const char *key, char *err, size_t errlen)
 }
 
 /* Parses a required (or optional) RFC 3339 member into *ms. */
-static int get_time(json_t *obj, const char *key, bool required, int64_t *ms, char *err,
-		    size_t errlen)
+static int get_time(json_t *obj, const char *key, bool required, int64_t *ms, char *err, size_t errlen)
 {
 	json_t *v = json_object_get(obj, key);
 	*ms = 0;
@@ -143,17 +143,17 @@ static int parse_obj(json_t *obj, struct tl_arena *a, struct tl_event *ev, char 
 		size_t off;
 		uint32_t max;
 	} fields[] = {
-		{"tenant", offsetof(struct tl_event, tenant), TL_MAX_TENANT},
-		{"campaign", offsetof(struct tl_event, campaign), TL_MAX_CAMPAIGN},
-		{"variant", offsetof(struct tl_event, variant), TL_MAX_VARIANT},
-		{"recipient", offsetof(struct tl_event, recipient), TL_MAX_RECIPIENT},
-		{"message", offsetof(struct tl_event, message), TL_MAX_MESSAGE},
-		{"id", offsetof(struct tl_event, id), TL_MAX_ID},
-		{"url", offsetof(struct tl_event, url), TL_MAX_URL},
-		{"user_agent", offsetof(struct tl_event, user_agent), TL_MAX_USER_AGENT},
-		{"ip", offsetof(struct tl_event, ip), TL_MAX_IP},
-		{"provider", offsetof(struct tl_event, provider), TL_MAX_PROVIDER},
-		{"token", offsetof(struct tl_event, token), TL_MAX_TOKEN},
+	    {"tenant", offsetof(struct tl_event, tenant), TL_MAX_TENANT},
+	    {"campaign", offsetof(struct tl_event, campaign), TL_MAX_CAMPAIGN},
+	    {"variant", offsetof(struct tl_event, variant), TL_MAX_VARIANT},
+	    {"recipient", offsetof(struct tl_event, recipient), TL_MAX_RECIPIENT},
+	    {"message", offsetof(struct tl_event, message), TL_MAX_MESSAGE},
+	    {"id", offsetof(struct tl_event, id), TL_MAX_ID},
+	    {"url", offsetof(struct tl_event, url), TL_MAX_URL},
+	    {"user_agent", offsetof(struct tl_event, user_agent), TL_MAX_USER_AGENT},
+	    {"ip", offsetof(struct tl_event, ip), TL_MAX_IP},
+	    {"provider", offsetof(struct tl_event, provider), TL_MAX_PROVIDER},
+	    {"token", offsetof(struct tl_event, token), TL_MAX_TOKEN},
 	};
 	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
 		struct tl_str *dst = (struct tl_str *)(void *)((char *)ev + fields[i].off);
@@ -215,10 +215,10 @@ static int parse_obj(json_t *obj, struct tl_arena *a, struct tl_event *ev, char 
 		uint16_t flag;
 		uint8_t only; /* the type the flag is allowed on, 0 = open or click, 255 = any */
 	} flags[] = {
-		{"machine", TL_EVF_PROVIDER_MACHINE, TL_EV_OPEN},
-		{"bot", TL_EVF_BOT, TL_EV_CLICK},
-		{"head", TL_EVF_HEAD, 0},
-		{"hashed", TL_EVF_HASHED, 255},
+	    {"machine", TL_EVF_PROVIDER_MACHINE, TL_EV_OPEN},
+	    {"bot", TL_EVF_BOT, TL_EV_CLICK},
+	    {"head", TL_EVF_HEAD, 0},
+	    {"hashed", TL_EVF_HASHED, 255},
 	};
 	for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
 		rc = get_bool(obj, flags[i].key, err, errlen);
@@ -232,7 +232,7 @@ static int parse_obj(json_t *obj, struct tl_arena *a, struct tl_event *ev, char 
 		}
 		if (flags[i].only != 0 && flags[i].only != 255 && flags[i].only != ev->type) {
 			tl_seterr(err, errlen, "%s only for %s", flags[i].key,
-				  tl_event_type_name((enum tl_event_type)flags[i].only));
+			          tl_event_type_name((enum tl_event_type)flags[i].only));
 			return -TL_EINVAL;
 		}
 		ev->flags |= flags[i].flag;
@@ -243,8 +243,8 @@ static int parse_obj(json_t *obj, struct tl_arena *a, struct tl_event *ev, char 
 /* Parses one canonical JSON event (see event.h). Returns 0, -TL_EINVAL or
  * -TL_ETOOBIG with the reason in err, or -TL_ENOMEM. ev is zeroed first.
  * Any thread (a is the caller's). */
-int tl_event_from_json(const char *json, size_t len, struct tl_arena *a, struct tl_event *ev,
-		       char *err, size_t errlen)
+int tl_event_from_json(const char *json, size_t len, struct tl_arena *a, struct tl_event *ev, char *err,
+                       size_t errlen)
 {
 	memset(ev, 0, sizeof *ev);
 	if (err && errlen)
@@ -254,11 +254,11 @@ int tl_event_from_json(const char *json, size_t len, struct tl_arena *a, struct 
 		return -TL_ETOOBIG;
 	}
 	json_error_t je;
-	json_t *root = json_loadb(json ? json : "", json ? len : 0,
-				  JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+	json_t *root =
+	    json_loadb(json ? json : "", json ? len : 0, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
 	if (!root) {
 		tl_seterr(err, errlen, "bad JSON: %s at column %d", je.text,
-			  je.column > 0 ? je.column : (int)je.position);
+		          je.column > 0 ? je.column : (int)je.position);
 		return -TL_EINVAL;
 	}
 	int rc;
@@ -309,14 +309,21 @@ static int put_true(struct tl_buf *out, bool *first, const char *key, bool on)
 	return rc ? rc : tl_buf_puts(out, "true");
 }
 
+/* RFC 3339 has four-digit years: 1970-01-01 up to 9999-12-31T23:59:59.999Z. */
+static bool ts_ok(int64_t ms)
+{
+	return ms >= 0 && ms <= TS_MAX;
+}
+
 /* Appends ev as one canonical JSON object (see event.h). Returns 0,
- * -TL_EINVAL (unknown type), -TL_ETOOBIG or -TL_ENOMEM; out is unchanged on
- * failure. sent_ms and src_offset are not part of the JSON form. Any thread. */
+ * -TL_EINVAL (unknown type or bounce class, or ts / arrival outside the
+ * years 1970..9999), -TL_ETOOBIG or -TL_ENOMEM; out is unchanged on failure. sent_ms and src_offset are not
+ * part of the JSON form. Any thread. */
 int tl_event_to_json(const struct tl_event *ev, struct tl_buf *out)
 {
 	const char *type = tl_event_type_name((enum tl_event_type)ev->type);
 	const char *bc = tl_bounce_class_name((enum tl_bounce_class)ev->bounce_class);
-	if (!type || !bc)
+	if (!type || !bc || !ts_ok(ev->ts_ms) || (ev->arrival_ms && !ts_ok(ev->arrival_ms)))
 		return -TL_EINVAL;
 	size_t start = out->len;
 	bool first = true;
@@ -350,8 +357,7 @@ int tl_event_to_json(const struct tl_event *ev, struct tl_buf *out)
 	if (!rc)
 		rc = put_str(out, &first, "provider", ev->provider);
 	if (!rc)
-		rc = put_true(out, &first, "machine",
-			      ev->flags & (TL_EVF_MACHINE | TL_EVF_PROVIDER_MACHINE));
+		rc = put_true(out, &first, "machine", ev->flags & (TL_EVF_MACHINE | TL_EVF_PROVIDER_MACHINE));
 	if (!rc)
 		rc = put_true(out, &first, "bot", ev->flags & TL_EVF_BOT);
 	if (!rc)

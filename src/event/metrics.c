@@ -5,48 +5,44 @@
 #include <string.h>
 
 static const char *const metric_names[TL_M__COUNT] = {
-	[TL_M_SENT] = "sent",
-	[TL_M_DELIVERED] = "delivered",
-	[TL_M_DEFERRED] = "deferred",
-	[TL_M_BOUNCED] = "bounced",
-	[TL_M_HARD_BOUNCED] = "hard_bounced",
-	[TL_M_SOFT_BOUNCED] = "soft_bounced",
-	[TL_M_DROPPED] = "dropped",
-	[TL_M_COMPLAINTS] = "complaints",
-	[TL_M_UNSUBSCRIBES] = "unsubscribes",
-	[TL_M_OPENS] = "opens",
-	[TL_M_MACHINE_OPENS] = "machine_opens",
-	[TL_M_UNIQUE_OPENS] = "unique_opens",
-	[TL_M_UNIQUE_HUMAN_OPENS] = "unique_human_opens",
-	[TL_M_CLICKS] = "clicks",
-	[TL_M_BOT_CLICKS] = "bot_clicks",
-	[TL_M_UNIQUE_CLICKS] = "unique_clicks",
-	[TL_M_UNIQUE_HUMAN_CLICKS] = "unique_human_clicks",
+    [TL_M_SENT] = "sent",
+    [TL_M_DELIVERED] = "delivered",
+    [TL_M_DEFERRED] = "deferred",
+    [TL_M_BOUNCED] = "bounced",
+    [TL_M_HARD_BOUNCED] = "hard_bounced",
+    [TL_M_SOFT_BOUNCED] = "soft_bounced",
+    [TL_M_DROPPED] = "dropped",
+    [TL_M_COMPLAINTS] = "complaints",
+    [TL_M_UNSUBSCRIBES] = "unsubscribes",
+    [TL_M_OPENS] = "opens",
+    [TL_M_MACHINE_OPENS] = "machine_opens",
+    [TL_M_UNIQUE_OPENS] = "unique_opens",
+    [TL_M_UNIQUE_HUMAN_OPENS] = "unique_human_opens",
+    [TL_M_CLICKS] = "clicks",
+    [TL_M_BOT_CLICKS] = "bot_clicks",
+    [TL_M_UNIQUE_CLICKS] = "unique_clicks",
+    [TL_M_UNIQUE_HUMAN_CLICKS] = "unique_human_clicks",
 };
 
 static const char *const rate_names[TL_R__COUNT] = {
-	[TL_R_DELIVERY] = "delivery_rate",
-	[TL_R_BOUNCE] = "bounce_rate",
-	[TL_R_OPEN] = "open_rate",
-	[TL_R_HUMAN_OPEN] = "human_open_rate",
-	[TL_R_CLICK] = "click_rate",
-	[TL_R_CLICK_TO_OPEN] = "click_to_open_rate",
-	[TL_R_COMPLAINT] = "complaint_rate",
-	[TL_R_UNSUBSCRIBE] = "unsubscribe_rate",
+    [TL_R_DELIVERY] = "delivery_rate",   [TL_R_BOUNCE] = "bounce_rate",
+    [TL_R_OPEN] = "open_rate",           [TL_R_HUMAN_OPEN] = "human_open_rate",
+    [TL_R_CLICK] = "click_rate",         [TL_R_CLICK_TO_OPEN] = "click_to_open_rate",
+    [TL_R_COMPLAINT] = "complaint_rate", [TL_R_UNSUBSCRIBE] = "unsubscribe_rate",
 };
 
 /* numerator / denominator of each rate */
 static const struct {
 	enum tl_metric num, den;
 } rate_def[TL_R__COUNT] = {
-	[TL_R_DELIVERY] = {TL_M_DELIVERED, TL_M_SENT},
-	[TL_R_BOUNCE] = {TL_M_BOUNCED, TL_M_SENT},
-	[TL_R_OPEN] = {TL_M_UNIQUE_OPENS, TL_M_DELIVERED},
-	[TL_R_HUMAN_OPEN] = {TL_M_UNIQUE_HUMAN_OPENS, TL_M_DELIVERED},
-	[TL_R_CLICK] = {TL_M_UNIQUE_CLICKS, TL_M_DELIVERED},
-	[TL_R_CLICK_TO_OPEN] = {TL_M_UNIQUE_CLICKS, TL_M_UNIQUE_OPENS},
-	[TL_R_COMPLAINT] = {TL_M_COMPLAINTS, TL_M_DELIVERED},
-	[TL_R_UNSUBSCRIBE] = {TL_M_UNSUBSCRIBES, TL_M_DELIVERED},
+    [TL_R_DELIVERY] = {TL_M_DELIVERED, TL_M_SENT},
+    [TL_R_BOUNCE] = {TL_M_BOUNCED, TL_M_SENT},
+    [TL_R_OPEN] = {TL_M_UNIQUE_OPENS, TL_M_DELIVERED},
+    [TL_R_HUMAN_OPEN] = {TL_M_UNIQUE_HUMAN_OPENS, TL_M_DELIVERED},
+    [TL_R_CLICK] = {TL_M_UNIQUE_CLICKS, TL_M_DELIVERED},
+    [TL_R_CLICK_TO_OPEN] = {TL_M_UNIQUE_CLICKS, TL_M_UNIQUE_OPENS},
+    [TL_R_COMPLAINT] = {TL_M_COMPLAINTS, TL_M_DELIVERED},
+    [TL_R_UNSUBSCRIBE] = {TL_M_UNSUBSCRIBES, TL_M_DELIVERED},
 };
 
 /* Returns the JSON key of metric m, NULL when out of range. Any thread. */
@@ -157,8 +153,7 @@ unsigned tl_metrics_unique_kinds(const struct tl_event *ev)
 
 /* Computes every rate; valid[r] is false (rate[r] = 0) when its denominator
  * is 0 or negative. Any thread. */
-void tl_rates_compute(const int64_t counts[TL_M__COUNT], double rate[TL_R__COUNT],
-		      bool valid[TL_R__COUNT])
+void tl_rates_compute(const int64_t counts[TL_M__COUNT], double rate[TL_R__COUNT], bool valid[TL_R__COUNT])
 {
 	for (int r = 0; r < TL_R__COUNT; r++) {
 		int64_t den = counts[rate_def[r].den];

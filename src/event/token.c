@@ -33,17 +33,17 @@
 #define PAYLOAD_VERSION 1
 #define NFIELD 6
 #define MAC_B64_LEN 22 /* base64url of 16 bytes, unpadded */
-#define PAYLOAD_MAX                                                                                \
-	(2 + TL_VARINT_MAX + NFIELD * 2 + TL_MAX_TENANT + TL_MAX_CAMPAIGN + TL_MAX_VARIANT +       \
+#define PAYLOAD_MAX                                                                                          \
+	(2 + TL_VARINT_MAX + NFIELD * 2 + TL_MAX_TENANT + TL_MAX_CAMPAIGN + TL_MAX_VARIANT +                 \
 	 TL_MAX_MESSAGE + TL_MAX_RECIPIENT + TL_MAX_URL)
 
 static const uint32_t field_max[NFIELD] = {TL_MAX_TENANT,  TL_MAX_CAMPAIGN,  TL_MAX_VARIANT,
-					   TL_MAX_MESSAGE, TL_MAX_RECIPIENT, TL_MAX_URL};
+                                           TL_MAX_MESSAGE, TL_MAX_RECIPIENT, TL_MAX_URL};
 
 /* ---- HMAC-SHA256 -------------------------------------------------------- */
 
 static void hmac_sha256(const unsigned char *key, size_t key_len, const void *msg, size_t n,
-			unsigned char out[SHA256_DIGEST_LENGTH])
+                        unsigned char out[SHA256_DIGEST_LENGTH])
 {
 	unsigned char k[SHA256_CBLOCK];
 	unsigned char pad[SHA256_CBLOCK];
@@ -220,7 +220,7 @@ long tl_hex_decode(const char *in, size_t n, unsigned char *out, size_t out_cap)
 
 /* hex(HMAC-SHA256(salt, rcpt)[:16]) into out (33 bytes with the NUL). Any thread. */
 void tl_recipient_hash(const unsigned char *salt, size_t salt_len, const char *rcpt, size_t n,
-		       char out[TL_RCPT_HASH_LEN + 1])
+                       char out[TL_RCPT_HASH_LEN + 1])
 {
 	unsigned char mac[SHA256_DIGEST_LENGTH];
 	hmac_sha256(salt, salt_len, n ? rcpt : "", n, mac);
@@ -286,8 +286,7 @@ static bool token_ok(const struct tl_token *t)
  * NUL byte, a click without a url, a url that is not http(s) or contains
  * control characters or spaces, an empty key), -TL_ETOOBIG or -TL_ENOMEM.
  * out is unchanged on failure. No allocation beyond out. Any thread. */
-int tl_token_mint(const struct tl_token *t, const unsigned char *key, size_t key_len,
-		  struct tl_buf *out)
+int tl_token_mint(const struct tl_token *t, const unsigned char *key, size_t key_len, struct tl_buf *out)
 {
 	if (!key || !key_len || !token_ok(t))
 		return -TL_EINVAL;
@@ -338,8 +337,8 @@ static int parse_payload(const unsigned char *payload, size_t n, struct tl_token
 	if (tl_varint_get(&p, end, &v))
 		return -TL_EINVAL;
 	t->issued_ms = tl_unzigzag(v);
-	struct tl_str *f[NFIELD] = {&t->tenant,	 &t->campaign,	&t->variant,
-				    &t->message, &t->recipient, &t->url};
+	struct tl_str *f[NFIELD] = {&t->tenant,  &t->campaign,  &t->variant,
+	                            &t->message, &t->recipient, &t->url};
 	for (int i = 0; i < NFIELD; i++) {
 		if (tl_varint_get(&p, end, &v) || v > field_max[i] || v > (uint64_t)(end - p))
 			return -TL_EINVAL;
@@ -355,7 +354,7 @@ static int parse_payload(const unsigned char *payload, size_t n, struct tl_token
 /* Splits and decodes text into the payload (in scratch) and, when mac is not
  * NULL, the 16 MAC bytes. Returns the payload length or -TL_EINVAL. */
 static long split_decode(const char *text, size_t len, unsigned char *scratch, size_t scratch_len,
-			 unsigned char mac[TL_TOKEN_MAC_LEN])
+                         unsigned char mac[TL_TOKEN_MAC_LEN])
 {
 	if (!text || len > TL_MAX_TOKEN || len < 3 + 1 + MAC_B64_LEN || memcmp(text, "v1.", 3) != 0)
 		return -TL_EINVAL;
@@ -380,7 +379,7 @@ static long split_decode(const char *text, size_t len, unsigned char *scratch, s
 
 /* Decodes text into t WITHOUT checking its MAC (see token.h). 0 or -TL_EINVAL. */
 int tl_token_peek(const char *text, size_t len, unsigned char *scratch, size_t scratch_len,
-		  struct tl_token *t)
+                  struct tl_token *t)
 {
 	long n = split_decode(text, len, scratch, scratch_len, NULL);
 	if (n < 0)
@@ -391,7 +390,7 @@ int tl_token_peek(const char *text, size_t len, unsigned char *scratch, size_t s
 /* Decodes and verifies text (see token.h): 0, -TL_EINVAL for any format
  * error, -TL_EAUTH for a MAC that does not match key. No allocation. */
 int tl_token_verify(const char *text, size_t len, const unsigned char *key, size_t key_len,
-		    unsigned char *scratch, size_t scratch_len, struct tl_token *t)
+                    unsigned char *scratch, size_t scratch_len, struct tl_token *t)
 {
 	unsigned char mac[TL_TOKEN_MAC_LEN];
 	long n = split_decode(text, len, scratch, scratch_len, mac);

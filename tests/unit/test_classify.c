@@ -13,19 +13,19 @@
 #define T0 1796320800000LL
 
 static const char *const human_agents[] = {
-	"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-	"Chrome/120.0.0.0 Safari/537.36",
-	"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-	"Version/17.1 Safari/605.1.15",
-	"Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
-	"Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
-	"Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
-	"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-	"Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0",
-	"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-	"Chrome/120.0.6099.144 Mobile Safari/537.36",
-	"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)",
-	"",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+    "Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.6099.144 Mobile Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+    "",
 };
 
 static struct tl_event ev_of(enum tl_event_type type, const char *ua)
@@ -56,7 +56,7 @@ static void expect(struct tl_event ev, const char *rule)
 	const char *got = tl_classify(&o, &ev);
 	if ((rule == NULL) != (got == NULL) || (rule && strcmp(rule, got) != 0))
 		fail_msg("type %d ua \"%.*s\": got %s, want %s", ev.type, (int)ev.user_agent.n,
-			 ev.user_agent.p, got ? got : "NULL", rule ? rule : "NULL");
+		         ev.user_agent.p, got ? got : "NULL", rule ? rule : "NULL");
 	unsigned flag = ev.type == TL_EV_OPEN ? TL_EVF_MACHINE : TL_EVF_BOT;
 	assert_int_equal((ev.flags & flag) != 0, rule != NULL);
 }
@@ -119,9 +119,11 @@ static void test_apple_mpp_agent(void **state)
 static void test_mail_proxy_agent(void **state)
 {
 	(void)state;
-	expect(ev_of(TL_EV_OPEN,
-		     "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"),
-	       "mail_proxy_agent");
+	expect(
+	    ev_of(
+	        TL_EV_OPEN,
+	        "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"),
+	    "mail_proxy_agent");
 	expect(ev_of(TL_EV_OPEN, "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html"),
 	       "mail_proxy_agent");
 	expect(ev_of(TL_EV_OPEN, "googleimageproxy"), "mail_proxy_agent");
@@ -189,38 +191,38 @@ static void test_scanner_agent(void **state)
 {
 	(void)state;
 	static const char *const scanners[] = {
-		"Mozilla/5.0 (compatible; Barracuda Sentinel)",
-		"Mimecast-URL-Protect/1.0",
-		"Proofpoint URL Defense",
-		"Microsoft Office/16.0 (Windows NT 10.0; Microsoft Word 16.0.4266)",
-		"Microsoft Office Existence Discovery",
-		"ms-office; MSOffice 16",
-		"Symantec Email Security",
-		"TrendMicro URL filter",
-		"Forcepoint",
-		"FireEye",
-		"python-requests/2.31.0",
-		"Python-urllib/3.11",
-		"curl/8.4.0",
-		"Wget/1.21.3",
-		"Go-http-client/1.1",
-		"Java/17.0.2",
-		"okhttp/4.12.0",
-		"Apache-HttpClient/4.5.14 (Java/17)",
-		"libwww-perl/6.72",
-		"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0 "
-		"Safari/537.36",
-		"Mozilla/4.0 (compatible; MSIE 7.0; PhantomJS)",
-		"Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
-		"facebookexternalhit/1.1",
-		"WhatsApp/2.23.20.0",
-		"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-		"Mozilla/5.0 (compatible; Baiduspider/2.0)",
-		"Some Crawler 1.0",
-		"Mozilla/5.0 (Windows NT 6.1; WOW64) SkypeUriPreview Preview/0.5",
-		"BingPreview/1.0b",
-		"URL Scanner",
-		"CURL/8.0", /* case-insensitive */
+	    "Mozilla/5.0 (compatible; Barracuda Sentinel)",
+	    "Mimecast-URL-Protect/1.0",
+	    "Proofpoint URL Defense",
+	    "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Word 16.0.4266)",
+	    "Microsoft Office Existence Discovery",
+	    "ms-office; MSOffice 16",
+	    "Symantec Email Security",
+	    "TrendMicro URL filter",
+	    "Forcepoint",
+	    "FireEye",
+	    "python-requests/2.31.0",
+	    "Python-urllib/3.11",
+	    "curl/8.4.0",
+	    "Wget/1.21.3",
+	    "Go-http-client/1.1",
+	    "Java/17.0.2",
+	    "okhttp/4.12.0",
+	    "Apache-HttpClient/4.5.14 (Java/17)",
+	    "libwww-perl/6.72",
+	    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0 "
+	    "Safari/537.36",
+	    "Mozilla/4.0 (compatible; MSIE 7.0; PhantomJS)",
+	    "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+	    "facebookexternalhit/1.1",
+	    "WhatsApp/2.23.20.0",
+	    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+	    "Mozilla/5.0 (compatible; Baiduspider/2.0)",
+	    "Some Crawler 1.0",
+	    "Mozilla/5.0 (Windows NT 6.1; WOW64) SkypeUriPreview Preview/0.5",
+	    "BingPreview/1.0b",
+	    "URL Scanner",
+	    "CURL/8.0", /* case-insensitive */
 	};
 	for (size_t i = 0; i < sizeof scanners / sizeof scanners[0]; i++) {
 		expect(ev_of(TL_EV_CLICK, scanners[i]), "scanner_agent");
@@ -309,16 +311,16 @@ static void test_other_types_and_reclassify(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_humans),
-		cmocka_unit_test(test_provider_machine_open),
-		cmocka_unit_test(test_apple_mpp_agent),
-		cmocka_unit_test(test_mail_proxy_agent),
-		cmocka_unit_test(test_open_within_send_window),
-		cmocka_unit_test(test_head_request),
-		cmocka_unit_test(test_scanner_agent),
-		cmocka_unit_test(test_click_within_send_window),
-		cmocka_unit_test(test_other_types_and_reclassify),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_humans),
+	    cmocka_unit_test(test_provider_machine_open),
+	    cmocka_unit_test(test_apple_mpp_agent),
+	    cmocka_unit_test(test_mail_proxy_agent),
+	    cmocka_unit_test(test_open_within_send_window),
+	    cmocka_unit_test(test_head_request),
+	    cmocka_unit_test(test_scanner_agent),
+	    cmocka_unit_test(test_click_within_send_window),
+	    cmocka_unit_test(test_other_types_and_reclassify),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FULL                                                                                       \
-	"{\"type\":\"bounced\",\"tenant\":\"acme\",\"campaign\":\"spring-sale\",\"variant\":\"B\","  \
-	"\"recipient\":\"r-1842\",\"message\":\"m-99812\",\"id\":\"evt-7f3a\","                      \
-	"\"ts\":\"2026-12-03T18:00:00.123Z\",\"url\":\"https://shop.example/sale\","                 \
-	"\"user_agent\":\"Mozilla/5.0 (X11)\",\"ip\":\"203.0.113.7\",\"bounce_class\":\"hard\","     \
+#define FULL                                                                                                 \
+	"{\"type\":\"bounced\",\"tenant\":\"acme\",\"campaign\":\"spring-sale\",\"variant\":\"B\","          \
+	"\"recipient\":\"r-1842\",\"message\":\"m-99812\",\"id\":\"evt-7f3a\","                              \
+	"\"ts\":\"2026-12-03T18:00:00.123Z\",\"url\":\"https://shop.example/sale\","                         \
+	"\"user_agent\":\"Mozilla/5.0 (X11)\",\"ip\":\"203.0.113.7\",\"bounce_class\":\"hard\","             \
 	"\"provider\":\"sendgrid\"}"
 
 static struct tl_arena arena;
@@ -82,9 +82,9 @@ static void test_minimal_and_variants(void **state)
 	struct tl_event ev;
 	char err[128];
 	assert_int_equal(parse("{\"type\":\"sent\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
-			       "\"ts\":\"2026-12-03T19:00:00+01:00\"}",
-			       &ev, err, sizeof err),
-			 0);
+	                       "\"ts\":\"2026-12-03T19:00:00+01:00\"}",
+	                       &ev, err, sizeof err),
+	                 0);
 	assert_int_equal(ev.type, TL_EV_SENT);
 	assert_true(ev.ts_ms == 1796320800000LL);
 	assert_int_equal(ev.tenant.n, 0);
@@ -92,17 +92,17 @@ static void test_minimal_and_variants(void **state)
 
 	/* a bounce without a class is accepted as NONE */
 	assert_int_equal(parse("{\"type\":\"bounced\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
-			       "\"ts\":\"2026-12-03T18:00:00Z\"}",
-			       &ev, err, sizeof err),
-			 0);
+	                       "\"ts\":\"2026-12-03T18:00:00Z\"}",
+	                       &ev, err, sizeof err),
+	                 0);
 	assert_int_equal(ev.bounce_class, TL_BOUNCE_NONE);
 	static const char *classes[] = {"hard", "soft", "block"};
 	for (int c = 0; c < 3; c++) {
 		char line[256];
 		snprintf(line, sizeof line,
-			 "{\"type\":\"bounced\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
-			 "\"ts\":\"2026-12-03T18:00:00Z\",\"bounce_class\":\"%s\"}",
-			 classes[c]);
+		         "{\"type\":\"bounced\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
+		         "\"ts\":\"2026-12-03T18:00:00Z\",\"bounce_class\":\"%s\"}",
+		         classes[c]);
 		assert_int_equal(parse(line, &ev, err, sizeof err), 0);
 		assert_int_equal(ev.bounce_class, c + 1);
 	}
@@ -111,42 +111,42 @@ static void test_minimal_and_variants(void **state)
 	for (int t = 1; t < TL_EV__COUNT; t++) {
 		char line[256];
 		snprintf(line, sizeof line,
-			 "{\"type\":\"%s\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
-			 "\"ts\":\"2026-12-03T18:00:00Z\"}",
-			 tl_event_type_name((enum tl_event_type)t));
+		         "{\"type\":\"%s\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
+		         "\"ts\":\"2026-12-03T18:00:00Z\"}",
+		         tl_event_type_name((enum tl_event_type)t));
 		assert_int_equal(parse(line, &ev, err, sizeof err), 0);
 		assert_int_equal(ev.type, t);
 	}
 
 	/* provider machine open, unknown keys ignored, null optional fields */
 	assert_int_equal(parse("{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
-			       "\"ts\":\"2026-12-03T18:00:00Z\",\"machine\":true,\"variant\":null,"
-			       "\"extra\":{\"nested\":[1,2,3]},\"sg_event_id\":\"x\"}",
-			       &ev, err, sizeof err),
-			 0);
+	                       "\"ts\":\"2026-12-03T18:00:00Z\",\"machine\":true,\"variant\":null,"
+	                       "\"extra\":{\"nested\":[1,2,3]},\"sg_event_id\":\"x\"}",
+	                       &ev, err, sizeof err),
+	                 0);
 	assert_int_equal(ev.flags, TL_EVF_PROVIDER_MACHINE);
 	assert_int_equal(ev.variant.n, 0);
 	assert_int_equal(parse("{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
-			       "\"ts\":\"2026-12-03T18:00:00Z\",\"machine\":false}",
-			       &ev, err, sizeof err),
-			 0);
+	                       "\"ts\":\"2026-12-03T18:00:00Z\",\"machine\":false}",
+	                       &ev, err, sizeof err),
+	                 0);
 	assert_int_equal(ev.flags, 0);
 
 	/* a raw hit: the token stands for campaign and recipient */
 	assert_int_equal(parse("{\"type\":\"click\",\"id\":\"h1\",\"ts\":\"2026-12-03T18:00:00Z\","
-			       "\"token\":\"v1.abc.def\",\"head\":true,"
-			       "\"arrival\":\"2026-12-03T18:00:01Z\"}",
-			       &ev, err, sizeof err),
-			 0);
+	                       "\"token\":\"v1.abc.def\",\"head\":true,"
+	                       "\"arrival\":\"2026-12-03T18:00:01Z\"}",
+	                       &ev, err, sizeof err),
+	                 0);
 	assert_int_equal(ev.flags, TL_EVF_HIT | TL_EVF_HEAD);
 	assert_field(ev.token, "v1.abc.def");
 	assert_true(ev.arrival_ms == 1796320801000LL);
 
 	/* unicode survives */
 	assert_int_equal(parse("{\"type\":\"open\",\"campaign\":\"\\u00e9t\\u00e9\",\"recipient\":\"r\","
-			       "\"id\":\"1\",\"ts\":\"2026-12-03\"}",
-			       &ev, err, sizeof err),
-			 0);
+	                       "\"id\":\"1\",\"ts\":\"2026-12-03\"}",
+	                       &ev, err, sizeof err),
+	                 0);
 	assert_field(ev.campaign, "\xc3\xa9t\xc3\xa9");
 }
 
@@ -162,50 +162,50 @@ static void test_bad_lines(void **state)
 {
 	(void)state;
 	static const struct bad cases[] = {
-		{"[1,2]", -TL_EINVAL, "event must be a JSON object"},
-		{"{" BASE "}", -TL_EINVAL, "missing type"},
-		{"{\"type\":null," BASE "}", -TL_EINVAL, "missing type"},
-		{"{\"type\":\"opne\"," BASE "}", -TL_EINVAL, "unknown type \"opne\""},
-		{"{\"type\":\"Open\"," BASE "}", -TL_EINVAL, "unknown type \"Open\""},
-		{"{\"type\":\"a\\\"b\"," BASE "}", -TL_EINVAL, "unknown type \"a?b\""},
-		{"{\"type\":7," BASE "}", -TL_EINVAL, "field type must be a string"},
-		{"{\"type\":\"open\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03T18:00:00Z\"}",
-		 -TL_EINVAL, "missing campaign"},
-		{"{\"type\":\"open\",\"campaign\":\"\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03\"}",
-		 -TL_EINVAL, "missing campaign"},
-		{"{\"type\":\"open\",\"campaign\":\"c\",\"id\":\"1\",\"ts\":\"2026-12-03T18:00:00Z\"}",
-		 -TL_EINVAL, "missing recipient"},
-		{"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"ts\":\"2026-12-03T18:00:00Z\"}",
-		 -TL_EINVAL, "missing id"},
-		{"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\"}", -TL_EINVAL,
-		 "missing ts"},
-		{"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"yesterday\"}",
-		 -TL_EINVAL, "bad ts \"yesterday\""},
-		{"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-02-30\"}",
-		 -TL_EINVAL, "bad ts \"2026-02-30\""},
-		{"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":1796320800}",
-		 -TL_EINVAL, "field ts must be a string"},
-		{"{\"type\":\"open\"," BASE ",\"bounce_class\":\"hard\"}", -TL_EINVAL,
-		 "bounce_class only for bounced"},
-		{"{\"type\":\"bounced\"," BASE ",\"bounce_class\":\"medium\"}", -TL_EINVAL,
-		 "unknown bounce_class \"medium\""},
-		{"{\"type\":\"bounced\"," BASE ",\"bounce_class\":1}", -TL_EINVAL,
-		 "field bounce_class must be a string"},
-		{"{\"type\":\"open\",\"campaign\":5,\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03\"}",
-		 -TL_EINVAL, "field campaign must be a string"},
-		{"{\"type\":\"open\"," BASE ",\"user_agent\":[\"x\"]}", -TL_EINVAL,
-		 "field user_agent must be a string"},
-		{"{\"type\":\"open\"," BASE ",\"tenant\":true}", -TL_EINVAL, "field tenant must be a string"},
-		{"{\"type\":\"open\",\"campaign\":\"a\\u0000b\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03\"}",
-		 -TL_EINVAL, "field campaign contains a NUL byte"},
-		{"{\"type\":\"open\"," BASE ",\"machine\":\"yes\"}", -TL_EINVAL,
-		 "field machine must be a boolean"},
-		{"{\"type\":\"click\"," BASE ",\"machine\":true}", -TL_EINVAL, "machine only for open"},
-		{"{\"type\":\"open\"," BASE ",\"bot\":true}", -TL_EINVAL, "bot only for click"},
-		{"{\"type\":\"sent\"," BASE ",\"head\":true}", -TL_EINVAL, "head only for open or click"},
-		{"{\"type\":\"sent\"," BASE ",\"token\":\"v1.a.b\"}", -TL_EINVAL,
-		 "token only for open or click"},
-		{"{\"type\":\"open\"," BASE ",\"arrival\":\"soon\"}", -TL_EINVAL, "bad arrival \"soon\""},
+	    {"[1,2]", -TL_EINVAL, "event must be a JSON object"},
+	    {"{" BASE "}", -TL_EINVAL, "missing type"},
+	    {"{\"type\":null," BASE "}", -TL_EINVAL, "missing type"},
+	    {"{\"type\":\"opne\"," BASE "}", -TL_EINVAL, "unknown type \"opne\""},
+	    {"{\"type\":\"Open\"," BASE "}", -TL_EINVAL, "unknown type \"Open\""},
+	    {"{\"type\":\"a\\\"b\"," BASE "}", -TL_EINVAL, "unknown type \"a?b\""},
+	    {"{\"type\":7," BASE "}", -TL_EINVAL, "field type must be a string"},
+	    {"{\"type\":\"open\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03T18:00:00Z\"}",
+	     -TL_EINVAL, "missing campaign"},
+	    {"{\"type\":\"open\",\"campaign\":\"\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03\"}",
+	     -TL_EINVAL, "missing campaign"},
+	    {"{\"type\":\"open\",\"campaign\":\"c\",\"id\":\"1\",\"ts\":\"2026-12-03T18:00:00Z\"}",
+	     -TL_EINVAL, "missing recipient"},
+	    {"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"ts\":\"2026-12-03T18:00:00Z\"}",
+	     -TL_EINVAL, "missing id"},
+	    {"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\"}", -TL_EINVAL,
+	     "missing ts"},
+	    {"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"yesterday\"}",
+	     -TL_EINVAL, "bad ts \"yesterday\""},
+	    {"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-02-30\"}",
+	     -TL_EINVAL, "bad ts \"2026-02-30\""},
+	    {"{\"type\":\"open\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":1796320800}",
+	     -TL_EINVAL, "field ts must be a string"},
+	    {"{\"type\":\"open\"," BASE ",\"bounce_class\":\"hard\"}", -TL_EINVAL,
+	     "bounce_class only for bounced"},
+	    {"{\"type\":\"bounced\"," BASE ",\"bounce_class\":\"medium\"}", -TL_EINVAL,
+	     "unknown bounce_class \"medium\""},
+	    {"{\"type\":\"bounced\"," BASE ",\"bounce_class\":1}", -TL_EINVAL,
+	     "field bounce_class must be a string"},
+	    {"{\"type\":\"open\",\"campaign\":5,\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03\"}",
+	     -TL_EINVAL, "field campaign must be a string"},
+	    {"{\"type\":\"open\"," BASE ",\"user_agent\":[\"x\"]}", -TL_EINVAL,
+	     "field user_agent must be a string"},
+	    {"{\"type\":\"open\"," BASE ",\"tenant\":true}", -TL_EINVAL, "field tenant must be a string"},
+	    {"{\"type\":\"open\",\"campaign\":\"a\\u0000b\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-"
+	     "12-03\"}",
+	     -TL_EINVAL, "field campaign contains a NUL byte"},
+	    {"{\"type\":\"open\"," BASE ",\"machine\":\"yes\"}", -TL_EINVAL,
+	     "field machine must be a boolean"},
+	    {"{\"type\":\"click\"," BASE ",\"machine\":true}", -TL_EINVAL, "machine only for open"},
+	    {"{\"type\":\"open\"," BASE ",\"bot\":true}", -TL_EINVAL, "bot only for click"},
+	    {"{\"type\":\"sent\"," BASE ",\"head\":true}", -TL_EINVAL, "head only for open or click"},
+	    {"{\"type\":\"sent\"," BASE ",\"token\":\"v1.a.b\"}", -TL_EINVAL, "token only for open or click"},
+	    {"{\"type\":\"open\"," BASE ",\"arrival\":\"soon\"}", -TL_EINVAL, "bad arrival \"soon\""},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct tl_event ev;
@@ -213,7 +213,7 @@ static void test_bad_lines(void **state)
 		int rc = parse(cases[i].json, &ev, err, sizeof err);
 		if (rc != cases[i].rc || strcmp(err, cases[i].reason) != 0)
 			fail_msg("case %zu %s: got %d \"%s\", want %d \"%s\"", i, cases[i].json, rc, err,
-				 cases[i].rc, cases[i].reason);
+			         cases[i].rc, cases[i].reason);
 		/* a refused line leaves an empty event */
 		assert_int_equal(ev.type, TL_EV_NONE);
 	}
@@ -228,12 +228,12 @@ static void test_bad_json_syntax(void **state)
 		const char *json;
 		const char *column; /* the suffix the reason must end with */
 	} cases[] = {
-		{"{\"type\":\"open\",}", " at column 16"},
-		{"{\"type\":\"open\"", " at column 14"},
-		{"", " at column 0"},
-		{"{\"type\":\"open\",\"type\":\"click\"}", " at column 21"},
-		{"{\"type\":\"open\"} trailing", " at column 24"},
-		{"not json", " at column 3"},
+	    {"{\"type\":\"open\",}", " at column 16"},
+	    {"{\"type\":\"open\"", " at column 14"},
+	    {"", " at column 0"},
+	    {"{\"type\":\"open\",\"type\":\"click\"}", " at column 21"},
+	    {"{\"type\":\"open\"} trailing", " at column 24"},
+	    {"not json", " at column 3"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		int rc = parse(cases[i].json, &ev, err, sizeof err);
@@ -241,7 +241,7 @@ static void test_bad_json_syntax(void **state)
 		size_t n = strlen(err), m = strlen(cases[i].column);
 		if (strncmp(err, "bad JSON: ", 10) != 0 || n < m || strcmp(err + n - m, cases[i].column))
 			fail_msg("case %zu %s: got \"%s\", want \"bad JSON: …%s\"", i, cases[i].json, err,
-				 cases[i].column);
+			         cases[i].column);
 	}
 	/* jansson's own wording for duplicates is passed through */
 	assert_int_equal(parse("{\"type\":\"open\",\"type\":\"click\"}", &ev, err, sizeof err), -TL_EINVAL);
@@ -257,15 +257,17 @@ static void test_too_long(void **state)
 	char camp[TL_MAX_CAMPAIGN + 2];
 	memset(camp, 'c', sizeof camp);
 	camp[TL_MAX_CAMPAIGN + 1] = '\0';
-	snprintf(line, sizeof line,
-		 "{\"type\":\"open\",\"campaign\":\"%s\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03\"}",
-		 camp);
+	snprintf(
+	    line, sizeof line,
+	    "{\"type\":\"open\",\"campaign\":\"%s\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03\"}",
+	    camp);
 	assert_int_equal(parse(line, &ev, err, sizeof err), -TL_ETOOBIG);
 	assert_string_equal(err, "campaign too long");
 	camp[TL_MAX_CAMPAIGN] = '\0'; /* exactly at the limit is fine */
-	snprintf(line, sizeof line,
-		 "{\"type\":\"open\",\"campaign\":\"%s\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03\"}",
-		 camp);
+	snprintf(
+	    line, sizeof line,
+	    "{\"type\":\"open\",\"campaign\":\"%s\",\"recipient\":\"r\",\"id\":\"1\",\"ts\":\"2026-12-03\"}",
+	    camp);
 	assert_int_equal(parse(line, &ev, err, sizeof err), 0);
 	assert_int_equal(ev.campaign.n, TL_MAX_CAMPAIGN);
 
@@ -323,16 +325,31 @@ static void test_to_json_canonical(void **state)
 	h.token = TL_STR("v1.x.y");
 	tl_buf_reset(&b);
 	assert_int_equal(tl_event_to_json(&h, &b), 0);
-	assert_string_equal(b.data, "{\"type\":\"click\",\"id\":\"h\\\"1\",\"ts\":\"2026-12-03T18:00:00.000Z\","
-				    "\"arrival\":\"2026-12-03T18:00:00.001Z\",\"user_agent\":\"a\\\\b\\u000a\","
-				    "\"bot\":true,\"head\":true,\"token\":\"v1.x.y\"}");
+	assert_string_equal(b.data,
+	                    "{\"type\":\"click\",\"id\":\"h\\\"1\",\"ts\":\"2026-12-03T18:00:00.000Z\","
+	                    "\"arrival\":\"2026-12-03T18:00:00.001Z\",\"user_agent\":\"a\\\\b\\u000a\","
+	                    "\"bot\":true,\"head\":true,\"token\":\"v1.x.y\"}");
 
 	/* a classified machine open and a provider machine open both say machine */
 	struct tl_event o = {.type = TL_EV_OPEN, .flags = TL_EVF_MACHINE | TL_EVF_HASHED, .ts_ms = 1000};
 	tl_buf_reset(&b);
 	assert_int_equal(tl_event_to_json(&o, &b), 0);
 	assert_string_equal(b.data, "{\"type\":\"open\",\"ts\":\"1970-01-01T00:00:01.000Z\",\"machine\":true,"
-				    "\"hashed\":true}");
+	                            "\"hashed\":true}");
+
+	/* a time JSON cannot hold is refused (found by fuzz_event_codec) */
+	struct tl_event far = {.type = TL_EV_SENT, .ts_ms = INT64_MIN};
+	size_t before = b.len;
+	assert_int_equal(tl_event_to_json(&far, &b), -TL_EINVAL);
+	far.ts_ms = 253402300800000LL; /* year 10000 */
+	assert_int_equal(tl_event_to_json(&far, &b), -TL_EINVAL);
+	far.ts_ms = 253402300799999LL;
+	far.arrival_ms = -1;
+	assert_int_equal(tl_event_to_json(&far, &b), -TL_EINVAL);
+	assert_int_equal(b.len, before);
+	far.arrival_ms = 0;
+	assert_int_equal(tl_event_to_json(&far, &b), 0);
+	assert_non_null(strstr(b.data + before, "\"ts\":\"9999-12-31T23:59:59.999Z\""));
 
 	/* an unknown type is refused and out is unchanged */
 	struct tl_event bad = {.type = 42};
@@ -346,13 +363,13 @@ static void test_roundtrip(void **state)
 {
 	(void)state;
 	static const char *lines[] = {
-		FULL,
-		"{\"type\":\"open\",\"tenant\":\"t\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
-		"\"ts\":\"2026-12-03T18:00:00.999Z\",\"user_agent\":\"Mozilla/5.0\",\"machine\":true}",
-		"{\"type\":\"click\",\"id\":\"h1\",\"ts\":\"2026-12-03T18:00:00.000Z\","
-		"\"arrival\":\"2026-12-03T18:00:00.002Z\",\"ip\":\"::1\",\"head\":true,\"token\":\"v1.a.b\"}",
-		"{\"type\":\"unsubscribe\",\"campaign\":\"\xc3\xa9\\\"\\\\\",\"recipient\":\"x@y\",\"id\":\"u\","
-		"\"ts\":\"2030-01-01T00:00:00.000Z\",\"hashed\":true}",
+	    FULL,
+	    "{\"type\":\"open\",\"tenant\":\"t\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"1\","
+	    "\"ts\":\"2026-12-03T18:00:00.999Z\",\"user_agent\":\"Mozilla/5.0\",\"machine\":true}",
+	    "{\"type\":\"click\",\"id\":\"h1\",\"ts\":\"2026-12-03T18:00:00.000Z\","
+	    "\"arrival\":\"2026-12-03T18:00:00.002Z\",\"ip\":\"::1\",\"head\":true,\"token\":\"v1.a.b\"}",
+	    "{\"type\":\"unsubscribe\",\"campaign\":\"\xc3\xa9\\\"\\\\\",\"recipient\":\"x@y\",\"id\":\"u\","
+	    "\"ts\":\"2030-01-01T00:00:00.000Z\",\"hashed\":true}",
 	};
 	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
 		struct tl_event a, c;
@@ -451,16 +468,16 @@ static void test_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_full_event, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_minimal_and_variants, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_lines, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_json_syntax, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_too_long, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_arena_exhausted, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_to_json_canonical, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_validate, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_full_event, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_minimal_and_variants, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_lines, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_json_syntax, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_too_long, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_arena_exhausted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_to_json_canonical, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_validate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_names, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
