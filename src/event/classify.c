@@ -125,8 +125,8 @@ static bool within_window(const struct tl_event *ev, int64_t window_ms)
 {
 	if (ev->sent_ms <= 0 || window_ms <= 0)
 		return false;
-	int64_t d = ev->ts_ms - ev->sent_ms;
-	return d >= 0 && d < window_ms;
+	/* ts >= sent > 0, so the difference cannot overflow */
+	return ev->ts_ms >= ev->sent_ms && ev->ts_ms - ev->sent_ms < window_ms;
 }
 
 /* Apple Mail Privacy Protection fetches remote content through Apple's

@@ -2,8 +2,10 @@
  *
  * The encoding is canonical (minimal varints, fixed field order, nothing
  * after the last field), so whatever decodes must re-encode to exactly the
- * input bytes. A decoded event must also convert to JSON. */
-#include "event/event.h"
+ * input bytes. A decoded event must also convert to JSON (when its times fit
+ * RFC 3339), and classify and count without undefined behaviour. */
+#include "event/classify.h"
+#include "event/metrics.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,5 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (tl_event_validate(&ev, err, sizeof err) != 0 && err[0] == '\0')
 		abort(); /* a refusal says why */
 	tl_buf_free(&b);
+
+	/* the enricher classifies and counts whatever decodes */
+	struct tl_classify_opts o;
+	tl_classify_defaults(&o);
+	(void)tl_classify(&o, &ev);
+	int64_t delta[TL_M__COUNT] = {0};
+	tl_metrics_count_event(&ev, delta);
+	(void)tl_metrics_unique_kinds(&ev);
 	return 0;
 }

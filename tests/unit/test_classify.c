@@ -148,6 +148,11 @@ static void test_open_within_send_window(void **state)
 	ev.ts_ms = T0 + 10;
 	ev.sent_ms = 0; /* send time unknown */
 	expect(ev, NULL);
+	ev.sent_ms = T0; /* extreme times from a decoded record must not overflow (UBSan) */
+	ev.ts_ms = INT64_MIN;
+	expect(ev, NULL);
+	ev.ts_ms = INT64_MAX;
+	expect(ev, NULL);
 
 	struct tl_classify_opts o = opts();
 	ev = ev_of(TL_EV_OPEN, human_agents[0]);
