@@ -27,9 +27,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define TLF_WRITERS 4			/* writer threads per stream: fdatasyncs of partitions overlap */
-#define TLF_SHRINK_BYTES (8u << 20)	/* free a flushed batch's buffer above this */
-#define TLF_RETENTION_EVERY_MS 60000	/* periodic retention check */
+#define TLF_WRITERS 4                /* writer threads per stream: fdatasyncs of partitions overlap */
+#define TLF_SHRINK_BYTES (8u << 20)  /* free a flushed batch's buffer above this */
+#define TLF_RETENTION_EVERY_MS 60000 /* periodic retention check */
 #define TLF_MAX_PARTITIONS 4096
 
 /* ---- batches ---- */
@@ -147,7 +147,7 @@ static int io_write(const struct tl_file_hooks *h, int fd, const uint8_t *p, siz
 	size_t done = 0;
 	while (done < n) {
 		ssize_t r = h->pwrite ? h->pwrite(h->ctx, fd, p + done, n - done, (off_t)(off + done))
-				      : pwrite(fd, p + done, n - done, (off_t)(off + done));
+		                      : pwrite(fd, p + done, n - done, (off_t)(off + done));
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
@@ -286,7 +286,7 @@ static void part_retention(struct tlf_stream *s, struct tlf_part *p)
  * *nd to the new durable view; on failure undoes everything (new segments
  * removed, active segment truncated back to the durable end). */
 static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_file_hooks *h,
-		      struct tlf_durable *nd, int *rolled)
+                      struct tlf_durable *nd, int *rolled)
 {
 	const struct tlf_durable d0 = p->dur; /* only this thread changes it */
 	const struct tlf_batch *b = &p->flush;
@@ -295,6 +295,14 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 	uint64_t base = d0.seg_base, pos = d0.seg_pos, last_pos = d0.last_pos;
 	size_t chunk_start = 0, chunk_len = 0, nnew = 0;
 	int rc = 0;
+
+	/* A failed write whose rollback could not truncate left bytes past
+	 * the durable end; they must be gone before this segment can seal. */
+	if (p->tail_dirty) {
+		if (ftruncate(p->seg_fd, (off_t)d0.seg_pos) != 0)
+			return tl_err_from_errno(errno);
+		p->tail_dirty = 0;
+	}
 
 	for (size_t i = 0; i < b->ncb; i++) {
 		const struct tlf_cb *e = &b->cbs[i];
@@ -365,6 +373,8 @@ fail:
 	/* Best effort: the failed bytes must not come back after a crash. */
 	if (ftruncate(p->seg_fd, (off_t)d0.seg_pos) == 0)
 		(void)io_sync(h, p->seg_fd);
+	else
+		p->tail_dirty = 1;
 	(void)fsync(p->dir_fd);
 	return rc;
 }
@@ -391,11 +401,12 @@ static void part_flush(struct tlf_stream *s, struct tlf_part *p, const struct tl
 		p->dur = nd;
 		pthread_mutex_unlock(&p->mu);
 		atomic_fetch_sub(&s->pending_bytes, (int64_t)p->flush.len);
-		durable_write(p, &nd);
+		/* consumers of this process first, then other processes, then producers */
 		pthread_mutex_lock(&s->pub_mu);
 		atomic_fetch_add(&s->pub_gen, 1);
 		pthread_cond_broadcast(&s->pub_cond);
 		pthread_mutex_unlock(&s->pub_mu);
+		durable_write(p, &nd);
 		batch_complete(&p->flush, 0);
 		if (rolled)
 			part_retention(s, p);
@@ -461,7 +472,7 @@ static void *writer_main(void *arg)
 			continue;
 		}
 		struct timespec ts = {.tv_sec = s->next_retention_ms / 1000,
-				      .tv_nsec = (s->next_retention_ms % 1000) * 1000000};
+		                      .tv_nsec = (s->next_retention_ms % 1000) * 1000000};
 		pthread_cond_timedwait(&s->wcond, &s->wmu, &ts);
 	}
 	pthread_mutex_unlock(&s->wmu);
@@ -573,8 +584,8 @@ static int topic_name_ok(const char *n)
 		return 0;
 	for (size_t i = 0; i < len; i++) {
 		char c = n[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-		      c == '-' || c == '.'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-' || c == '.'))
 			return 0;
 	}
 	return 1;
@@ -724,7 +735,8 @@ static int load_existing_topics(struct tlf_stream *s)
 		if (!topic_name_ok(e->d_name))
 			continue;
 		char meta[4096];
-		if (tlf_path(meta, sizeof(meta), "%s/%s/meta", s->dir, e->d_name) != 0 || access(meta, F_OK) != 0)
+		if (tlf_path(meta, sizeof(meta), "%s/%s/meta", s->dir, e->d_name) != 0 ||
+		    access(meta, F_OK) != 0)
 			continue;
 		struct tlf_topic *t;
 		rc = tlf_topic_get(s, e->d_name, &t);
@@ -779,8 +791,8 @@ static int file_open(const char *uri, const struct tl_stream_opts *opts, struct 
 		path = uri + 5;
 	else
 		return -TL_EINVAL;
-	if (!*path || opts->partitions < 1 || opts->partitions > TLF_MAX_PARTITIONS || opts->segment_bytes <= 0 ||
-	    opts->max_pending <= 0)
+	if (!*path || opts->partitions < 1 || opts->partitions > TLF_MAX_PARTITIONS ||
+	    opts->segment_bytes <= 0 || opts->max_pending <= 0)
 		return -TL_EINVAL;
 
 	struct tlf_stream *s = calloc(1, sizeof(*s));
@@ -805,7 +817,8 @@ static int file_open(const char *uri, const struct tl_stream_opts *opts, struct 
 	}
 	if (!opts->read_only) {
 		char lock[4096];
-		if ((rc = mkdir_p(s->dir)) != 0 || (rc = tlf_path(lock, sizeof(lock), "%s/.writer.lock", s->dir)) != 0)
+		if ((rc = mkdir_p(s->dir)) != 0 ||
+		    (rc = tlf_path(lock, sizeof(lock), "%s/.writer.lock", s->dir)) != 0)
 			goto fail;
 		s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 		if (s->lock_fd < 0) {
@@ -841,7 +854,7 @@ static int file_partitions(struct tl_stream *base, const char *topic)
 }
 
 static int file_append(struct tl_stream *base, const char *topic, int partition, const struct tl_record *recs,
-		       size_t n, tl_stream_done_fn done, void *arg)
+                       size_t n, tl_stream_done_fn done, void *arg)
 {
 	struct tlf_stream *s = (struct tlf_stream *)base;
 	if (s->lock_fd < 0 || (n > 0 && !recs))
@@ -890,11 +903,11 @@ static int file_append(struct tl_stream *base, const char *topic, int partition,
 	}
 	b->len += bytes;
 	b->cbs[b->ncb++] = (struct tlf_cb){.done = done,
-					   .arg = arg,
-					   .first = first,
-					   .nrec = (uint32_t)n,
-					   .last_rel = (uint32_t)last_rel,
-					   .bytes = bytes};
+	                                   .arg = arg,
+	                                   .first = first,
+	                                   .nrec = (uint32_t)n,
+	                                   .last_rel = (uint32_t)last_rel,
+	                                   .bytes = bytes};
 	p->next_offset += n;
 	int k = !p->queued && !p->in_flight;
 	if (k)
@@ -908,14 +921,15 @@ static int file_append(struct tl_stream *base, const char *topic, int partition,
 /* The durable view of a partition, from memory (writer) or from the
  * durable file (read-only). A partition nobody wrote yet is empty. */
 static int part_view_any(struct tlf_stream *s, const char *topic, int partition, struct tlf_durable *d,
-			 char *pdir, size_t pdir_cap)
+                         char *pdir, size_t pdir_cap)
 {
 	memset(d, 0, sizeof(*d));
 	d->last_pos = TLF_NONE;
 	struct tlf_topic *t;
 	int rc = tlf_topic_get(s, topic, &t);
 	if (rc == -TL_ENOTFOUND && s->lock_fd < 0)
-		return partition >= 0 ? tlf_path(pdir, pdir_cap, "%s/%s/%d", s->dir, topic, partition) : -TL_EINVAL;
+		return partition >= 0 ? tlf_path(pdir, pdir_cap, "%s/%s/%d", s->dir, topic, partition)
+		                      : -TL_EINVAL;
 	if (rc)
 		return rc;
 	if (partition < 0 || partition >= t->nparts)
@@ -954,7 +968,7 @@ static int file_end_offset(struct tl_stream *base, const char *topic, int partit
 }
 
 static int file_last(struct tl_stream *base, const char *topic, int partition, struct tl_record *rec,
-		     struct tl_buf *storage)
+                     struct tl_buf *storage)
 {
 	struct tlf_durable d;
 	char pdir[4096], path[4096 + TLF_SEG_NAME_LEN + 2], name[TLF_SEG_NAME_LEN + 1];
@@ -989,7 +1003,7 @@ static int file_last(struct tl_stream *base, const char *topic, int partition, s
 		struct stat st;
 		struct tlf_scan sc;
 		rc = fstat(fd, &st) != 0 ? tl_err_from_errno(errno)
-					 : tlf_scan_fd(fd, (uint64_t)st.st_size, seg, &sc);
+		                         : tlf_scan_fd(fd, (uint64_t)st.st_size, seg, &sc);
 		if (!rc && sc.last_pos == TLF_NONE)
 			rc = -TL_ENOTFOUND;
 		pos = rc ? 0 : sc.last_pos;
@@ -1033,16 +1047,16 @@ int tl_stream_file_retention(struct tl_stream *base)
 }
 
 const struct tl_stream_ops tl_stream_file_ops = {
-	.scheme = "file",
-	.open = file_open,
-	.close = file_close,
-	.partitions = file_partitions,
-	.append = file_append,
-	.end_offset = file_end_offset,
-	.last = file_last,
-	.consumer_open = tlf_consumer_open,
-	.poll = tlf_consumer_poll,
-	.wakeup = tlf_consumer_wakeup,
-	.error_detail = tlf_consumer_error_detail,
-	.consumer_close = tlf_consumer_close,
+    .scheme = "file",
+    .open = file_open,
+    .close = file_close,
+    .partitions = file_partitions,
+    .append = file_append,
+    .end_offset = file_end_offset,
+    .last = file_last,
+    .consumer_open = tlf_consumer_open,
+    .poll = tlf_consumer_poll,
+    .wakeup = tlf_consumer_wakeup,
+    .error_detail = tlf_consumer_error_detail,
+    .consumer_close = tlf_consumer_close,
 };

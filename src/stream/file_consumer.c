@@ -22,23 +22,23 @@
 #include <unistd.h>
 
 #define SUB_BUF_BYTES (256u * 1024) /* initial read buffer per subscription */
-#define MISSING_POLL_MS 5	    /* wait step while a durable file is missing */
-#define WATCH_POLL_MS 1000	    /* safety re-check while watching */
+#define MISSING_POLL_MS 5           /* wait step while a durable file is missing */
+#define WATCH_POLL_MS 1000          /* safety re-check while watching */
 
 struct csub {
 	struct tlf_part *p; /* writer streams: in-memory durable view */
 	char *pdir;
 	char label[TLF_TOPIC_NAME_MAX + 16]; /* "topic/p" */
 	int partition;
-	uint64_t next;			     /* next offset to hand out */
-	int fd;				     /* current segment, -1 none */
+	uint64_t next; /* next offset to hand out */
+	int fd;        /* current segment, -1 none */
 	uint64_t seg_base;
 	uint64_t seg_next; /* offset after the last frame parsed in the segment */
 	uint64_t file_pos; /* segment bytes read into buf */
 	uint8_t *buf;
 	size_t cap, start, end;
 	int dur_fd; /* read-only: <pdir>/durable */
-	int wd;	    /* read-only: inotify watch on it */
+	int wd;     /* read-only: inotify watch on it */
 	struct tlf_durable view;
 	int returned; /* records handed out in this poll */
 	int dry;      /* a refill found nothing new in this poll */
@@ -60,8 +60,8 @@ static int corrupt(struct tlf_consumer *c, struct csub *sb, uint64_t pos, const 
 {
 	char name[TLF_SEG_NAME_LEN + 1];
 	tlf_seg_name(name, sizeof(name), sb->seg_base);
-	snprintf(c->detail, sizeof(c->detail), "%s/%s at offset %llu (%s, expected record %llu)", sb->label, name,
-		 (unsigned long long)pos, why, (unsigned long long)sb->next);
+	snprintf(c->detail, sizeof(c->detail), "%s/%s at offset %llu (%s, expected record %llu)", sb->label,
+	         name, (unsigned long long)pos, why, (unsigned long long)sb->next);
 	c->err = -TL_ECORRUPT;
 	return c->err;
 }
@@ -210,7 +210,8 @@ static int sub_take(struct tlf_consumer *c, struct csub *sb, size_t i, struct tl
 		const size_t avail = sb->end - sb->start;
 		struct tlf_frame f;
 		size_t need;
-		enum tlf_decode r = sb->buf ? tlf_frame_decode(sb->buf + sb->start, avail, &f, &need) : TLF_SHORT;
+		enum tlf_decode r =
+		    sb->buf ? tlf_frame_decode(sb->buf + sb->start, avail, &f, &need) : TLF_SHORT;
 		if (!sb->buf)
 			need = TLF_FRAME_HDR;
 		if (r == TLF_OK) {
@@ -291,9 +292,16 @@ static int gather(struct tlf_consumer *c, struct tl_record *out, size_t max)
 	return 0;
 }
 
+/* Read-only consumers watch each <p>/durable with inotify. The inotify
+ * instance is made on the first poll that may wait (closing one costs the
+ * kernel a grace period, so consumers that never wait do not pay it). */
 static void ensure_watches(struct tlf_consumer *c, int *missing)
 {
 	*missing = 0;
+	if (c->ino_fd < 0 && (c->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0) {
+		*missing = 1;
+		return;
+	}
 	for (size_t i = 0; i < c->n; i++) {
 		struct csub *sb = &c->subs[i];
 		if (sb->wd >= 0)
@@ -301,7 +309,7 @@ static void ensure_watches(struct tlf_consumer *c, int *missing)
 		char path[4096];
 		if (tlf_path(path, sizeof(path), "%s/durable", sb->pdir) == 0)
 			sb->wd = inotify_add_watch(c->ino_fd, path,
-						   IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF);
+			                           IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF);
 		if (sb->wd < 0)
 			*missing = 1;
 	}
@@ -337,7 +345,8 @@ static void wait_data(struct tlf_consumer *c, uint64_t gen, int missing, int64_t
 {
 	struct tlf_stream *s = c->s;
 	if (s->lock_fd >= 0) {
-		struct timespec ts = {.tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000};
+		struct timespec ts = {.tv_sec = deadline_ns / 1000000000,
+		                      .tv_nsec = deadline_ns % 1000000000};
 		pthread_mutex_lock(&s->pub_mu);
 		while (atomic_load(&s->pub_gen) == gen && !atomic_load(&c->wake)) {
 			if (deadline_ns < 0)
@@ -355,6 +364,7 @@ static void wait_data(struct tlf_consumer *c, uint64_t gen, int missing, int64_t
 			ms = left < 0 ? 0 : (int)left;
 	}
 	struct pollfd pf[2] = {{.fd = c->ino_fd, .events = POLLIN}, {.fd = c->ev_fd, .events = POLLIN}};
+	/* pf[0].fd < 0 (no inotify) is ignored by poll: the timeout paces it */
 	if (poll(pf, 2, ms) > 0) {
 		if (pf[0].revents)
 			drain_inotify(c);
@@ -383,7 +393,7 @@ int tlf_consumer_poll(struct tl_consumer *base, struct tl_record *out, size_t ma
 	const int readonly = c->s->lock_fd < 0;
 	for (;;) {
 		int missing = 0;
-		if (readonly)
+		if (readonly && timeout_ms != 0)
 			ensure_watches(c, &missing);
 		uint64_t gen = atomic_load(&c->s->pub_gen);
 		int got = gather(c, out, max);
@@ -444,7 +454,7 @@ void tlf_consumer_close(struct tl_consumer *base)
 }
 
 int tlf_consumer_open(struct tl_stream *base, const struct tl_subscription *subs, size_t n,
-		      struct tl_consumer **out)
+                      struct tl_consumer **out)
 {
 	struct tlf_stream *s = (struct tlf_stream *)base;
 	if (!subs || n == 0)
@@ -467,9 +477,8 @@ int tlf_consumer_open(struct tl_stream *base, const struct tl_subscription *subs
 		sb->view.last_pos = TLF_NONE;
 	}
 	if (s->lock_fd < 0) {
-		c->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 		c->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-		if (c->ino_fd < 0 || c->ev_fd < 0) {
+		if (c->ev_fd < 0) {
 			rc = tl_err_from_errno(errno);
 			goto fail;
 		}
@@ -491,7 +500,8 @@ int tlf_consumer_open(struct tl_stream *base, const struct tl_subscription *subs
 			goto fail;
 		}
 		char pdir[4096];
-		if ((rc = tlf_path(pdir, sizeof(pdir), "%s/%s/%d", s->dir, subs[i].topic, subs[i].partition)) != 0)
+		if ((rc = tlf_path(pdir, sizeof(pdir), "%s/%s/%d", s->dir, subs[i].topic,
+		                   subs[i].partition)) != 0)
 			goto fail;
 		if (!(sb->pdir = strdup(pdir))) {
 			rc = -TL_ENOMEM;

@@ -70,7 +70,7 @@ static inline size_t tlf_frame_size(uint32_t key_len, uint32_t value_len)
 
 /* Writes one frame to dst (tlf_frame_size bytes). */
 void tlf_frame_encode(uint8_t *dst, uint64_t offset, int64_t ts_ms, const void *key, uint32_t key_len,
-		      const void *value, uint32_t value_len);
+                      const void *value, uint32_t value_len);
 
 /* Decodes the frame at p (avail bytes readable). TLF_OK fills f; TLF_SHORT
  * means more bytes are needed and sets *need to the total the frame needs
@@ -97,7 +97,7 @@ struct tlf_scan {
 	uint64_t next_offset; /* offset after the last valid frame (base if none) */
 	uint64_t last_pos;    /* byte position of the last valid frame, TLF_NONE if none */
 	uint64_t nframes;     /* valid frames seen */
-	int corrupt;	      /* 1: an invalid region is followed by valid frames */
+	int corrupt;          /* 1: an invalid region is followed by valid frames */
 	uint64_t corrupt_pos; /* byte position of the first invalid region */
 };
 
@@ -115,11 +115,11 @@ int tlf_scan_fd(int fd, uint64_t size, uint64_t base, struct tlf_scan *out);
 /* ---- file_segment.c: durable-position file ---- */
 
 struct tlf_durable {
-	uint64_t end;	   /* offset the next record will get = count of durable records */
+	uint64_t end;      /* offset the next record will get = count of durable records */
 	uint64_t seg_base; /* base of the active segment */
 	uint64_t seg_pos;  /* durable bytes of the active segment */
 	uint64_t last_pos; /* position of the last durable frame in the active segment, TLF_NONE if none */
-	uint32_t flags;	   /* TLF_DURABLE_CLEAN after a clean close */
+	uint32_t flags;    /* TLF_DURABLE_CLEAN after a clean close */
 };
 
 void tlf_durable_encode(uint8_t out[TLF_DURABLE_SIZE], const struct tlf_durable *d);
@@ -147,10 +147,10 @@ int tlf_path(char *out, size_t cap, const char *fmt, ...) __attribute__((format(
 struct tlf_cb {
 	tl_stream_done_fn done;
 	void *arg;
-	uint64_t first;	   /* offset of its first record */
+	uint64_t first; /* offset of its first record */
 	uint32_t nrec;
 	uint32_t last_rel; /* position of its last frame inside its bytes */
-	size_t bytes;	   /* encoded bytes */
+	size_t bytes;      /* encoded bytes */
 };
 
 /* Encoded frames plus the calls they belong to, in order. */
@@ -171,11 +171,11 @@ struct tlf_part {
 
 	pthread_mutex_t mu; /* guards the fields down to in_flight */
 	struct tlf_batch pending;
-	uint64_t next_offset; /* offset the next append gets */
+	uint64_t next_offset;   /* offset the next append gets */
 	struct tlf_durable dur; /* what readers may see */
-	int queued;		/* on the stream's ready list */
-	int in_flight;		/* a thread owns the write-side fields */
-	pthread_cond_t idle;	/* broadcast when in_flight clears */
+	int queued;             /* on the stream's ready list */
+	int in_flight;          /* a thread owns the write-side fields */
+	pthread_cond_t idle;    /* broadcast when in_flight clears */
 
 	/* writer side: touched only by the writer thread that set in_flight
 	 * (or by open/close when no writer runs) */
@@ -183,6 +183,7 @@ struct tlf_part {
 	int seg_fd;
 	int dir_fd;
 	int dur_fd;
+	int tail_dirty; /* bytes past the durable end could not be truncated */
 	uint64_t *segs; /* bases, ascending; the last is active */
 	size_t nsegs, segcap;
 	struct tlf_part *next_ready;
@@ -229,9 +230,12 @@ int tlf_topic_get(struct tlf_stream *s, const char *name, struct tlf_topic **out
 /* The durable view of a writer stream's partition (in-memory copy). */
 void tlf_part_view(struct tlf_part *p, struct tlf_durable *d);
 
-/* ---- file_consumer.c ---- */
+/* ---- file_consumer.c: the consumer half of tl_stream_file_ops ----
+ * Same contracts as tl_consumer_open / _poll / _wakeup / _error_detail /
+ * _close in stream.h. A consumer belongs to one thread (wakeup: any
+ * thread); close every consumer before its stream. */
 int tlf_consumer_open(struct tl_stream *s, const struct tl_subscription *subs, size_t n,
-		      struct tl_consumer **out);
+                      struct tl_consumer **out);
 int tlf_consumer_poll(struct tl_consumer *c, struct tl_record *out, size_t max, int timeout_ms);
 void tlf_consumer_wakeup(struct tl_consumer *c);
 const char *tlf_consumer_error_detail(struct tl_consumer *c);

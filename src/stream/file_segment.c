@@ -39,7 +39,7 @@ static uint64_t get64(const uint8_t *p)
 }
 
 void tlf_frame_encode(uint8_t *dst, uint64_t offset, int64_t ts_ms, const void *key, uint32_t key_len,
-		      const void *value, uint32_t value_len)
+                      const void *value, uint32_t value_len)
 {
 	uint32_t len = (uint32_t)tlf_frame_size(key_len, value_len);
 	put32(dst + 4, len);
@@ -148,9 +148,10 @@ int tlf_seg_list(const char *pdir, uint64_t **out, size_t *n)
 	return 0;
 }
 
-/* Quick test from the raw header, before the checksum: could a frame with
- * offset >= expect start at q? */
-static int plausible_at(const uint8_t *d, size_t len, size_t q, uint64_t expect)
+/* Quick test from the raw header, before the checksum: could the frame
+ * that follows an invalid one at pos (which should have had offset expect)
+ * start at q? */
+static int plausible_at(const uint8_t *d, size_t len, size_t pos, size_t q, uint64_t expect)
 {
 	if (len - q < TLF_FRAME_HDR)
 		return 0;
@@ -158,8 +159,8 @@ static int plausible_at(const uint8_t *d, size_t len, size_t q, uint64_t expect)
 	if (flen < TLF_FRAME_HDR || flen > len - q || flen > TLF_MAX_FRAME)
 		return 0;
 	uint64_t off = get64(d + q + 8);
-	/* offsets after expect need at least one frame each */
-	return off >= expect && off - expect <= (len - q) / TLF_FRAME_HDR;
+	/* the records expect..off-1 lie between pos and q, a header at least each */
+	return off >= expect && off - expect <= (q - pos) / TLF_FRAME_HDR;
 }
 
 /* Looks for a valid frame with offset >= expect after the invalid one at pos. */
@@ -171,14 +172,16 @@ static int resync(const uint8_t *d, size_t len, size_t pos, uint64_t expect, siz
 	if (len - pos >= TLF_FRAME_HDR) {
 		uint32_t flen = get32(d + pos + 4);
 		size_t q = pos + flen;
-		if (flen >= TLF_FRAME_HDR && flen <= len - pos && q < len && plausible_at(d, len, q, expect) &&
+		if (flen >= TLF_FRAME_HDR && flen <= len - pos && q < len &&
+		    plausible_at(d, len, pos, q, expect) &&
 		    tlf_frame_decode(d + q, len - q, &f, &need) == TLF_OK) {
 			*q_out = q;
 			return 1;
 		}
 	}
 	for (size_t q = pos + 1; q + TLF_FRAME_HDR <= len; q++) {
-		if (plausible_at(d, len, q, expect) && tlf_frame_decode(d + q, len - q, &f, &need) == TLF_OK) {
+		if (plausible_at(d, len, pos, q, expect) &&
+		    tlf_frame_decode(d + q, len - q, &f, &need) == TLF_OK) {
 			*q_out = q;
 			return 1;
 		}

@@ -8,7 +8,7 @@
 #include <xxhash.h>
 
 static const struct tl_stream_ops *const backends[] = {
-	&tl_stream_file_ops,
+    &tl_stream_file_ops,
 };
 
 void tl_stream_opts_defaults(struct tl_stream_opts *o)
@@ -62,7 +62,7 @@ int tl_stream_partition_for(const void *key, size_t len, int partitions)
 }
 
 int tl_stream_append(struct tl_stream *s, const char *topic, int partition, const struct tl_record *recs,
-		     size_t n, tl_stream_done_fn done, void *arg)
+                     size_t n, tl_stream_done_fn done, void *arg)
 {
 	return s->ops->append(s, topic, partition, recs, n, done, arg);
 }
@@ -86,7 +86,7 @@ static void sync_done(void *arg, int status, uint64_t first_offset)
 }
 
 int tl_stream_append_sync(struct tl_stream *s, const char *topic, int partition, const struct tl_record *recs,
-			  size_t n)
+                          size_t n)
 {
 	struct sync_wait w = {.done = 0, .status = 0};
 	pthread_mutex_init(&w.mu, NULL);
@@ -110,12 +110,13 @@ int tl_stream_end_offset(struct tl_stream *s, const char *topic, int partition, 
 }
 
 int tl_stream_last(struct tl_stream *s, const char *topic, int partition, struct tl_record *rec,
-		   struct tl_buf *storage)
+                   struct tl_buf *storage)
 {
 	return s->ops->last(s, topic, partition, rec, storage);
 }
 
-int tl_consumer_open(struct tl_stream *s, const struct tl_subscription *subs, size_t n, struct tl_consumer **out)
+int tl_consumer_open(struct tl_stream *s, const struct tl_subscription *subs, size_t n,
+                     struct tl_consumer **out)
 {
 	return s->ops->consumer_open(s, subs, n, out);
 }

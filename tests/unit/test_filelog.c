@@ -109,7 +109,8 @@ static int append_range(struct tl_stream *s, const char *topic, int p, uint64_t 
 	char(*keys)[32] = calloc(n, sizeof(*keys));
 	for (size_t i = 0; i < n; i++) {
 		recs[i].key = keys[i];
-		recs[i].key_len = (uint32_t)snprintf(keys[i], sizeof(keys[i]), "k%llu", (unsigned long long)(first + i));
+		recs[i].key_len =
+		    (uint32_t)snprintf(keys[i], sizeof(keys[i]), "k%llu", (unsigned long long)(first + i));
 		recs[i].value = vals[i];
 		recs[i].value_len = (uint32_t)make_value(vals[i], sizeof(vals[i]), topic, p, first + i);
 	}
@@ -827,7 +828,8 @@ static void *order_producer(void *arg)
 	for (int call = 0; call < 2000; call++) {
 		size_t n = (size_t)(call % 5) + 1;
 		int rc;
-		while ((rc = tl_stream_append(a->s, "t", a->partition, recs, n, waiter_done, &a->w)) == -TL_EAGAIN)
+		while ((rc = tl_stream_append(a->s, "t", a->partition, recs, n, waiter_done, &a->w)) ==
+		       -TL_EAGAIN)
 			waiter_wait(&a->w, a->w.calls + 1);
 		if (rc) {
 			a->rc = rc;
@@ -1024,8 +1026,8 @@ static void test_write_failure_across_roll(void **state)
 	char val[100];
 	memset(val, 'y', sizeof(val));
 	struct tl_record recs[3] = {{.value = val, .value_len = 100},
-				    {.value = val, .value_len = 100},
-				    {.value = val, .value_len = 100}};
+	                            {.value = val, .value_len = 100},
+	                            {.value = val, .value_len = 100}};
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(tl_stream_append(s, "t", 0, recs, 3, waiter_done, &w), 0);
 	pthread_mutex_lock(&in.mu);
@@ -1274,12 +1276,14 @@ static void *bench_producer(void *arg)
 	char vals[256][184], keys[256][16];
 	for (int i = 0; i < b->batch; i++) {
 		memset(vals[i], 'a' + i % 26, sizeof(vals[i]));
-		recs[i] = (struct tl_record){.key = keys[i], .key_len = 16, .value = vals[i], .value_len = 184};
+		recs[i] =
+		    (struct tl_record){.key = keys[i], .key_len = 16, .value = vals[i], .value_len = 184};
 	}
 	uint64_t seq = 0;
 	for (uint64_t sent = 0; sent < b->per_thread; sent += (uint64_t)b->batch) {
 		for (int i = 0; i < b->batch; i++) {
-			snprintf(keys[i], sizeof(keys[i]), "r-%02d-%010llu", b->tid, (unsigned long long)seq++);
+			snprintf(keys[i], sizeof(keys[i]), "r-%02d-%010llu", b->tid,
+			         (unsigned long long)seq++);
 		}
 		int p = tl_stream_partition_for(keys[0], 16, 8);
 		int rc;
@@ -1330,12 +1334,12 @@ static void bench_run(const char *dir, int batch, uint64_t total)
 	int64_t t0 = tl_mono_ns();
 	for (int i = 0; i < 4; i++) {
 		b[i] = (struct bench){.s = s,
-				      .batch = batch,
-				      .per_thread = total / 4,
-				      .tid = i,
-				      .done_recs = &done,
-				      .mu = &mu,
-				      .cond = &cond};
+		                      .batch = batch,
+		                      .per_thread = total / 4,
+		                      .tid = i,
+		                      .done_recs = &done,
+		                      .mu = &mu,
+		                      .cond = &cond};
 		pthread_create(&th[i], NULL, bench_producer, &b[i]);
 	}
 	for (int i = 0; i < 4; i++)
@@ -1344,25 +1348,28 @@ static void bench_run(const char *dir, int batch, uint64_t total)
 	int64_t t1 = tl_mono_ns();
 	double secs = (double)(t1 - t0) / 1e9;
 	uint64_t d = atomic_load(&done);
-	printf("filelog-bench: batch=%d records=%llu 200B 8 partitions 4 producers: %.0f records/s, %.1f MB/s, "
-	       "%llu fdatasync (%.0f records each)\n",
-	       batch, (unsigned long long)d, (double)d / secs, (double)d * (200 + TLF_FRAME_HDR) / secs / 1e6,
-	       (unsigned long long)bench_syncs, bench_syncs ? (double)d / (double)bench_syncs : 0.0);
+	printf(
+	    "filelog-bench: batch=%d records=%llu 200B 8 partitions 4 producers: %.0f records/s, %.1f MB/s, "
+	    "%llu fdatasync (%.0f records each)\n",
+	    batch, (unsigned long long)d, (double)d / secs, (double)d * (200 + TLF_FRAME_HDR) / secs / 1e6,
+	    (unsigned long long)bench_syncs, bench_syncs ? (double)d / (double)bench_syncs : 0.0);
 }
 
 struct lat {
 	struct tl_stream *s;
-	_Atomic int64_t cb_ns;
+	_Atomic int64_t synced_ns; /* when the last fdatasync returned */
+	_Atomic int seen;
 	int64_t samples[2000];
+	int64_t commit[2000];
 	int n;
 };
 
-static void lat_done(void *arg, int status, uint64_t first)
+static int lat_sync(void *ctx, int fd)
 {
-	(void)status;
-	(void)first;
-	struct lat *l = arg;
-	atomic_store(&l->cb_ns, tl_mono_ns());
+	struct lat *l = ctx;
+	int r = fdatasync(fd);
+	atomic_store(&l->synced_ns, tl_mono_ns());
+	return r;
 }
 
 static void *lat_consumer(void *arg)
@@ -1376,10 +1383,10 @@ static void *lat_consumer(void *arg)
 	while (l->n < 2000) {
 		int n = tl_consumer_poll(c, r, 8, 1000);
 		int64_t now = tl_mono_ns();
-		if (n > 0)
-			l->samples[l->n++] = now - atomic_load(&l->cb_ns);
 		if (n <= 0)
 			break;
+		l->samples[l->n++] = now - atomic_load(&l->synced_ns);
+		atomic_store(&l->seen, l->n);
 	}
 	tl_consumer_close(c);
 	return NULL;
@@ -1401,26 +1408,32 @@ static void bench_latency(const char *dir)
 	struct lat *l = calloc(1, sizeof(*l));
 	if (tl_stream_open(uri, &o, &l->s) != 0)
 		return;
-	if (tl_stream_partitions(l->s, "lat") != 1)
+	struct tl_file_hooks h = {.fdatasync = lat_sync, .ctx = l};
+	if (tl_stream_file_set_hooks(l->s, &h) != 0 || tl_stream_partitions(l->s, "lat") != 1)
 		return;
 	pthread_t th;
 	pthread_create(&th, NULL, lat_consumer, l);
 	struct tl_record r = {.value = "x", .value_len = 1};
-	for (int i = 0; i < 2000; i++) {
-		atomic_store(&l->cb_ns, INT64_MAX);
-		struct tl_stream *s = l->s;
-		if (tl_stream_append(s, "lat", 0, &r, 1, lat_done, l) != 0)
+	int i;
+	for (i = 0; i < 2000; i++) {
+		int64_t t0 = tl_mono_ns();
+		if (tl_stream_append_sync(l->s, "lat", 0, &r, 1) != 0)
 			break;
+		l->commit[i] = tl_mono_ns() - t0;
 		/* wait until the consumer saw it, so each sample is one wakeup */
 		int64_t deadline = tl_mono_ms() + 2000;
-		while (__atomic_load_n(&l->n, __ATOMIC_ACQUIRE) <= i && tl_mono_ms() < deadline)
+		while (atomic_load(&l->seen) <= i && tl_mono_ms() < deadline)
 			sched_yield();
 	}
 	pthread_join(th, NULL);
 	qsort(l->samples, (size_t)l->n, sizeof(int64_t), cmp_i64);
-	if (l->n > 0)
-		printf("filelog-bench: durable -> in-process consumer wakeup: p50 %.1f us, p99 %.1f us (%d samples)\n",
-		       (double)l->samples[l->n / 2] / 1e3, (double)l->samples[l->n * 99 / 100] / 1e3, l->n);
+	qsort(l->commit, (size_t)i, sizeof(int64_t), cmp_i64);
+	if (l->n > 0 && i > 0)
+		printf(
+		    "filelog-bench: single append -> durable: p50 %.1f us, p99 %.1f us; fdatasync return -> "
+		    "in-process consumer wakeup: p50 %.1f us, p99 %.1f us (%d samples)\n",
+		    (double)l->commit[i / 2] / 1e3, (double)l->commit[i * 99 / 100] / 1e3,
+		    (double)l->samples[l->n / 2] / 1e3, (double)l->samples[l->n * 99 / 100] / 1e3, l->n);
 	tl_stream_close(l->s);
 	free(l);
 }
@@ -1449,26 +1462,26 @@ int main(int argc, char **argv)
 	if (argc > 1 && strcmp(argv[1], "--bench") == 0)
 		return bench_main(argc, argv);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_crc32c),
-		cmocka_unit_test(test_partition_for),
-		cmocka_unit_test(test_scan_mem),
-		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reopen_continues, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_segment_roll, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_torn_tail_every_byte, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_second_writer_locked, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_readonly_consumer_thread, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fork_writer_cross_process, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_done_callbacks_in_order, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_write_failure_injected, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_write_failure_across_roll, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_eagain_backpressure, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_last, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_wakeup, setup, teardown),
+	    cmocka_unit_test(test_crc32c),
+	    cmocka_unit_test(test_partition_for),
+	    cmocka_unit_test(test_scan_mem),
+	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reopen_continues, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_segment_roll, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_torn_tail_every_byte, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_second_writer_locked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readonly_consumer_thread, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fork_writer_cross_process, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_done_callbacks_in_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_failure_injected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_failure_across_roll, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_eagain_backpressure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_last, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_wakeup, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
