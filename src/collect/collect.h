@@ -20,6 +20,8 @@ struct tl_collector_opts {
 	struct tl_http_limits limits;
 	size_t max_batch_events;    /* lines per POST /v1/events (default 10000) */
 	int tenant_refresh_ms;	    /* default 1000 */
+	int trust_forwarded_for;    /* behind one trusted reverse proxy: the client IP of a
+				       hit is the last X-Forwarded-For entry (default 0: the peer) */
 };
 
 int tl_collector_create(const struct tl_collector_opts *o, struct tl_collector **out) TL_MUST_CHECK;

@@ -1,0 +1,647 @@
+/* test_collect.c — the collector over real HTTP: open pixel, click redirect,
+ * POST /v1/events, /healthz, /metrics, and what happens when the stream
+ * fails. The stream is an in-memory fake backend (records kept for the test
+ * to inspect, durability reported from another thread, failures on demand);
+ * tenants live in a temporary SQLite store. */
+#include "collect/collect.h"
+
+#include "core/clock.h"
+#include "event/token.h"
+#include "store/store.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#define DEADLINE_MS 10000
+
+/* ---- a fake stream backend -------------------------------------------------- */
+
+struct frec {
+	char topic[16];
+	int partition;
+	char key[512];
+	size_t key_len;
+	unsigned char val[20000];
+	size_t val_len;
+};
+
+struct fake {
+	struct tl_stream base;
+	pthread_mutex_t mu;
+	int append_rc;	 /* what append returns (0 = queued) */
+	int done_status; /* what the durability callback reports */
+	struct frec recs[64];
+	size_t n;
+	atomic_int pending_done;
+};
+
+struct done_job {
+	struct fake *f;
+	tl_stream_done_fn done;
+	void *arg;
+	int status;
+};
+
+static void *done_thread(void *arg)
+{
+	struct done_job *j = arg;
+	j->done(j->arg, j->status, 0);
+	atomic_fetch_sub(&j->f->pending_done, 1);
+	free(j);
+	return NULL;
+}
+
+static int fake_partitions(struct tl_stream *s, const char *topic)
+{
+	(void)s;
+	(void)topic;
+	return 8;
+}
+
+static int fake_append(struct tl_stream *s, const char *topic, int partition, const struct tl_record *recs, size_t n,
+		       tl_stream_done_fn done, void *arg)
+{
+	struct fake *f = (struct fake *)s;
+	pthread_mutex_lock(&f->mu);
+	int rc = f->append_rc;
+	if (!rc && f->done_status == 0) {
+		for (size_t i = 0; i < n; i++) {
+			assert_true(f->n < sizeof f->recs / sizeof f->recs[0]);
+			struct frec *r = &f->recs[f->n++];
+			snprintf(r->topic, sizeof r->topic, "%s", topic);
+			r->partition = partition;
+			assert_true(recs[i].key_len < sizeof r->key && recs[i].value_len <= sizeof r->val);
+			memcpy(r->key, recs[i].key, recs[i].key_len);
+			r->key[recs[i].key_len] = '\0';
+			r->key_len = recs[i].key_len;
+			memcpy(r->val, recs[i].value, recs[i].value_len);
+			r->val_len = recs[i].value_len;
+		}
+	}
+	int status = f->done_status;
+	pthread_mutex_unlock(&f->mu);
+	if (rc)
+		return rc;
+	struct done_job *j = malloc(sizeof *j);
+	*j = (struct done_job){f, done, arg, status};
+	atomic_fetch_add(&f->pending_done, 1);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, done_thread, j), 0);
+	pthread_detach(th);
+	return 0;
+}
+
+static const struct tl_stream_ops fake_ops = {
+	.scheme = "fake",
+	.partitions = fake_partitions,
+	.append = fake_append,
+};
+
+static void fake_set(struct fake *f, int append_rc, int done_status)
+{
+	pthread_mutex_lock(&f->mu);
+	f->append_rc = append_rc;
+	f->done_status = done_status;
+	pthread_mutex_unlock(&f->mu);
+}
+
+static size_t fake_count(struct fake *f)
+{
+	pthread_mutex_lock(&f->mu);
+	size_t n = f->n;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+/* ---- fixture ---------------------------------------------------------------- */
+
+struct fix {
+	char dir[64];
+	char db[128];
+	struct fake f;
+	struct tl_store *st;
+	struct tl_tenant acme;
+	char acme_key[TL_API_KEY_MAX];
+	struct tl_collector *col;
+	pthread_t th;
+	int port;
+};
+
+static void *run_thread(void *arg)
+{
+	struct fix *x = arg;
+	assert_int_equal(tl_collector_run(x->col), 0);
+	return NULL;
+}
+
+static int setup(void **state)
+{
+	struct fix *x = calloc(1, sizeof *x);
+	snprintf(x->dir, sizeof x->dir, "/tmp/tally-test-collect.XXXXXX");
+	assert_non_null(mkdtemp(x->dir));
+	snprintf(x->db, sizeof x->db, "sqlite:%s/tally.db", x->dir);
+	x->f.base.ops = &fake_ops;
+	pthread_mutex_init(&x->f.mu, NULL);
+	assert_int_equal(tl_store_open(x->db, &x->st), 0);
+	assert_int_equal(tl_store_tenant_add(x->st, "acme", &x->acme, x->acme_key), 0);
+
+	struct tl_collector_opts o = {
+		.addr = "127.0.0.1:0",
+		.db_uri = x->db,
+		.stream = &x->f.base,
+		.max_batch_events = 5,
+		.tenant_refresh_ms = 50,
+	};
+	tl_http_limits_defaults(&o.limits);
+	assert_int_equal(tl_collector_create(&o, &x->col), 0);
+	x->port = tl_collector_port(x->col);
+	assert_true(x->port > 0);
+	assert_int_equal(pthread_create(&x->th, NULL, run_thread, x), 0);
+	*state = x;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fix *x = *state;
+	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
+	while (atomic_load(&x->f.pending_done) && tl_mono_ms() < deadline)
+		usleep(1000);
+	tl_collector_stop(x->col);
+	pthread_join(x->th, NULL);
+	tl_collector_destroy(x->col);
+	free(x->acme.settings);
+	tl_store_close(x->st);
+	char cmd[160];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", x->dir);
+	assert_int_equal(system(cmd), 0);
+	pthread_mutex_destroy(&x->f.mu);
+	free(x);
+	return 0;
+}
+
+/* ---- raw HTTP client ----------------------------------------------------------- */
+
+struct resp {
+	int status;
+	char head[8192];
+	char body[65536];
+	size_t body_len;
+};
+
+static const char *resp_header(const struct resp *r, const char *name, char *out, size_t cap)
+{
+	size_t nl = strlen(name);
+	const char *p = strstr(r->head, "\r\n");
+	while (p && p[2] != '\r') {
+		p += 2;
+		if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+			const char *v = p + nl + 1;
+			while (*v == ' ')
+				v++;
+			const char *e = strstr(v, "\r\n");
+			size_t n = (size_t)(e - v) < cap - 1 ? (size_t)(e - v) : cap - 1;
+			memcpy(out, v, n);
+			out[n] = '\0';
+			return out;
+		}
+		p = strstr(p, "\r\n");
+	}
+	return NULL;
+}
+
+/* Sends raw and reads one Content-Length response. */
+static void http(int port, const char *raw, struct resp *r)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {0};
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	size_t n = strlen(raw);
+	assert_int_equal(send(fd, raw, n, MSG_NOSIGNAL), (ssize_t)n);
+	static char buf[1 << 17];
+	size_t len = 0;
+	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
+	bool head_req = strncmp(raw, "HEAD ", 5) == 0;
+	memset(r, 0, sizeof *r);
+	for (;;) {
+		buf[len] = '\0';
+		char *eoh = strstr(buf, "\r\n\r\n");
+		if (eoh) {
+			size_t hl = (size_t)(eoh - buf) + 4;
+			memcpy(r->head, buf, hl);
+			r->head[hl] = '\0';
+			r->status = (int)strtol(buf + 9, NULL, 10);
+			char v[32];
+			size_t cl = resp_header(r, "content-length", v, sizeof v) ? strtoul(v, NULL, 10) : 0;
+			if (head_req)
+				cl = 0;
+			if (len - hl >= cl) {
+				memcpy(r->body, buf + hl, cl);
+				r->body_len = cl;
+				r->body[cl] = '\0';
+				break;
+			}
+		}
+		int left = (int)(deadline - tl_mono_ms());
+		assert_true(left > 0);
+		struct pollfd p = {fd, POLLIN, 0};
+		assert_true(poll(&p, 1, left) > 0);
+		ssize_t got = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+		assert_true(got > 0);
+		len += (size_t)got;
+	}
+	close(fd);
+}
+
+static void get(int port, const char *method, const char *path, struct resp *r)
+{
+	char raw[16384];
+	snprintf(raw, sizeof raw, "%s %s HTTP/1.1\r\nHost: x\r\nUser-Agent: test-agent/1.0\r\n\r\n", method, path);
+	http(port, raw, r);
+}
+
+static void post_events(int port, const char *key, const char *body, struct resp *r)
+{
+	static char raw[65536];
+	char auth[160] = "";
+	if (key)
+		snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", key);
+	snprintf(raw, sizeof raw, "POST /v1/events HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n%s", auth,
+		 strlen(body), body);
+	http(port, raw, r);
+}
+
+/* Mints a token path ("/o/<token>.gif" or "/c/<token>") with key. */
+static void mint(const unsigned char *key, const char *tenant, enum tl_token_kind kind, const char *url,
+		 char *out, size_t cap)
+{
+	struct tl_token t = {
+		.kind = kind,
+		.issued_ms = tl_now_ms(),
+		.tenant = tl_str_of(tenant, strlen(tenant)),
+		.campaign = TL_STR("spring"),
+		.variant = TL_STR("B"),
+		.message = TL_STR("m-1"),
+		.recipient = TL_STR("r-1842"),
+		.url = url ? tl_str_of(url, strlen(url)) : TL_STR_NULL,
+	};
+	struct tl_buf b;
+	tl_buf_init(&b, 0);
+	assert_int_equal(tl_token_mint(&t, key, TL_LINK_KEY_LEN, &b), 0);
+	snprintf(out, cap, "/%c/%.*s%s", kind == TL_TOKEN_OPEN ? 'o' : 'c', (int)b.len, b.data,
+		 kind == TL_TOKEN_OPEN ? ".gif" : "");
+	tl_buf_free(&b);
+}
+
+static long metric(struct fix *x, const char *name)
+{
+	struct tl_buf b;
+	tl_buf_init(&b, 0);
+	assert_int_equal(tl_collector_metrics(x->col, &b), 0);
+	assert_int_equal(tl_buf_putc(&b, '\0'), 0);
+	const char *p = b.data;
+	long v = -1;
+	size_t nl = strlen(name);
+	while ((p = strstr(p, name)) != NULL) {
+		if ((p == b.data || p[-1] == '\n') && p[nl] == ' ') {
+			v = strtol(p + nl + 1, NULL, 10);
+			break;
+		}
+		p += nl;
+	}
+	tl_buf_free(&b);
+	return v;
+}
+
+static const unsigned char gif43[43] = {
+	0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
+	0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+};
+
+static void assert_gif(const struct resp *r)
+{
+	char v[128];
+	assert_int_equal(r->status, 200);
+	assert_int_equal(r->body_len, 43);
+	assert_memory_equal(r->body, gif43, 43);
+	assert_non_null(resp_header(r, "content-type", v, sizeof v));
+	assert_string_equal(v, "image/gif");
+	assert_non_null(resp_header(r, "cache-control", v, sizeof v));
+	assert_string_equal(v, "no-cache, no-store, must-revalidate, private");
+	assert_non_null(resp_header(r, "pragma", v, sizeof v));
+	assert_string_equal(v, "no-cache");
+	assert_non_null(resp_header(r, "expires", v, sizeof v));
+	assert_string_equal(v, "0");
+}
+
+static void rcpt_hash(struct fix *x, const char *rcpt, char out[TL_RCPT_HASH_LEN + 1])
+{
+	tl_recipient_hash(x->acme.salt, sizeof x->acme.salt, rcpt, strlen(rcpt), out);
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+static void test_pixel(void **state)
+{
+	struct fix *x = *state;
+	static struct resp r;
+	char path[1024], h[TL_RCPT_HASH_LEN + 1];
+	mint(x->acme.link_key, "acme", TL_TOKEN_OPEN, NULL, path, sizeof path);
+	get(x->port, "GET", path, &r);
+	assert_gif(&r);
+	assert_int_equal(fake_count(&x->f), 1); /* written before the answer */
+
+	struct frec *rec = &x->f.recs[0];
+	struct tl_event ev;
+	assert_string_equal(rec->topic, "events");
+	assert_int_equal(tl_event_decode(rec->val, rec->val_len, &ev), 0);
+	assert_int_equal(ev.type, TL_EV_OPEN);
+	assert_int_equal(ev.flags, TL_EVF_HIT);
+	size_t tn = strlen(path) - 3 - 4;
+	assert_int_equal(ev.token.n, tn);
+	assert_memory_equal(ev.token.p, path + 3, tn);
+	assert_int_equal(ev.user_agent.n, strlen("test-agent/1.0"));
+	assert_memory_equal(ev.ip.p, "127.0.0.1", ev.ip.n);
+	assert_true(ev.id.n > 16 && ev.id.p[0] == 'c');
+	assert_true(ev.ts_ms > 0 && ev.ts_ms == ev.arrival_ms);
+	rcpt_hash(x, "r-1842", h);
+	assert_string_equal(rec->key, h); /* keyed by the recipient hash */
+	assert_int_equal(rec->partition, tl_stream_partition_for(h, TL_RCPT_HASH_LEN, 8));
+
+	/* HEAD: same answer without a body, flagged */
+	get(x->port, "HEAD", path, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(fake_count(&x->f), 2);
+	assert_int_equal(tl_event_decode(x->f.recs[1].val, x->f.recs[1].val_len, &ev), 0);
+	assert_int_equal(ev.flags, TL_EVF_HIT | TL_EVF_HEAD);
+	char id0[64];
+	assert_int_equal(tl_event_decode(x->f.recs[0].val, x->f.recs[0].val_len, &ev), 0);
+	snprintf(id0, sizeof id0, "%.*s", (int)ev.id.n, ev.id.p);
+	assert_int_equal(tl_event_decode(x->f.recs[1].val, x->f.recs[1].val_len, &ev), 0);
+	assert_false(strlen(id0) == ev.id.n && memcmp(id0, ev.id.p, ev.id.n) == 0); /* unique ids */
+
+	/* junk: the GIF all the same, nothing written, counted */
+	get(x->port, "GET", "/o/v1.garbage.gif", &r);
+	assert_gif(&r);
+	get(x->port, "GET", "/o/.gif", &r);
+	assert_gif(&r);
+	/* a click token on the pixel route */
+	char cpath[1024];
+	mint(x->acme.link_key, "acme", TL_TOKEN_CLICK, "https://shop.example/sale", cpath, sizeof cpath);
+	char opath[1100];
+	snprintf(opath, sizeof opath, "/o/%s.gif", cpath + 3);
+	get(x->port, "GET", opath, &r);
+	assert_gif(&r);
+	assert_int_equal(fake_count(&x->f), 2);
+	assert_int_equal(metric(x, "tally_rejected_total{reason=\"bad_token\"}"), 2);
+	assert_int_equal(metric(x, "tally_rejected_total{reason=\"token_kind\"}"), 1);
+	assert_int_equal(metric(x, "tally_events_accepted_total{topic=\"events\"}"), 2);
+	assert_int_equal(metric(x, "tally_collector_requests_total{route=\"pixel\"}"), 5);
+}
+
+static void test_click(void **state)
+{
+	struct fix *x = *state;
+	static struct resp r;
+	char path[2048], v[256];
+	const char *url = "https://shop.example/sale?x=1&y=2";
+	mint(x->acme.link_key, "acme", TL_TOKEN_CLICK, url, path, sizeof path);
+	get(x->port, "GET", path, &r);
+	assert_int_equal(r.status, 302);
+	assert_non_null(resp_header(&r, "location", v, sizeof v));
+	assert_string_equal(v, url);
+	assert_non_null(resp_header(&r, "cache-control", v, sizeof v));
+	assert_string_equal(v, "no-store");
+	assert_int_equal(fake_count(&x->f), 1);
+	struct tl_event ev;
+	assert_int_equal(tl_event_decode(x->f.recs[0].val, x->f.recs[0].val_len, &ev), 0);
+	assert_int_equal(ev.type, TL_EV_CLICK);
+	assert_int_equal(ev.flags, TL_EVF_HIT);
+
+	/* forged: signed with another key */
+	unsigned char other[TL_LINK_KEY_LEN];
+	memset(other, 7, sizeof other);
+	mint(other, "acme", TL_TOKEN_CLICK, "https://evil.example/", path, sizeof path);
+	get(x->port, "GET", path, &r);
+	assert_int_equal(r.status, 404);
+	assert_non_null(resp_header(&r, "content-type", v, sizeof v));
+	assert_non_null(strstr(v, "text/html"));
+	assert_null(resp_header(&r, "location", v, sizeof v));
+	/* unknown tenant */
+	mint(other, "nobody", TL_TOKEN_CLICK, "https://evil.example/", path, sizeof path);
+	get(x->port, "GET", path, &r);
+	assert_int_equal(r.status, 404);
+	/* truncated */
+	mint(x->acme.link_key, "acme", TL_TOKEN_CLICK, url, path, sizeof path);
+	path[strlen(path) - 5] = '\0';
+	get(x->port, "GET", path, &r);
+	assert_int_equal(r.status, 404);
+	/* an open token on the click route */
+	mint(x->acme.link_key, "acme", TL_TOKEN_OPEN, NULL, path, sizeof path);
+	path[1] = 'c';
+	path[strlen(path) - 4] = '\0';
+	get(x->port, "GET", path, &r);
+	assert_int_equal(r.status, 404);
+	get(x->port, "GET", "/c/", &r);
+	assert_int_equal(r.status, 404);
+
+	assert_int_equal(fake_count(&x->f), 1);
+	assert_int_equal(metric(x, "tally_rejected_total{reason=\"bad_signature\"}"), 1);
+	assert_int_equal(metric(x, "tally_rejected_total{reason=\"unknown_tenant\"}"), 1);
+	assert_int_equal(metric(x, "tally_rejected_total{reason=\"bad_token\"}"), 2);
+	assert_int_equal(metric(x, "tally_rejected_total{reason=\"token_kind\"}"), 1);
+}
+
+static void test_events_api(void **state)
+{
+	struct fix *x = *state;
+	static struct resp r;
+	char v[64];
+	const char *open =
+		"{\"type\":\"open\",\"campaign\":\"spring\",\"recipient\":\"r-1\",\"id\":\"e1\",\"ts\":\"2026-12-03T18:00:00Z\"}";
+	const char *deliv = "{\"type\":\"delivered\",\"tenant\":\"acme\",\"campaign\":\"spring\",\"recipient\":\"r-2\","
+			    "\"id\":\"e2\",\"ts\":\"2026-12-03T18:00:01Z\"}";
+	const char *bounce = "{\"type\":\"bounced\",\"campaign\":\"spring\",\"recipient\":\"r-3\",\"id\":\"e3\","
+			     "\"ts\":\"2026-12-03T18:00:02Z\",\"bounce_class\":\"hard\"}";
+	char body[4096];
+
+	post_events(x->port, NULL, open, &r);
+	assert_int_equal(r.status, 401);
+	assert_non_null(strstr(r.body, "\"code\":\"unauthorized\""));
+	post_events(x->port, "tk_nonsense", open, &r);
+	assert_int_equal(r.status, 401);
+	post_events(x->port, x->acme_key, "", &r);
+	assert_int_equal(r.status, 400);
+	post_events(x->port, x->acme_key, "\n\n", &r);
+	assert_int_equal(r.status, 400);
+
+	/* one bad line rejects the batch, naming the line */
+	snprintf(body, sizeof body, "%s\n{\"type\":\"opne\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"x\","
+				    "\"ts\":\"2026-12-03T18:00:00Z\"}\n%s\n", open, deliv);
+	post_events(x->port, x->acme_key, body, &r);
+	assert_int_equal(r.status, 400);
+	assert_string_equal(r.body, "{\"error\":{\"code\":\"bad_event\",\"message\":\"line 2: unknown type \\\"opne\\\"\"}}");
+	snprintf(body, sizeof body, "%s\n%s\n{\"type\":\"open\",\"tenant\":\"other\",\"campaign\":\"c\","
+				    "\"recipient\":\"r\",\"id\":\"x\",\"ts\":\"2026-12-03T18:00:00Z\"}\n", open, deliv);
+	post_events(x->port, x->acme_key, body, &r);
+	assert_int_equal(r.status, 400);
+	assert_non_null(strstr(r.body, "line 3: tenant does not match API key"));
+	snprintf(body, sizeof body, "%s\n{\"type\":\"open\",\"campaign\":\"c\",\"id\":\"x\",\"ts\":\"2026-12-03T18:00:00Z\"}\n", open);
+	post_events(x->port, x->acme_key, body, &r);
+	assert_int_equal(r.status, 400);
+	assert_non_null(strstr(r.body, "line 2: missing recipient"));
+	/* over max_batch_events (5) */
+	snprintf(body, sizeof body, "%s\n%s\n%s\n%s\n%s\n%s\n", open, open, open, open, open, open);
+	post_events(x->port, x->acme_key, body, &r);
+	assert_int_equal(r.status, 413);
+	assert_int_equal(fake_count(&x->f), 0); /* nothing written by any of those */
+
+	/* accepted: CRLF lines, a blank line, no final newline */
+	snprintf(body, sizeof body, "%s\r\n\r\n%s\n%s", open, deliv, bounce);
+	post_events(x->port, x->acme_key, body, &r);
+	assert_int_equal(r.status, 202);
+	assert_string_equal(r.body, "{\"accepted\":3}");
+	assert_non_null(resp_header(&r, "content-type", v, sizeof v));
+	assert_string_equal(v, "application/json");
+	assert_int_equal(fake_count(&x->f), 3);
+	int seen_events = 0, seen_delivery = 0;
+	for (size_t i = 0; i < 3; i++) {
+		struct frec *rec = &x->f.recs[i];
+		struct tl_event ev;
+		assert_int_equal(tl_event_decode(rec->val, rec->val_len, &ev), 0);
+		assert_memory_equal(ev.tenant.p, "acme", 4);
+		assert_true(ev.flags & TL_EVF_HASHED);
+		assert_true(ev.arrival_ms > 0);
+		char want[TL_RCPT_HASH_LEN + 1];
+		rcpt_hash(x, ev.type == TL_EV_OPEN ? "r-1" : ev.type == TL_EV_DELIVERED ? "r-2" : "r-3", want);
+		assert_int_equal(ev.recipient.n, TL_RCPT_HASH_LEN);
+		assert_memory_equal(ev.recipient.p, want, TL_RCPT_HASH_LEN);
+		assert_string_equal(rec->key, want);
+		assert_int_equal(rec->partition, tl_stream_partition_for(want, TL_RCPT_HASH_LEN, 8));
+		if (ev.type == TL_EV_OPEN) {
+			assert_string_equal(rec->topic, "events");
+			seen_events++;
+		} else {
+			assert_string_equal(rec->topic, "delivery");
+			seen_delivery++;
+		}
+	}
+	assert_int_equal(seen_events, 1);
+	assert_int_equal(seen_delivery, 2);
+	assert_int_equal(metric(x, "tally_events_accepted_total{topic=\"delivery\"}"), 2);
+	assert_int_equal(metric(x, "tally_collector_batches_total{result=\"accepted\"}"), 1);
+	assert_int_equal(metric(x, "tally_collector_batches_total{result=\"bad_request\"}"), 5);
+}
+
+static void test_stream_failures(void **state)
+{
+	struct fix *x = *state;
+	static struct resp r;
+	char opath[1024], cpath[1024], v[256];
+	mint(x->acme.link_key, "acme", TL_TOKEN_OPEN, NULL, opath, sizeof opath);
+	mint(x->acme.link_key, "acme", TL_TOKEN_CLICK, "https://shop.example/", cpath, sizeof cpath);
+	const char *open =
+		"{\"type\":\"open\",\"campaign\":\"spring\",\"recipient\":\"r-1\",\"id\":\"e1\",\"ts\":\"2026-12-03T18:00:00Z\"}";
+	const int modes[][2] = {{-TL_EAGAIN, 0}, {-TL_ENOSPC, 0}, {0, -TL_EIO}};
+	for (int m = 0; m < 3; m++) {
+		fake_set(&x->f, modes[m][0], modes[m][1]);
+		get(x->port, "GET", opath, &r);
+		assert_gif(&r);
+		get(x->port, "GET", cpath, &r);
+		assert_int_equal(r.status, 302); /* the user still reaches the shop */
+		assert_non_null(resp_header(&r, "location", v, sizeof v));
+		assert_string_equal(v, "https://shop.example/");
+		post_events(x->port, x->acme_key, open, &r);
+		assert_int_equal(r.status, 503);
+		assert_non_null(strstr(r.body, "\"code\":\"unavailable\""));
+		assert_non_null(resp_header(&r, "retry-after", v, sizeof v));
+		assert_string_equal(v, "1");
+	}
+	assert_int_equal(fake_count(&x->f), 0);
+	assert_int_equal(metric(x, "tally_pixel_dropped_total"), 3);
+	assert_int_equal(metric(x, "tally_click_dropped_total"), 3);
+	assert_int_equal(metric(x, "tally_collector_batches_total{result=\"unavailable\"}"), 3);
+	assert_int_equal(metric(x, "tally_events_accepted_total{topic=\"events\"}"), 0);
+	fake_set(&x->f, 0, 0);
+	post_events(x->port, x->acme_key, open, &r);
+	assert_int_equal(r.status, 202);
+}
+
+static void test_routes(void **state)
+{
+	struct fix *x = *state;
+	static struct resp r;
+	get(x->port, "GET", "/healthz", &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"status\":\"ok\"}");
+	get(x->port, "GET", "/metrics", &r);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "tally_collector_requests_total{route=\"healthz\"} 1\n"));
+	assert_non_null(strstr(r.body, "# TYPE tally_pixel_dropped_total counter\n"));
+	get(x->port, "GET", "/nope", &r);
+	assert_int_equal(r.status, 404);
+	assert_non_null(strstr(r.body, "{\"error\":{\"code\":\"not_found\""));
+	get(x->port, "DELETE", "/healthz", &r);
+	assert_int_equal(r.status, 405);
+	get(x->port, "GET", "/v1/events", &r);
+	assert_int_equal(r.status, 405);
+	http(x->port, "POST /v1/webhooks/sendgrid HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", &r);
+	assert_int_equal(r.status, 404);
+	http(x->port, "POST /v1/webhooks/nosuch/acme HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", &r);
+	assert_int_equal(r.status, 404);
+}
+
+/* A tenant added while the collector runs is usable within the refresh period. */
+static void test_tenant_refresh(void **state)
+{
+	struct fix *x = *state;
+	static struct resp r;
+	struct tl_tenant t;
+	char key[TL_API_KEY_MAX];
+	assert_int_equal(tl_store_tenant_add(x->st, "newco", &t, key), 0);
+	free(t.settings);
+	const char *open =
+		"{\"type\":\"open\",\"campaign\":\"spring\",\"recipient\":\"r-1\",\"id\":\"e1\",\"ts\":\"2026-12-03T18:00:00Z\"}";
+	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
+	do {
+		post_events(x->port, key, open, &r);
+		if (r.status == 202)
+			break;
+		assert_int_equal(r.status, 401);
+		usleep(10000);
+	} while (tl_mono_ms() < deadline);
+	assert_int_equal(r.status, 202);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_pixel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_click, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_events_api, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stream_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tenant_refresh, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
