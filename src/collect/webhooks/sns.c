@@ -1,0 +1,315 @@
+/* sns.c — Amazon SNS message signatures and the signing-certificate cache.
+ *
+ * SignatureVersion 1 is SHA1withRSA and 2 is SHA256withRSA over the
+ * canonical string of the message: "Key\nValue\n" for the documented keys in
+ * byte order (Notification: Message, MessageId, Subject if present,
+ * Timestamp, TopicArn, Type; (Un)SubscriptionConfirmation: Message,
+ * MessageId, SubscribeURL, Timestamp, Token, TopicArn, Type). The
+ * certificate comes from SigningCertURL, which must be
+ * https://sns.<region>.amazonaws.com/….pem: the https fetch (TLS against
+ * the system CAs) is what makes the certificate Amazon's. */
+#include "collect/webhooks/internal.h"
+
+#include "core/clock.h"
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CERT_MAX_BYTES (64 * 1024)
+#define FETCHES_PER_MIN 10
+#define NEG_TTL_MS (10 * 60 * 1000)    /* a 4xx or a bad PEM */
+#define NEG_TTL_SOFT_MS (10 * 1000)    /* a network failure */
+
+/* ---- URLs --------------------------------------------------------------- */
+
+bool tl_wh_sns_url_ok(const char *u, size_t n, bool pem)
+{
+	static const char pre[] = "https://sns.", suf[] = ".amazonaws.com";
+	const size_t pre_n = sizeof pre - 1, suf_n = sizeof suf - 1;
+	if (!u || n <= pre_n || n > 2048 || memcmp(u, pre, pre_n) != 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)u[i];
+		if (ch <= 0x20 || ch >= 0x7f || ch == '\\' || ch == '#')
+			return false;
+	}
+	/* the authority ends at the first '/' (a '?' before it is refused) */
+	size_t h = 8, e = h;
+	while (e < n && u[e] != '/' && u[e] != '?')
+		e++;
+	if (e >= n || u[e] != '/')
+		return false;
+	/* host = "sns." region ".amazonaws.com", region = [a-z0-9-]+; this
+	 * leaves no room for userinfo ('@'), a port (':') or another host */
+	if (e - h < 4 + 1 + suf_n || memcmp(u + e - suf_n, suf, suf_n) != 0)
+		return false;
+	size_t r0 = h + 4, r1 = e - suf_n;
+	if (r1 <= r0 || r1 - r0 > 32)
+		return false;
+	for (size_t i = r0; i < r1; i++) {
+		char ch = u[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-'))
+			return false;
+	}
+	if (pem) {
+		if (memchr(u + e, '?', n - e) || n - e < 5 || memcmp(u + n - 4, ".pem", 4) != 0)
+			return false;
+	}
+	return true;
+}
+
+/* ---- the certificate cache ---------------------------------------------- */
+
+struct cert_entry {
+	char *url;
+	X509 *x;	     /* NULL: a remembered failure */
+	int neg_rc;	     /* … with this code */
+	int64_t neg_until_ms;
+	uint64_t used;	     /* LRU tick */
+};
+
+struct tl_sns_certs {
+	pthread_mutex_t mu;
+	tl_webhook_fetch_fn fetch;
+	void *arg;
+	struct cert_entry *e;
+	size_t n, max;
+	uint64_t tick;
+	int64_t window_ms;
+	int window_fetches;
+};
+
+int tl_sns_certs_create(size_t max_entries, tl_webhook_fetch_fn fetch, void *arg, struct tl_sns_certs **out)
+{
+	*out = NULL;
+	if (max_entries == 0)
+		max_entries = 16;
+	struct tl_sns_certs *c = calloc(1, sizeof *c);
+	if (!c)
+		return -TL_ENOMEM;
+	c->e = calloc(max_entries, sizeof *c->e);
+	if (!c->e || pthread_mutex_init(&c->mu, NULL) != 0) {
+		free(c->e);
+		free(c);
+		return -TL_ENOMEM;
+	}
+	c->max = max_entries;
+	c->fetch = fetch;
+	c->arg = arg;
+	*out = c;
+	return 0;
+}
+
+void tl_sns_certs_destroy(struct tl_sns_certs *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n; i++) {
+		free(c->e[i].url);
+		X509_free(c->e[i].x);
+	}
+	free(c->e);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+}
+
+static X509 *parse_pem(const struct tl_buf *b)
+{
+	if (!b->len || b->len > INT32_MAX)
+		return NULL;
+	BIO *bio = BIO_new_mem_buf(b->data, (int)b->len);
+	X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	return x;
+}
+
+/* The entry for url: an existing one, or a free / least recently used slot
+ * reset for it. NULL on allocation failure. */
+static struct cert_entry *slot(struct tl_sns_certs *c, const char *url)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (strcmp(c->e[i].url, url) == 0)
+			return &c->e[i];
+	char *dup = strdup(url);
+	if (!dup)
+		return NULL;
+	struct cert_entry *e;
+	if (c->n < c->max) {
+		e = &c->e[c->n++];
+	} else {
+		e = &c->e[0];
+		for (size_t i = 1; i < c->n; i++)
+			if (c->e[i].used < e->used)
+				e = &c->e[i];
+		free(e->url);
+		X509_free(e->x);
+	}
+	memset(e, 0, sizeof *e);
+	e->url = dup;
+	return e;
+}
+
+/* Returns the certificate for url (a reference the caller frees), fetching
+ * it if needed. 0 or -TL_ENOTFOUND / -TL_ECORRUPT (no certificate there),
+ * -TL_EAGAIN (fetch budget spent), or the fetcher's retryable error. */
+static int cert_get(struct tl_sns_certs *c, const char *url, int64_t now, X509 **out)
+{
+	*out = NULL;
+	pthread_mutex_lock(&c->mu);
+	int rc = 0;
+	struct cert_entry *e = NULL;
+	for (size_t i = 0; i < c->n && !e; i++)
+		if (strcmp(c->e[i].url, url) == 0)
+			e = &c->e[i];
+	if (e && e->x) {
+		X509_up_ref(e->x);
+		*out = e->x;
+		e->used = ++c->tick;
+		goto done;
+	}
+	if (e && e->neg_until_ms > now) {
+		rc = e->neg_rc;
+		goto done;
+	}
+	if (now - c->window_ms >= 60 * 1000 || now < c->window_ms) {
+		c->window_ms = now;
+		c->window_fetches = 0;
+	}
+	if (c->window_fetches >= FETCHES_PER_MIN) {
+		rc = -TL_EAGAIN;
+		goto done;
+	}
+	c->window_fetches++;
+	struct tl_buf b;
+	tl_buf_init(&b, CERT_MAX_BYTES);
+	rc = c->fetch ? c->fetch(c->arg, url, &b) : -TL_EUNAVAIL;
+	X509 *x = NULL;
+	if (!rc && !(x = parse_pem(&b)))
+		rc = -TL_ECORRUPT;
+	tl_buf_free(&b);
+	if (!(e = slot(c, url))) {
+		X509_free(x);
+		rc = rc ? rc : -TL_ENOMEM;
+		goto done;
+	}
+	e->used = ++c->tick;
+	if (!rc) {
+		e->x = x;
+		X509_up_ref(x);
+		*out = x;
+	} else {
+		bool permanent = rc == -TL_ENOTFOUND || rc == -TL_ECORRUPT || rc == -TL_ETOOBIG || rc == -TL_EINVAL;
+		e->neg_rc = permanent ? -TL_ECORRUPT : rc;
+		e->neg_until_ms = now + (permanent ? NEG_TTL_MS : NEG_TTL_SOFT_MS);
+		rc = e->neg_rc;
+	}
+done:
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+/* ---- verification ------------------------------------------------------- */
+
+static int put_field(struct tl_buf *b, const char *key, struct tl_str v)
+{
+	int rc = tl_buf_puts(b, key);
+	if (!rc)
+		rc = tl_buf_putc(b, '\n');
+	if (!rc)
+		rc = tl_buf_append(b, v.p, v.n);
+	if (!rc)
+		rc = tl_buf_putc(b, '\n');
+	return rc;
+}
+
+/* The canonical string of env into b. -TL_EINVAL when a signed field is missing. */
+static int canonical(const json_t *env, struct tl_str type, struct tl_buf *b)
+{
+	static const char *const notif[] = {"Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"};
+	static const char *const sub[] = {"Message",  "MessageId", "SubscribeURL", "Timestamp",
+					  "Token",    "TopicArn",  "Type"};
+	bool is_notif = type.n == 12 && memcmp(type.p, "Notification", 12) == 0;
+	const char *const *keys = is_notif ? notif : sub;
+	size_t n = is_notif ? sizeof notif / sizeof notif[0] : sizeof sub / sizeof sub[0];
+	for (size_t i = 0; i < n; i++) {
+		const json_t *v = json_object_get(env, keys[i]);
+		if (!v && is_notif && strcmp(keys[i], "Subject") == 0)
+			continue; /* optional, and left out of the string when absent */
+		if (!json_is_string(v))
+			return -TL_EINVAL;
+		int rc = put_field(b, keys[i], tl_str_of(json_string_value(v), json_string_length(v)));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int tl_wh_sns_verify(struct wh_ctx *c, const json_t *env)
+{
+	struct tl_str type = tl_wh_str(env, "Type");
+	struct tl_str ver = tl_wh_text(c, json_object_get(env, "SignatureVersion"));
+	struct tl_str sig = tl_wh_str(env, "Signature");
+	struct tl_str url = tl_wh_str(env, "SigningCertURL");
+	if (!ver.n || !sig.n || !url.n)
+		return tl_wh_fail(c, 401, -TL_EAUTH, "unsigned SNS message (set ses_verify=false to accept it)");
+	const EVP_MD *md;
+	if (ver.n == 1 && ver.p[0] == '1')
+		md = EVP_sha1();
+	else if (ver.n == 1 && ver.p[0] == '2')
+		md = EVP_sha256();
+	else
+		return tl_wh_fail(c, 403, -TL_EAUTH, "unsupported SNS SignatureVersion");
+	if (!tl_wh_sns_url_ok(url.p, url.n, true))
+		return tl_wh_fail(c, 403, -TL_EAUTH,
+				  "SigningCertURL is not https://sns.<region>.amazonaws.com/….pem");
+	struct tl_str ts = tl_wh_str(env, "Timestamp");
+	int64_t t;
+	if (!ts.n || tl_time_parse_iso(ts.p, ts.n, &t) != 0)
+		return tl_wh_fail(c, 403, -TL_EAUTH, "bad SNS Timestamp");
+	if (t < c->req->now_ms - TL_WH_MAX_AGE_MS || t > c->req->now_ms + TL_WH_MAX_SKEW_MS)
+		return tl_wh_fail(c, 403, -TL_EAUTH, "SNS Timestamp too old or in the future");
+	unsigned char raw[1024];
+	long raw_n = sig.n <= 2048 ? tl_wh_b64decode(sig.p, sig.n, raw, sizeof raw) : -1;
+	if (raw_n <= 0)
+		return tl_wh_fail(c, 403, -TL_EAUTH, "bad SNS Signature encoding");
+	if (!c->req->sns_certs)
+		return tl_wh_fail(c, 503, -TL_EUNAVAIL, "SNS signature verification is not available");
+	char *curl = tl_arena_strdup(c->req->arena, url.p, url.n);
+	if (!curl)
+		return tl_wh_fail(c, 500, -TL_ENOMEM, "out of memory");
+	struct tl_buf b;
+	tl_buf_init(&b, c->req->len + 4096);
+	int rc = canonical(env, type, &b);
+	if (rc) {
+		tl_buf_free(&b);
+		return rc == -TL_EINVAL ? tl_wh_fail(c, 403, -TL_EAUTH, "SNS message lacks a signed field")
+					: tl_wh_fail(c, 500, -TL_ENOMEM, "out of memory");
+	}
+	X509 *x = NULL;
+	rc = cert_get(c->req->sns_certs, curl, c->req->now_ms, &x);
+	if (rc) {
+		tl_buf_free(&b);
+		if (rc == -TL_ECORRUPT)
+			return tl_wh_fail(c, 403, -TL_EAUTH, "SigningCertURL did not give a certificate");
+		return tl_wh_fail(c, 503, -TL_EUNAVAIL, "could not fetch the SNS signing certificate (%s)",
+				  tl_strerror(rc));
+	}
+	time_t now_s = (time_t)(c->req->now_ms / 1000);
+	bool valid = X509_cmp_time(X509_get0_notBefore(x), &now_s) < 0 &&
+		     X509_cmp_time(X509_get0_notAfter(x), &now_s) > 0;
+	EVP_PKEY *pk = X509_get0_pubkey(x);
+	EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+	int ok = valid && pk && mctx && EVP_DigestVerifyInit(mctx, NULL, md, NULL, pk) == 1 &&
+		 EVP_DigestVerify(mctx, raw, (size_t)raw_n, (const unsigned char *)b.data, b.len) == 1;
+	EVP_MD_CTX_free(mctx);
+	X509_free(x);
+	tl_buf_free(&b);
+	if (!valid)
+		return tl_wh_fail(c, 403, -TL_EAUTH, "SNS signing certificate is not valid now");
+	return ok ? 0 : tl_wh_fail(c, 403, -TL_EAUTH, "bad SNS signature");
+}
