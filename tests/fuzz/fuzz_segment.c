@@ -46,7 +46,9 @@ static int put_file(const char *rel, const void *p, size_t n)
 {
 	char path[128];
 	snprintf(path, sizeof(path), "%s/%s", root, rel);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	/* a new file each time: truncating one makes ext4 flush it on close */
+	unlink(path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
 	if (fd < 0)
 		return -1;
 	ssize_t w = n ? write(fd, p, n) : 0;
@@ -58,7 +60,9 @@ static int prepare(void)
 {
 	if (root[0])
 		return 0;
-	snprintf(root, sizeof(root), "/tmp/tl-fuzz-seg-XXXXXX");
+	struct stat st;
+	snprintf(root, sizeof(root), "%s/tl-fuzz-seg-XXXXXX",
+	         stat("/dev/shm", &st) == 0 ? "/dev/shm" : "/tmp");
 	if (!mkdtemp(root))
 		return -1;
 	atexit(cleanup);
