@@ -15,8 +15,8 @@ static struct tl_event full_event(void)
 	struct tl_event ev = {0};
 	ev.type = TL_EV_BOUNCED;
 	ev.bounce_class = TL_BOUNCE_SOFT;
-	ev.flags = TL_EVF_MACHINE | TL_EVF_BOT | TL_EVF_HEAD | TL_EVF_HIT | TL_EVF_HASHED |
-		   TL_EVF_ENRICHED | TL_EVF_PROVIDER_MACHINE;
+	ev.flags = TL_EVF_MACHINE | TL_EVF_BOT | TL_EVF_HEAD | TL_EVF_HIT | TL_EVF_HASHED | TL_EVF_ENRICHED |
+	           TL_EVF_PROVIDER_MACHINE;
 	ev.ts_ms = 1796320800123;
 	ev.arrival_ms = 1796320800456;
 	ev.sent_ms = -5; /* zigzag of a negative value */
@@ -98,9 +98,9 @@ static void test_roundtrip_each_field(void **state)
 {
 	(void)state;
 	struct tl_event full = full_event();
-	struct tl_str *src[] = {&full.tenant, &full.campaign, &full.variant, &full.recipient,
-				&full.message, &full.id, &full.url, &full.user_agent,
-				&full.ip, &full.provider, &full.token};
+	struct tl_str *src[] = {&full.tenant,  &full.campaign, &full.variant, &full.recipient,
+	                        &full.message, &full.id,       &full.url,     &full.user_agent,
+	                        &full.ip,      &full.provider, &full.token};
 	for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
 		struct tl_event ev = {0}, out;
 		ev.type = TL_EV_OPEN;
@@ -255,11 +255,12 @@ static void test_bad_varints_and_lengths(void **state)
 	unsigned char overlong[] = {1, 1, 0, 0x80, 0x00, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 	assert_int_equal(tl_event_decode(overlong, sizeof overlong, &out), -TL_ECORRUPT);
 	/* a varint that never ends */
-	unsigned char endless[] = {1, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	unsigned char endless[] = {1,    1,    0,    0,    0xff, 0xff, 0xff, 0xff,
+	                           0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 	assert_int_equal(tl_event_decode(endless, sizeof endless, &out), -TL_ECORRUPT);
 	/* a varint wider than 64 bits */
-	unsigned char wide[] = {1, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
-				0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+	unsigned char wide[] = {1, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0,
+	                        0, 0, 0, 0, 0,    0,    0,    0,    0,    0,    0,    0,    0,    0};
 	assert_int_equal(tl_event_decode(wide, sizeof wide, &out), -TL_ECORRUPT);
 	/* the minimal valid record, then a string length past the end */
 	unsigned char ok[] = {1, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -321,14 +322,10 @@ static void test_appends(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip_full),
-		cmocka_unit_test(test_roundtrip_each_field),
-		cmocka_unit_test(test_roundtrip_limits),
-		cmocka_unit_test(test_every_truncation_rejected),
-		cmocka_unit_test(test_trailing_and_garbled),
-		cmocka_unit_test(test_bad_varints_and_lengths),
-		cmocka_unit_test(test_encode_refuses_invalid),
-		cmocka_unit_test(test_appends),
+	    cmocka_unit_test(test_roundtrip_full),         cmocka_unit_test(test_roundtrip_each_field),
+	    cmocka_unit_test(test_roundtrip_limits),       cmocka_unit_test(test_every_truncation_rejected),
+	    cmocka_unit_test(test_trailing_and_garbled),   cmocka_unit_test(test_bad_varints_and_lengths),
+	    cmocka_unit_test(test_encode_refuses_invalid), cmocka_unit_test(test_appends),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

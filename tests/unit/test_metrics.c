@@ -12,10 +12,23 @@
 #include <string.h>
 
 static const char *const names[TL_M__COUNT] = {
-	"sent",		 "delivered",	 "deferred",	 "bounced",	       "hard_bounced",
-	"soft_bounced",	 "dropped",	 "complaints",	 "unsubscribes",       "opens",
-	"machine_opens", "unique_opens", "unique_human_opens", "clicks",	       "bot_clicks",
-	"unique_clicks", "unique_human_clicks",
+    "sent",
+    "delivered",
+    "deferred",
+    "bounced",
+    "hard_bounced",
+    "soft_bounced",
+    "dropped",
+    "complaints",
+    "unsubscribes",
+    "opens",
+    "machine_opens",
+    "unique_opens",
+    "unique_human_opens",
+    "clicks",
+    "bot_clicks",
+    "unique_clicks",
+    "unique_human_clicks",
 };
 
 static void test_names(void **state)
@@ -32,8 +45,8 @@ static void test_names(void **state)
 	assert_int_equal(tl_metric_parse("opens", 4), -1);
 
 	static const char *const rates[TL_R__COUNT] = {
-		"delivery_rate", "bounce_rate",	       "open_rate",	 "human_open_rate",
-		"click_rate",	 "click_to_open_rate", "complaint_rate", "unsubscribe_rate",
+	    "delivery_rate", "bounce_rate",        "open_rate",      "human_open_rate",
+	    "click_rate",    "click_to_open_rate", "complaint_rate", "unsubscribe_rate",
 	};
 	for (int r = 0; r < TL_R__COUNT; r++)
 		assert_string_equal(tl_rate_name((enum tl_rate)r), rates[r]);
@@ -61,7 +74,7 @@ static void expect_counts(uint8_t type, uint8_t bounce, uint16_t flags, ...)
 	for (int m = 0; m < TL_M__COUNT; m++) {
 		if (delta[m] != want[m])
 			fail_msg("type %d bounce %d flags 0x%x: %s is %lld, want %lld", type, bounce, flags,
-				 names[m], (long long)delta[m], (long long)want[m]);
+			         names[m], (long long)delta[m], (long long)want[m]);
 	}
 	/* counting adds to what is there */
 	tl_metrics_count_event(&ev, delta);
@@ -86,8 +99,8 @@ static void test_count_each_type(void **state)
 	expect_counts(TL_EV_OPEN, 0, TL_EVF_HEAD, TL_M_OPENS, -1);
 	expect_counts(TL_EV_OPEN, 0, TL_EVF_MACHINE, TL_M_OPENS, TL_M_MACHINE_OPENS, -1);
 	expect_counts(TL_EV_OPEN, 0, TL_EVF_PROVIDER_MACHINE, TL_M_OPENS, TL_M_MACHINE_OPENS, -1);
-	expect_counts(TL_EV_OPEN, 0, TL_EVF_MACHINE | TL_EVF_PROVIDER_MACHINE, TL_M_OPENS,
-		      TL_M_MACHINE_OPENS, -1);
+	expect_counts(TL_EV_OPEN, 0, TL_EVF_MACHINE | TL_EVF_PROVIDER_MACHINE, TL_M_OPENS, TL_M_MACHINE_OPENS,
+	              -1);
 	expect_counts(TL_EV_OPEN, 0, TL_EVF_BOT, TL_M_OPENS, -1);
 	expect_counts(TL_EV_CLICK, 0, 0, TL_M_CLICKS, -1);
 	expect_counts(TL_EV_CLICK, 0, TL_EVF_BOT, TL_M_CLICKS, TL_M_BOT_CLICKS, -1);
@@ -176,12 +189,12 @@ static void test_counts_json(void **state)
 	tl_buf_init(&b, 0);
 	assert_int_equal(tl_buf_puts(&b, "x"), 0);
 	assert_int_equal(tl_metrics_counts_json(c, &b), 0);
-	assert_string_equal(b.data,
-			    "x{\"sent\":0,\"delivered\":10,\"deferred\":20,\"bounced\":30,\"hard_bounced\":40,"
-			    "\"soft_bounced\":50,\"dropped\":60,\"complaints\":70,\"unsubscribes\":80,"
-			    "\"opens\":90,\"machine_opens\":100,\"unique_opens\":110,"
-			    "\"unique_human_opens\":120,\"clicks\":130,\"bot_clicks\":140,"
-			    "\"unique_clicks\":150,\"unique_human_clicks\":9223372036854775807}");
+	assert_string_equal(
+	    b.data, "x{\"sent\":0,\"delivered\":10,\"deferred\":20,\"bounced\":30,\"hard_bounced\":40,"
+	            "\"soft_bounced\":50,\"dropped\":60,\"complaints\":70,\"unsubscribes\":80,"
+	            "\"opens\":90,\"machine_opens\":100,\"unique_opens\":110,"
+	            "\"unique_human_opens\":120,\"clicks\":130,\"bot_clicks\":140,"
+	            "\"unique_clicks\":150,\"unique_human_clicks\":9223372036854775807}");
 	/* a capped buffer: refused, unchanged */
 	struct tl_buf s;
 	tl_buf_init(&s, 40);
@@ -199,9 +212,9 @@ static void test_rates_json(void **state)
 	tl_buf_init(&b, 0);
 	assert_int_equal(tl_metrics_rates_json(c, &b), 0);
 	assert_string_equal(b.data, "{\"delivery_rate\":null,\"bounce_rate\":null,\"open_rate\":null,"
-				    "\"human_open_rate\":null,\"click_rate\":null,"
-				    "\"click_to_open_rate\":null,\"complaint_rate\":null,"
-				    "\"unsubscribe_rate\":null}");
+	                            "\"human_open_rate\":null,\"click_rate\":null,"
+	                            "\"click_to_open_rate\":null,\"complaint_rate\":null,"
+	                            "\"unsubscribe_rate\":null}");
 	c[TL_M_SENT] = 3;
 	c[TL_M_DELIVERED] = 2;
 	c[TL_M_BOUNCED] = 1;
@@ -211,8 +224,8 @@ static void test_rates_json(void **state)
 	tl_buf_reset(&b);
 	assert_int_equal(tl_metrics_rates_json(c, &b), 0);
 	assert_string_equal(b.data, "{\"delivery_rate\":0.666667,\"bounce_rate\":0.333333,\"open_rate\":1,"
-				    "\"human_open_rate\":0.5,\"click_rate\":1.5,\"click_to_open_rate\":1.5,"
-				    "\"complaint_rate\":0,\"unsubscribe_rate\":0}");
+	                            "\"human_open_rate\":0.5,\"click_rate\":1.5,\"click_to_open_rate\":1.5,"
+	                            "\"complaint_rate\":0,\"unsubscribe_rate\":0}");
 	/* valid JSON with every key */
 	json_error_t je;
 	json_t *j = json_loads(b.data, 0, &je);
@@ -234,12 +247,9 @@ static void test_rates_json(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_names),
-		cmocka_unit_test(test_count_each_type),
-		cmocka_unit_test(test_unique_kinds),
-		cmocka_unit_test(test_rates),
-		cmocka_unit_test(test_counts_json),
-		cmocka_unit_test(test_rates_json),
+	    cmocka_unit_test(test_names),        cmocka_unit_test(test_count_each_type),
+	    cmocka_unit_test(test_unique_kinds), cmocka_unit_test(test_rates),
+	    cmocka_unit_test(test_counts_json),  cmocka_unit_test(test_rates_json),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

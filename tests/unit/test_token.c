@@ -102,7 +102,7 @@ static void test_peek_then_verify(void **state)
 	unsigned char tiny[8];
 	assert_int_equal(tl_token_peek(b.data, b.len, tiny, sizeof tiny, &peeked), -TL_EINVAL);
 	assert_int_equal(tl_token_verify(b.data, b.len, key_b, sizeof key_b, tiny, sizeof tiny, &out),
-			 -TL_EINVAL);
+	                 -TL_EINVAL);
 	tl_buf_free(&b);
 }
 
@@ -190,19 +190,19 @@ static void test_truncated_and_malformed(void **state)
 		assert_int_equal(verify(b.data, n, key_a, &out), -TL_EINVAL);
 
 	static const char *bad[] = {
-		"",
-		"v1.",
-		"v1..",
-		"v2.AQI.AAAAAAAAAAAAAAAAAAAAAA",
-		"v1.AQI.AAAAAAAAAAAAAAAAAAAAAA",       /* payload too short */
-		"v1.AQI=.AAAAAAAAAAAAAAAAAAAAAA",      /* padding */
-		"v1.A.AAAAAAAAAAAAAAAAAAAAAA",	       /* impossible base64 length */
-		"v1.AQI.AAAAAAAAAAAAAAAAAAAAA",	       /* short MAC */
-		"v1.AQI.AAAAAAAAAAAAAAAAAAAAAAA",      /* long MAC */
-		"v1.AQI.AAAAAAAAAAAAAAAAAAAAAB",       /* MAC with stray low bits */
-		"v1.AQI.AAAAAAAAAAAAAAAAAAAA+A",       /* standard, not url-safe, alphabet */
-		"v1.AQI.AAAAAAAAAAAAA.AAAAAAAA",
-		"v1.AQI.AAAAAAAAAAAAAAAAAAAAAA.",
+	    "",
+	    "v1.",
+	    "v1..",
+	    "v2.AQI.AAAAAAAAAAAAAAAAAAAAAA",
+	    "v1.AQI.AAAAAAAAAAAAAAAAAAAAAA",  /* payload too short */
+	    "v1.AQI=.AAAAAAAAAAAAAAAAAAAAAA", /* padding */
+	    "v1.A.AAAAAAAAAAAAAAAAAAAAAA",    /* impossible base64 length */
+	    "v1.AQI.AAAAAAAAAAAAAAAAAAAAA",   /* short MAC */
+	    "v1.AQI.AAAAAAAAAAAAAAAAAAAAAAA", /* long MAC */
+	    "v1.AQI.AAAAAAAAAAAAAAAAAAAAAB",  /* MAC with stray low bits */
+	    "v1.AQI.AAAAAAAAAAAAAAAAAAAA+A",  /* standard, not url-safe, alphabet */
+	    "v1.AQI.AAAAAAAAAAAAA.AAAAAAAA",
+	    "v1.AQI.AAAAAAAAAAAAAAAAAAAAAA.",
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		if (verify(bad[i], strlen(bad[i]), key_a, &out) != -TL_EINVAL)
@@ -230,10 +230,10 @@ static void test_mint_refuses(void **state)
 	struct tl_buf b;
 	tl_buf_init(&b, 0);
 	static const char *bad_urls[] = {
-		"javascript:alert(1)", "ftp://host/x",	 "https://",	   "http://",
-		"https:///path",       "//host/x",	 "host/x",	   "https://a b",
-		"https://a\nb",	       "https://a\rb",	 "https://a\tb",   "https://a\x7f",
-		"data:text/html,x",    "httpx://host",	 " https://host",
+	    "javascript:alert(1)", "ftp://host/x", "https://",      "http://",
+	    "https:///path",       "//host/x",     "host/x",        "https://a b",
+	    "https://a\nb",        "https://a\rb", "https://a\tb",  "https://a\x7f",
+	    "data:text/html,x",    "httpx://host", " https://host",
 	};
 	for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
 		struct tl_token t = click_token();
@@ -393,16 +393,16 @@ static void test_hex_and_ct(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_mint_verify),
-		cmocka_unit_test(test_peek_then_verify),
-		cmocka_unit_test(test_mac_matches_openssl),
-		cmocka_unit_test(test_forged_and_tampered),
-		cmocka_unit_test(test_truncated_and_malformed),
-		cmocka_unit_test(test_mint_refuses),
-		cmocka_unit_test(test_limits),
-		cmocka_unit_test(test_recipient_hash),
-		cmocka_unit_test(test_base64url),
-		cmocka_unit_test(test_hex_and_ct),
+	    cmocka_unit_test(test_mint_verify),
+	    cmocka_unit_test(test_peek_then_verify),
+	    cmocka_unit_test(test_mac_matches_openssl),
+	    cmocka_unit_test(test_forged_and_tampered),
+	    cmocka_unit_test(test_truncated_and_malformed),
+	    cmocka_unit_test(test_mint_refuses),
+	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_recipient_hash),
+	    cmocka_unit_test(test_base64url),
+	    cmocka_unit_test(test_hex_and_ct),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
