@@ -20,6 +20,8 @@
 
 static const struct tl_store_ops *const backends[] = {
     &tl_store_sqlite_ops,
+    &tl_store_postgres_ops,
+    &tl_store_postgresql_ops,
 };
 
 #define API_KEY_PREFIX "tk_"

@@ -200,5 +200,6 @@ struct tl_store {
 };
 
 extern const struct tl_store_ops tl_store_sqlite_ops;
+extern const struct tl_store_ops tl_store_postgres_ops, tl_store_postgresql_ops; /* postgres:// postgresql:// */
 
 #endif

@@ -1,0 +1,1672 @@
+/* postgres.c — the PostgreSQL backend of the store ("postgres://…",
+ * "postgresql://…", any libpq connection URI; Aurora-compatible).
+ *
+ * One struct pg_store per connection (per thread). The schema lives in
+ * migrations/postgres.c and is applied at open under a session advisory lock,
+ * so two processes starting at once serialise and the second finds nothing
+ * to do. Every data statement is prepared once per connection (lazily, on
+ * first use) and takes bound parameters only; the identifiers pasted into SQL
+ * text come from the constant column table below, never from data.
+ *
+ * The batch transaction (DESIGN.md §3) is a handful of round trips whatever
+ * the batch size, each a set-based statement over binary array parameters:
+ *   BEGIN ISOLATION LEVEL READ COMMITTED
+ *   dedupe:   INSERT … SELECT FROM unnest(tenants, ids, ts) ON CONFLICT DO
+ *             NOTHING RETURNING tenant, id  → is_new[] through a hash of the keys
+ *   uniques:  the same over (tenant, campaign, kind, recipient)
+ *   counts:   UPDATE meta 'seq' (once per transaction), then ONE statement whose
+ *             data-modifying CTEs upsert the minute buckets, the totals and the
+ *             campaign list from the same unnest (ON CONFLICT DO UPDATE SET
+ *             col = col + EXCLUDED.col for every metric)
+ *   offsets:  one upsert from unnest
+ *   COMMIT
+ * READ COMMITTED is what makes concurrent aggregators exact: an INSERT … ON
+ * CONFLICT that meets a row another open transaction inserted waits for it,
+ * then sees it (not new) or, if that one rolled back, inserts it. Rows are
+ * inserted in key order (ORDER BY … COLLATE "C") so that two transactions
+ * over overlapping keys lock them in the same order, which avoids most
+ * deadlocks; the ones left come back as -TL_EBUSY.
+ *
+ * Batch sequence: the 'seq' row of meta is incremented when a transaction
+ * first changes counters and stays row-locked until it ends. Sequence numbers
+ * are therefore handed out in commit order, so an API reader that has seen
+ * seq N has seen every batch ≤ N (the live stream's since_seq never skips a
+ * batch). Only the counter tail of a batch serialises on it; the dedupe and
+ * unique inserts, the bulk of the work, of two aggregators run side by side.
+ *
+ * Connection loss: a connection error, or a server that is shutting down,
+ * in recovery or read-only (an Aurora failover), gives -TL_EUNAVAIL and marks
+ * the connection broken. Outside a transaction the next call reconnects
+ * (PQreset) and re-prepares; calls that are safe to repeat (BEGIN, every read,
+ * idempotent writes) then retry once by themselves. Inside a transaction the
+ * work is gone with the connection: the caller rolls back and retries the
+ * whole batch, which is safe because the offsets commit with the counters
+ * (a commit whose answer was lost either happened, and the retry then finds
+ * every id already deduplicated, or did not). Deadlocks, serialization and
+ * lock-timeout failures give -TL_EBUSY. */
+#include "store/store.h"
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/hmap.h"
+#include "store/migrations/postgres.h"
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
+#include <xxhash.h>
+
+#include <endian.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIGRATE_LOCK_KEY "7809317648359403630" /* pg_advisory_lock key: tally's schema */
+#define PRUNE_CHUNK 20000                      /* dedupe rows deleted per statement */
+#define PARAMS_MAX 56
+
+/* Metric columns, in enum tl_metric order (X-macro: SQL text and the table). */
+#define METRIC_COLUMNS(X)                                                                                    \
+	X(sent)                                                                                              \
+	X(delivered)                                                                                         \
+	X(deferred)                                                                                          \
+	X(bounced)                                                                                           \
+	X(hard_bounced)                                                                                      \
+	X(soft_bounced)                                                                                      \
+	X(dropped)                                                                                           \
+	X(complaints)                                                                                        \
+	X(unsubscribes)                                                                                      \
+	X(opens)                                                                                             \
+	X(machine_opens)                                                                                     \
+	X(unique_opens)                                                                                      \
+	X(unique_human_opens)                                                                                \
+	X(clicks)                                                                                            \
+	X(bot_clicks)                                                                                        \
+	X(unique_clicks)                                                                                     \
+	X(unique_human_clicks)
+
+#define C_NAME(c) #c,
+#define C_LIST(c) "," #c
+#define C_SUMC(c) ",SUM(c." #c ")::int8"
+#define C_SUMT(c) ",SUM(t." #c ")::int8"
+#define C_SUM(c) ",SUM(" #c ")::int8"
+#define C_COUNT(c) +1
+
+static const char *const metric_col[] = {METRIC_COLUMNS(C_NAME)};
+_Static_assert(0 METRIC_COLUMNS(C_COUNT) == TL_M__COUNT, "one column per enum tl_metric");
+
+#define MCOLS METRIC_COLUMNS(C_LIST)
+
+/* Built-in type OIDs (pg_type.dat; stable across releases). */
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_INT2 21
+#define OID_INT4 23
+#define OID_TEXT 25
+
+/* ---- statements --------------------------------------------------------- */
+
+enum stmt_id {
+	S_META_GET,
+	S_SEQ_NEXT,
+	S_TENANT_ADD,
+	S_TENANT_SET,
+	S_TENANTS_ALL,
+	S_DEDUPE,
+	S_UNIQUES,
+	S_COUNTS,
+	S_OFFSETS_SET,
+	S_OFFSET_GET,
+	S_PRUNE,
+	S_CLR_TOTALS_DEL,
+	S_CLR_TOTALS_INS,
+	S_CLR_CAMPAIGNS_DEL,
+	S_CLR_CAMPAIGNS_INS,
+	S_CLR_COUNTS,
+	S_CLR_DEDUPE,
+	S_CLR_UNIQUES,
+	S_CAMPAIGNS_LIST,
+	S_CAMPAIGN_ALL,
+	S_CAMPAIGN_VARIANT,
+	S_SERIES, /* + enum tl_metric: one statement per metric column */
+	S__COUNT = S_SERIES + TL_M__COUNT
+};
+
+/* The keys of counts rows touched by a day range (clear_source). */
+#define CLR_KEYS                                                                                             \
+	"SELECT tenant,campaign,variant FROM counts WHERE src=$1::int2 AND minute_ms>=$2::int8 AND "         \
+	"minute_ms<$3::int8"
+
+/* Constant SQL; S_COUNTS and S_SERIES+m are built by build_sql(). */
+static const char *const stmt_sql[S__COUNT] = {
+    [S_META_GET] = "SELECT value FROM meta WHERE key=$1::text",
+    [S_SEQ_NEXT] = "UPDATE meta SET value=value+1 WHERE key='seq' RETURNING value",
+    [S_TENANT_ADD] = "WITH i AS (INSERT INTO tenants(name,api_key_hash,link_key,salt,created_ms)"
+                     " VALUES($1::text,$2::bytea,$3::bytea,$4::bytea,$5::int8) RETURNING 1)"
+                     " UPDATE meta SET value=value+1 WHERE key='tenants_version' AND EXISTS(SELECT 1 FROM i)",
+    [S_TENANT_SET] =
+        "WITH u AS (UPDATE tenants SET settings=CASE WHEN $3::text IS NULL THEN settings-$2::text"
+        " ELSE settings||jsonb_build_object($2::text,$3::text) END WHERE name=$1::text RETURNING 1)"
+        " UPDATE meta SET value=value+1 WHERE key='tenants_version' AND EXISTS(SELECT 1 FROM u)"
+        " RETURNING value",
+    /* One statement, one snapshot: the version matches the rows. */
+    [S_TENANTS_ALL] =
+        "SELECT m.value,t.name,t.api_key_hash,t.link_key,t.salt,t.created_ms,t.settings::text"
+        " FROM meta m LEFT JOIN tenants t ON true WHERE m.key='tenants_version' ORDER BY t.name",
+    [S_DEDUPE] = "INSERT INTO dedupe(src,tenant,id,ts_ms)"
+                 " SELECT $1::int2,t,i,ts FROM unnest($2::text[],$3::bytea[],$4::int8[]) AS u(t,i,ts)"
+                 " ORDER BY t COLLATE \"C\",i ON CONFLICT DO NOTHING RETURNING tenant,id",
+    [S_UNIQUES] =
+        "INSERT INTO uniques(src,tenant,campaign,kind,recipient,ts_ms)"
+        " SELECT $1::int2,t,c,k,r,ts FROM unnest($2::text[],$3::text[],$4::int2[],$5::bytea[],$6::int8[])"
+        " AS u(t,c,k,r,ts) ORDER BY t COLLATE \"C\",c COLLATE \"C\",k,r"
+        " ON CONFLICT DO NOTHING RETURNING tenant,campaign,kind,recipient",
+    [S_OFFSETS_SET] =
+        "INSERT INTO offsets(consumer,topic,partition,next)"
+        " SELECT $1::text,t,p,n FROM unnest($2::text[],$3::int4[],$4::int8[]) AS u(t,p,n)"
+        " ORDER BY t COLLATE \"C\",p ON CONFLICT (consumer,topic,partition) DO UPDATE SET next=EXCLUDED.next",
+    [S_OFFSET_GET] =
+        "SELECT next FROM offsets WHERE consumer=$1::text AND topic=$2::text AND partition=$3::int4",
+    [S_PRUNE] = "DELETE FROM dedupe WHERE ctid=ANY(ARRAY(SELECT ctid FROM dedupe WHERE ts_ms<$1::int8 LIMIT "
+                "$2::int4))",
+    /* clear_source: totals and campaigns of the touched keys are recomputed
+     * from the counts rows outside the range, before those in it go. */
+    [S_CLR_TOTALS_DEL] =
+        "DELETE FROM totals WHERE src=$1::int2 AND (tenant,campaign,variant) IN (" CLR_KEYS ")",
+    [S_CLR_TOTALS_INS] =
+        "INSERT INTO totals(src,tenant,campaign,variant" MCOLS ",first_ms,last_ms,updated_ms,seq)"
+        " SELECT $1::int2,c.tenant,c.campaign,c.variant" METRIC_COLUMNS(
+            C_SUMC) ",MIN(c.first_ms),MAX(c.last_ms),$4::int8,$5::int8 FROM counts c"
+                    " WHERE c.src=$1::int2 AND NOT (c.minute_ms>=$2::int8 AND c.minute_ms<$3::int8)"
+                    " AND (c.tenant,c.campaign,c.variant) IN (" CLR_KEYS ")"
+                    " GROUP BY c.tenant,c.campaign,c.variant",
+    [S_CLR_CAMPAIGNS_DEL] = "DELETE FROM campaigns WHERE src=$1::int2 AND (tenant,campaign) IN"
+                            " (SELECT tenant,campaign FROM (" CLR_KEYS ") k)",
+    [S_CLR_CAMPAIGNS_INS] =
+        "INSERT INTO campaigns(src,tenant,campaign,first_ms,last_ms,updated_ms,seq)"
+        " SELECT $1::int2,tenant,campaign,MIN(first_ms),MAX(last_ms),$4::int8,$5::int8 FROM totals"
+        " WHERE src=$1::int2 AND (tenant,campaign) IN (SELECT tenant,campaign FROM (" CLR_KEYS ") k)"
+        " GROUP BY tenant,campaign",
+    [S_CLR_COUNTS] = "DELETE FROM counts WHERE src=$1::int2 AND minute_ms>=$2::int8 AND minute_ms<$3::int8",
+    [S_CLR_DEDUPE] = "DELETE FROM dedupe WHERE src=$1::int2 AND ts_ms>=$2::int8 AND ts_ms<$3::int8",
+    [S_CLR_UNIQUES] = "DELETE FROM uniques WHERE src=$1::int2 AND ts_ms>=$2::int8 AND ts_ms<$3::int8",
+    [S_CAMPAIGNS_LIST] = "SELECT c.campaign,c.first_ms,c.last_ms,c.updated_ms,c.seq" METRIC_COLUMNS(
+        C_SUMT) " FROM campaigns c JOIN totals t ON t.src=c.src AND t.tenant=c.tenant"
+                " AND t.campaign=c.campaign WHERE c.src=$1::int2 AND c.tenant=$2::text AND c.seq>$3::int8"
+                " GROUP BY c.src,c.tenant,c.campaign ORDER BY c.campaign",
+    [S_CAMPAIGN_ALL] = "SELECT MIN(first_ms),MAX(last_ms),MAX(updated_ms),MAX(seq),COUNT(*)" METRIC_COLUMNS(
+        C_SUM) " FROM totals WHERE src=$1::int2 AND tenant=$2::text AND campaign=$3::text",
+    [S_CAMPAIGN_VARIANT] = "SELECT first_ms,last_ms,updated_ms,seq,1::int8" MCOLS
+                           " FROM totals WHERE src=$1::int2 AND tenant=$2::text AND campaign=$3::text"
+                           " AND variant=$4::text",
+};
+
+struct pg_store {
+	struct tl_store base; /* first: a struct tl_store * is a struct pg_store * */
+	PGconn *conn;
+	bool broken;             /* the connection is lost: reconnect before the next call */
+	bool prepared[S__COUNT]; /* per connection; cleared by a reconnect */
+	bool in_txn;             /* a batch transaction is open */
+	int txn_err;             /* first error inside it: commit refuses */
+	bool have_seq;           /* this transaction holds the 'seq' row and s->seq */
+	int src;                 /* enum tl_source of the open batch */
+	int64_t seq;             /* sequence number this batch commits as */
+	int64_t now_ms;          /* wall clock at begin (updated_ms) */
+	struct tl_buf arrays;    /* binary array parameters of one statement */
+	struct tl_buf sql;       /* SQL text being built (build_sql) */
+	struct tl_hmap keys;     /* batch keys → index, to map RETURNING rows back */
+	struct aggset *agg;      /* [AGG__COUNT]: add_counts' rows folded per key */
+};
+
+struct aggset;
+static struct aggset *aggs_new(void);
+static void aggs_free(struct aggset *g);
+
+static struct pg_store *pg(struct tl_store *st)
+{
+	return (struct pg_store *)st;
+}
+
+/* ---- SQL built at prepare time ------------------------------------------ */
+
+/* One statement for add_counts, three upserts over three sets of arrays
+ * that add_counts has already folded (one row per key, so ON CONFLICT DO
+ * UPDATE never meets a key twice): the minute buckets, the per-variant
+ * totals, the campaign list. No ORDER BY: these tables are only written
+ * while holding the 'seq' row (take_seq), so writers never interleave on them.
+ * $1 src, $2 updated_ms, $3 seq; then, from $4, the arrays of each part:
+ * key columns, the metrics (not for campaigns), first_ms, last_ms. */
+enum { CNT_P0 = 4, CNT_NKEY = 4, TOT_NKEY = 3, CMP_NKEY = 2 };
+#define CNT_NPAR (CNT_NKEY + TL_M__COUNT + 2)
+#define TOT_NPAR (TOT_NKEY + TL_M__COUNT + 2)
+#define CMP_NPAR (CMP_NKEY + 2)
+
+/* Appends "unnest($first::type[],…)" for one part: nkey key columns of
+ * the given types, then metrics (when with_metrics), first_ms, last_ms. */
+static int put_unnest(struct tl_buf *b, int first, const char *const *keytypes, int nkey, bool with_metrics)
+{
+	int rc = tl_buf_puts(b, "unnest(");
+	int i = first;
+	for (int k = 0; k < nkey && rc == 0; k++)
+		rc = tl_buf_printf(b, "%s$%d::%s[]", k ? "," : "", i++, keytypes[k]);
+	for (int k = 0; with_metrics && k < TL_M__COUNT && rc == 0; k++)
+		rc = tl_buf_printf(b, ",$%d::int8[]", i++);
+	rc = rc ? rc : tl_buf_printf(b, ",$%d::int8[],$%d::int8[]) AS u", i, i + 1);
+	return rc;
+}
+
+/* Appends ",col=x.col+EXCLUDED.col" for every metric. */
+static int put_metric_adds(struct tl_buf *b)
+{
+	int rc = 0;
+	for (int k = 0; k < TL_M__COUNT && rc == 0; k++)
+		rc = tl_buf_printf(b, ",%s=x.%s+EXCLUDED.%s", metric_col[k], metric_col[k], metric_col[k]);
+	return rc;
+}
+
+static int build_counts_sql(struct tl_buf *b)
+{
+	static const char *const cnt_types[] = {"text", "text", "int8", "text"};
+	static const char *const tot_types[] = {"text", "text", "text"};
+	const int tot0 = CNT_P0 + CNT_NPAR, cmp0 = tot0 + TOT_NPAR;
+	int rc =
+	    tl_buf_puts(b, "WITH c AS (INSERT INTO counts AS x(src,tenant,campaign,minute_ms,variant" MCOLS
+	                   ",first_ms,last_ms) SELECT $1::int2,u.* FROM ");
+	rc = rc ? rc : put_unnest(b, CNT_P0, cnt_types, CNT_NKEY, true);
+	rc = rc ? rc
+	        : tl_buf_puts(b, " ON CONFLICT (src,tenant,campaign,minute_ms,variant) DO UPDATE SET"
+	                         " first_ms=LEAST(x.first_ms,EXCLUDED.first_ms),"
+	                         "last_ms=GREATEST(x.last_ms,EXCLUDED.last_ms)");
+	rc = rc ? rc : put_metric_adds(b);
+	rc = rc ? rc
+	        : tl_buf_puts(
+	              b, "),\nt AS (INSERT INTO totals AS x(src,tenant,campaign,variant" MCOLS
+	                 ",first_ms,last_ms,updated_ms,seq) SELECT $1::int2,u.*,$2::int8,$3::int8 FROM ");
+	rc = rc ? rc : put_unnest(b, tot0, tot_types, TOT_NKEY, true);
+	rc = rc ? rc
+	        : tl_buf_puts(b, " ON CONFLICT (src,tenant,campaign,variant) DO UPDATE SET"
+	                         " first_ms=LEAST(x.first_ms,EXCLUDED.first_ms),"
+	                         "last_ms=GREATEST(x.last_ms,EXCLUDED.last_ms),"
+	                         "updated_ms=EXCLUDED.updated_ms,seq=EXCLUDED.seq");
+	rc = rc ? rc : put_metric_adds(b);
+	rc = rc ? rc
+	        : tl_buf_puts(
+	              b, ")\nINSERT INTO campaigns AS x(src,tenant,campaign,first_ms,last_ms,updated_ms,seq)"
+	                 " SELECT $1::int2,u.*,$2::int8,$3::int8 FROM ");
+	rc = rc ? rc : put_unnest(b, cmp0, tot_types, CMP_NKEY, false);
+	rc = rc ? rc
+	        : tl_buf_puts(b, " ON CONFLICT (src,tenant,campaign) DO UPDATE SET"
+	                         " first_ms=LEAST(x.first_ms,EXCLUDED.first_ms),"
+	                         "last_ms=GREATEST(x.last_ms,EXCLUDED.last_ms),"
+	                         "updated_ms=EXCLUDED.updated_ms,seq=EXCLUDED.seq");
+	return rc;
+}
+
+/* Series of one metric: the bucket is minute_ms floored to a multiple of $4
+ * (also below 0); $7 NULL = every variant. */
+static int build_series_sql(struct tl_buf *b, enum tl_metric m)
+{
+	return tl_buf_printf(
+	    b,
+	    "SELECT bucket,SUM(v)::int8 FROM (SELECT minute_ms-(((minute_ms%%$4::int8)+$4::int8)%%$4::int8)"
+	    " AS bucket,%s AS v FROM counts WHERE src=$1::int2 AND tenant=$2::text AND campaign=$3::text"
+	    " AND minute_ms>=$5::int8 AND minute_ms<$6::int8 AND ($7::text IS NULL OR variant=$7::text)) s"
+	    " GROUP BY bucket ORDER BY bucket",
+	    metric_col[m]);
+}
+
+/* ---- parameters ---------------------------------------------------------- */
+
+/* Up to PARAMS_MAX parameters of one statement. Scalars go as text, keys
+ * and arrays in binary; array values live in s->arrays and are pointed at by
+ * params_fix() once every array is built (the buffer may move while growing). */
+struct params {
+	int n;
+	const char *v[PARAMS_MAX];
+	int len[PARAMS_MAX];
+	int fmt[PARAMS_MAX];
+	size_t arr_off[PARAMS_MAX]; /* SIZE_MAX = not an array */
+	char num[PARAMS_MAX][24];
+};
+
+static void params_init(struct params *p)
+{
+	p->n = 0;
+}
+
+static void p_i64(struct params *p, int64_t v)
+{
+	int i = p->n++;
+	snprintf(p->num[i], sizeof(p->num[i]), "%" PRId64, v);
+	p->v[i] = p->num[i];
+	p->len[i] = 0;
+	p->fmt[i] = 0;
+	p->arr_off[i] = SIZE_MAX;
+}
+
+static void p_text(struct params *p, const char *s) /* NULL = SQL NULL */
+{
+	int i = p->n++;
+	p->v[i] = s;
+	p->len[i] = 0;
+	p->fmt[i] = 0;
+	p->arr_off[i] = SIZE_MAX;
+}
+
+static void p_bin(struct params *p, const void *b, int n)
+{
+	int i = p->n++;
+	p->v[i] = b;
+	p->len[i] = n;
+	p->fmt[i] = 1;
+	p->arr_off[i] = SIZE_MAX;
+}
+
+static void put_be32(char *p, uint32_t v)
+{
+	v = htobe32(v);
+	memcpy(p, &v, 4);
+}
+
+static void put_be64(char *p, uint64_t v)
+{
+	v = htobe64(v);
+	memcpy(p, &v, 8);
+}
+
+/* A one-dimensional binary array (array_recv format) being appended to
+ * s->arrays: header, then for each element its length and its bytes. */
+struct arr {
+	struct tl_buf *b;
+	size_t off;
+	int err;
+};
+
+/* Starts an array of n elements of type oid whose elements take payload
+ * bytes in all (lengths excluded); reserves everything up front. */
+static void arr_begin(struct arr *a, struct tl_buf *b, uint32_t oid, size_t n, size_t payload)
+{
+	a->b = b;
+	a->off = b->len;
+	a->err = 0;
+	size_t total = 20 + 4 * n + payload;
+	if (n > INT32_MAX || total > INT_MAX - b->len) {
+		a->err = -TL_ETOOBIG;
+		return;
+	}
+	if ((a->err = tl_buf_reserve(b, total)) != 0)
+		return;
+	char *p = b->data + b->len;
+	put_be32(p, 1);                /* ndim */
+	put_be32(p + 4, 0);            /* no NULLs */
+	put_be32(p + 8, oid);          /* element type */
+	put_be32(p + 12, (uint32_t)n); /* dimension length */
+	put_be32(p + 16, 1);           /* lower bound */
+	b->len += 20;
+}
+
+static void arr_bytes(struct arr *a, const void *v, uint32_t n)
+{
+	if (a->err)
+		return;
+	char *p = a->b->data + a->b->len;
+	put_be32(p, n);
+	if (n)
+		memcpy(p + 4, v, n);
+	a->b->len += 4 + (size_t)n;
+}
+
+static void arr_str(struct arr *a, struct tl_str v)
+{
+	arr_bytes(a, v.p, v.n);
+}
+
+static void arr_i64(struct arr *a, int64_t v)
+{
+	if (a->err)
+		return;
+	char *p = a->b->data + a->b->len;
+	put_be32(p, 8);
+	put_be64(p + 4, (uint64_t)v);
+	a->b->len += 12;
+}
+
+static void arr_i32(struct arr *a, int32_t v)
+{
+	if (a->err)
+		return;
+	char *p = a->b->data + a->b->len;
+	put_be32(p, 4);
+	put_be32(p + 4, (uint32_t)v);
+	a->b->len += 8;
+}
+
+static void arr_i16(struct arr *a, int16_t v)
+{
+	if (a->err)
+		return;
+	char *p = a->b->data + a->b->len;
+	uint16_t be = htobe16((uint16_t)v);
+	put_be32(p, 2);
+	memcpy(p + 4, &be, 2);
+	a->b->len += 6;
+}
+
+/* Ends the array and makes it the next parameter; returns its error. */
+static int arr_end(struct arr *a, struct params *p)
+{
+	if (a->err)
+		return a->err;
+	int i = p->n++;
+	p->v[i] = NULL;
+	p->len[i] = (int)(a->b->len - a->off);
+	p->fmt[i] = 1;
+	p->arr_off[i] = a->off;
+	return 0;
+}
+
+/* Points the array parameters into the (now final) array buffer. */
+static void params_fix(struct params *p, const struct tl_buf *b)
+{
+	for (int i = 0; i < p->n; i++)
+		if (p->arr_off[i] != SIZE_MAX)
+			p->v[i] = b->data + p->arr_off[i];
+}
+
+/* ---- results ------------------------------------------------------------- */
+
+/* A binary integer column (int2/int4/int8) as int64; NULL reads as 0. */
+static int64_t col_i64(const PGresult *r, int row, int col)
+{
+	if (PQgetisnull(r, row, col))
+		return 0;
+	const char *p = PQgetvalue(r, row, col);
+	switch (PQgetlength(r, row, col)) {
+	case 8: {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		return (int64_t)be64toh(v);
+	}
+	case 4: {
+		uint32_t v;
+		memcpy(&v, p, 4);
+		return (int32_t)be32toh(v);
+	}
+	case 2: {
+		uint16_t v;
+		memcpy(&v, p, 2);
+		return (int16_t)be16toh(v);
+	}
+	default:
+		return 0;
+	}
+}
+
+static struct tl_str col_str(const PGresult *r, int row, int col)
+{
+	return tl_str_of(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col));
+}
+
+/* ---- errors and the connection ------------------------------------------ */
+
+/* SQLSTATE → TL error. Errors that leave the session unusable (the server
+ * going away, a read-only server after failover, a prepared statement that
+ * disappeared) also mark the connection for a reconnect. */
+static int map_sqlstate(struct pg_store *s, const char *st)
+{
+	if (!st || strlen(st) != 5)
+		return -TL_EIO;
+	if (memcmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 || strcmp(st, "57P02") == 0 ||
+	    strcmp(st, "57P03") == 0 || strcmp(st, "25006") == 0 || strcmp(st, "26000") == 0 ||
+	    strcmp(st, "0A000") == 0) {
+		s->broken = true;
+		return -TL_EUNAVAIL;
+	}
+	if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "55P03") == 0 ||
+	    strcmp(st, "57014") == 0)
+		return -TL_EBUSY; /* serialization failure, deadlock, lock or statement timeout */
+	if (strcmp(st, "53100") == 0)
+		return -TL_ENOSPC;
+	if (strcmp(st, "53200") == 0)
+		return -TL_ENOMEM;
+	if (memcmp(st, "53", 2) == 0)
+		return -TL_EUNAVAIL; /* too many connections, … */
+	if (strcmp(st, "23505") == 0)
+		return -TL_EEXIST;
+	if (memcmp(st, "22", 2) == 0)
+		return -TL_EINVAL; /* data exception: bad encoding, out of range */
+	if (strcmp(st, "54000") == 0)
+		return -TL_ETOOBIG;
+	if (strcmp(st, "XX001") == 0 || strcmp(st, "XX002") == 0)
+		return -TL_ECORRUPT;
+	return -TL_EIO;
+}
+
+/* Result status → 0 or a TL error. */
+static int result_rc(struct pg_store *s, const PGresult *r)
+{
+	if (PQstatus(s->conn) == CONNECTION_BAD) {
+		s->broken = true;
+		return -TL_EUNAVAIL;
+	}
+	if (!r)
+		return -TL_ENOMEM;
+	switch (PQresultStatus(r)) {
+	case PGRES_COMMAND_OK:
+	case PGRES_TUPLES_OK:
+		return 0;
+	case PGRES_FATAL_ERROR:
+		return map_sqlstate(s, PQresultErrorField(r, PG_DIAG_SQLSTATE));
+	default:
+		return -TL_EIO;
+	}
+}
+
+static void ignore_notice(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg; /* a library does not print: NOTICEs are dropped */
+}
+
+/* Connects (or reconnects) s->conn. */
+static int reconnect(struct pg_store *s)
+{
+	PQreset(s->conn);
+	if (PQstatus(s->conn) != CONNECTION_OK) {
+		s->broken = true;
+		return -TL_EUNAVAIL;
+	}
+	memset(s->prepared, 0, sizeof(s->prepared));
+	s->broken = false;
+	return 0;
+}
+
+/* Makes sure the connection is usable. Inside a transaction a lost
+ * connection is final (its work is gone); outside, it is re-established. */
+static int ensure_conn(struct pg_store *s)
+{
+	if (!s->broken && PQstatus(s->conn) == CONNECTION_OK)
+		return 0;
+	s->broken = true;
+	if (s->in_txn)
+		return -TL_EUNAVAIL;
+	return reconnect(s);
+}
+
+static int ensure_prepared(struct pg_store *s, enum stmt_id id)
+{
+	if (s->prepared[id])
+		return 0;
+	const char *sql = stmt_sql[id];
+	if (!sql) {
+		int rc;
+		tl_buf_reset(&s->sql);
+		if (id == S_COUNTS)
+			rc = build_counts_sql(&s->sql);
+		else
+			rc = build_series_sql(&s->sql, (enum tl_metric)(id - S_SERIES));
+		rc = rc ? rc : tl_buf_putc(&s->sql, '\0');
+		if (rc)
+			return rc;
+		sql = s->sql.data;
+	}
+	char name[16];
+	snprintf(name, sizeof(name), "tl%d", (int)id);
+	PGresult *r = PQprepare(s->conn, name, sql, 0, NULL);
+	int rc = result_rc(s, r);
+	PQclear(r);
+	if (rc == 0)
+		s->prepared[id] = true;
+	return rc;
+}
+
+/* Runs prepared statement id with p (NULL = none), binary results. On 0 *out
+ * holds the result (the caller PQclear()s it). retry: the statement is safe
+ * to run twice, so a connection found lost is re-established and the
+ * statement sent once more (outside a transaction only). */
+static int pg_exec(struct pg_store *s, enum stmt_id id, struct params *p, bool retry, PGresult **out)
+{
+	*out = NULL;
+	if (p)
+		params_fix(p, &s->arrays);
+	for (int attempt = 0;; attempt++) {
+		int rc = ensure_conn(s);
+		if (rc == 0)
+			rc = ensure_prepared(s, id);
+		if (rc == 0) {
+			char name[16];
+			snprintf(name, sizeof(name), "tl%d", (int)id);
+			PGresult *r = PQexecPrepared(s->conn, name, p ? p->n : 0, p ? p->v : NULL,
+			                             p ? p->len : NULL, p ? p->fmt : NULL, 1);
+			rc = result_rc(s, r);
+			if (rc == 0) {
+				*out = r;
+				return 0;
+			}
+			PQclear(r);
+		}
+		if (rc != -TL_EUNAVAIL || !retry || s->in_txn || attempt > 0)
+			return rc;
+	}
+}
+
+/* Runs a statement and drops its result. */
+static int pg_run(struct pg_store *s, enum stmt_id id, struct params *p, bool retry)
+{
+	PGresult *r = NULL;
+	int rc = pg_exec(s, id, p, retry, &r);
+	PQclear(r);
+	return rc;
+}
+
+/* Runs constant SQL without parameters (transaction control, migrations). */
+static int pg_simple(struct pg_store *s, const char *sql, PGresult **out)
+{
+	PGresult *r = PQexec(s->conn, sql);
+	int rc = result_rc(s, r);
+	if (rc == 0 && out)
+		*out = r;
+	else
+		PQclear(r);
+	return rc;
+}
+
+/* One-row integer query; *found = whether a row came. */
+static int one_int(struct pg_store *s, enum stmt_id id, struct params *p, bool retry, int64_t *v, bool *found)
+{
+	PGresult *r = NULL;
+	int rc = pg_exec(s, id, p, retry, &r);
+	if (rc == 0) {
+		*found = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0);
+		*v = *found ? col_i64(r, 0, 0) : 0;
+	}
+	PQclear(r);
+	return rc;
+}
+
+static int meta_get(struct pg_store *s, const char *key, int64_t *v)
+{
+	struct params p;
+	params_init(&p);
+	p_text(&p, key);
+	bool found = false;
+	int rc = one_int(s, S_META_GET, &p, !s->in_txn, v, &found);
+	if (rc == 0 && !found)
+		rc = -TL_ECORRUPT;
+	return rc;
+}
+
+/* ---- opening and migrating ---------------------------------------------- */
+
+static int record_version(struct pg_store *s, const struct tl_migration *m)
+{
+	char ver[16], ms[24];
+	snprintf(ver, sizeof(ver), "%d", m->version);
+	snprintf(ms, sizeof(ms), "%" PRId64, tl_now_ms());
+	const char *v[3] = {ver, m->name, ms};
+	PGresult *r = PQexecParams(
+	    s->conn, "INSERT INTO schema_version(version,name,applied_ms) VALUES($1::int4,$2::text,$3::int8)",
+	    3, NULL, v, NULL, NULL, 0);
+	int rc = result_rc(s, r);
+	PQclear(r);
+	return rc;
+}
+
+/* Applies every migration newer than the database, each in its own
+ * transaction together with its schema_version row, under a session
+ * advisory lock: concurrent openers wait, then find nothing left to do.
+ * -TL_EUNSUPPORTED for a schema newer than this build. */
+static int migrate(struct pg_store *s)
+{
+	const int latest = tl_postgres_migrations[tl_postgres_migrations_count - 1].version;
+	int rc = pg_simple(s, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", NULL);
+	if (rc != 0)
+		return rc;
+	rc = pg_simple(s,
+	               "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER PRIMARY KEY,"
+	               " name TEXT NOT NULL, applied_ms BIGINT NOT NULL)",
+	               NULL);
+	int64_t cur = 0;
+	PGresult *r = NULL;
+	if (rc == 0 &&
+	    (rc = pg_simple(s, "SELECT COALESCE(MAX(version),0)::int8::text FROM schema_version", &r)) == 0) {
+		cur = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		PQclear(r);
+	}
+	if (rc == 0 && cur > latest)
+		rc = -TL_EUNSUPPORTED;
+	for (size_t i = 0; rc == 0 && i < tl_postgres_migrations_count; i++) {
+		const struct tl_migration *m = &tl_postgres_migrations[i];
+		if (m->version <= cur)
+			continue;
+		rc = pg_simple(s, "BEGIN", NULL);
+		rc = rc ? rc : pg_simple(s, m->sql, NULL);
+		rc = rc ? rc : record_version(s, m);
+		rc = rc ? rc : pg_simple(s, "COMMIT", NULL);
+		if (rc != 0 && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+			(void)pg_simple(s, "ROLLBACK", NULL);
+	}
+	if (PQstatus(s->conn) == CONNECTION_OK)
+		(void)pg_simple(s, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", NULL);
+	return rc;
+}
+
+static void pg_close(struct tl_store *st)
+{
+	struct pg_store *s = pg(st);
+	if (!s)
+		return;
+	PQfinish(s->conn); /* an open transaction is rolled back by the server */
+	tl_buf_free(&s->arrays);
+	tl_buf_free(&s->sql);
+	tl_hmap_free(&s->keys);
+	aggs_free(s->agg);
+	free(s);
+}
+
+/* Opens a connection. Keywords before dbname are defaults the URI may
+ * override (timeouts, keepalives that notice a dead server in ~1 min);
+ * client_encoding after it is forced: keys are exchanged as UTF-8 bytes. */
+static int pg_open(const char *uri, struct tl_store **out)
+{
+	char *perr = NULL;
+	PQconninfoOption *opts = PQconninfoParse(uri, &perr);
+	PQfreemem(perr);
+	if (!opts)
+		return -TL_EINVAL;
+	PQconninfoFree(opts);
+
+	struct pg_store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -TL_ENOMEM;
+	s->base.ops = &tl_store_postgres_ops;
+	tl_buf_init(&s->arrays, 0);
+	tl_buf_init(&s->sql, 0);
+	tl_hmap_init(&s->keys);
+	if (!(s->agg = aggs_new())) {
+		free(s);
+		return -TL_ENOMEM;
+	}
+
+	static const char *const kw[] = {"connect_timeout",           "keepalives",
+	                                 "keepalives_idle",           "keepalives_interval",
+	                                 "keepalives_count",          "tcp_user_timeout",
+	                                 "fallback_application_name", "dbname",
+	                                 "client_encoding",           NULL};
+	const char *const val[] = {"10", "1", "30", "10", "3", "60000", "tally", uri, "UTF8", NULL};
+	s->conn = PQconnectdbParams(kw, val, 1);
+	int rc = 0;
+	if (!s->conn) {
+		rc = -TL_ENOMEM;
+		goto fail;
+	}
+	PQsetNoticeProcessor(s->conn, ignore_notice, NULL);
+	if (PQstatus(s->conn) != CONNECTION_OK) {
+		rc = PQconnectionNeedsPassword(s->conn) ? -TL_EAUTH : -TL_EUNAVAIL;
+		goto fail;
+	}
+	if ((rc = migrate(s)) != 0)
+		goto fail;
+	*out = &s->base;
+	return 0;
+fail:
+	pg_close(&s->base);
+	return rc;
+}
+
+/* ---- tenants ------------------------------------------------------------ */
+
+static int pg_tenant_add(struct tl_store *st, const char *name, struct tl_tenant *t, char *api_key_out)
+{
+	(void)api_key_out;
+	struct pg_store *s = pg(st);
+	if (s->in_txn)
+		return -TL_EINVAL; /* a batch transaction is open on this connection */
+	struct params p;
+	params_init(&p);
+	p_text(&p, name);
+	p_bin(&p, t->api_key_hash, 32);
+	p_bin(&p, t->link_key, TL_KEY_BYTES);
+	p_bin(&p, t->salt, TL_KEY_BYTES);
+	p_i64(&p, t->created_ms);
+	/* Not retried: had a lost answer committed, the retry would say EEXIST. */
+	return pg_run(s, S_TENANT_ADD, &p, false);
+}
+
+static int pg_tenant_set(struct tl_store *st, const char *name, const char *key, const char *value)
+{
+	struct pg_store *s = pg(st);
+	if (s->in_txn)
+		return -TL_EINVAL;
+	struct params p;
+	params_init(&p);
+	p_text(&p, name);
+	p_text(&p, key);
+	p_text(&p, value);
+	PGresult *r = NULL;
+	int rc = pg_exec(s, S_TENANT_SET, &p, true, &r); /* setting a value twice is harmless */
+	if (rc == 0 && PQntuples(r) == 0)
+		rc = -TL_ENOTFOUND;
+	PQclear(r);
+	return rc;
+}
+
+static int cmp_setting(const void *a, const void *b)
+{
+	return strcmp(((const struct tl_tenant_setting *)a)->key, ((const struct tl_tenant_setting *)b)->key);
+}
+
+/* Parses a settings JSON object into t->settings (string values only). */
+static int parse_settings(const char *js, size_t len, struct tl_tenant *t)
+{
+	json_t *obj = json_loadb(js, len, 0, NULL);
+	if (!obj || !json_is_object(obj)) {
+		json_decref(obj);
+		return -TL_ECORRUPT;
+	}
+	size_t n = json_object_size(obj);
+	int rc = 0;
+	if (n && !(t->settings = calloc(n, sizeof(*t->settings)))) {
+		json_decref(obj);
+		return -TL_ENOMEM;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach(obj, k, v)
+	{
+		if (!json_is_string(v) || t->n_settings >= n)
+			continue;
+		struct tl_tenant_setting *e = &t->settings[t->n_settings];
+		e->key = strdup(k);
+		e->value = strdup(json_string_value(v));
+		if (!e->key || !e->value) {
+			free(e->key);
+			free(e->value);
+			e->key = e->value = NULL;
+			rc = -TL_ENOMEM;
+			break;
+		}
+		t->n_settings++;
+	}
+	json_decref(obj);
+	if (rc == 0 && t->n_settings > 1)
+		qsort(t->settings, t->n_settings, sizeof(*t->settings), cmp_setting);
+	return rc;
+}
+
+static int read_tenant(const PGresult *r, int row, struct tl_tenant *t)
+{
+	memset(t, 0, sizeof(*t));
+	struct tl_str name = col_str(r, row, 1);
+	if (name.n < 1 || name.n > TL_MAX_TENANT || PQgetlength(r, row, 2) != 32 ||
+	    PQgetlength(r, row, 3) != TL_KEY_BYTES || PQgetlength(r, row, 4) != TL_KEY_BYTES)
+		return -TL_ECORRUPT;
+	memcpy(t->name, name.p, name.n);
+	t->name[name.n] = '\0';
+	memcpy(t->api_key_hash, PQgetvalue(r, row, 2), 32);
+	memcpy(t->link_key, PQgetvalue(r, row, 3), TL_KEY_BYTES);
+	memcpy(t->salt, PQgetvalue(r, row, 4), TL_KEY_BYTES);
+	t->created_ms = col_i64(r, row, 5);
+	return parse_settings(PQgetvalue(r, row, 6), (size_t)PQgetlength(r, row, 6), t);
+}
+
+static int pg_tenants_load(struct tl_store *st, struct tl_tenant **out, size_t *n, int64_t *version)
+{
+	struct pg_store *s = pg(st);
+	PGresult *r = NULL;
+	int rc = pg_exec(s, S_TENANTS_ALL, NULL, !s->in_txn, &r);
+	if (rc != 0)
+		return rc;
+	int rows = PQntuples(r);
+	if (rows < 1) {
+		PQclear(r);
+		return -TL_ECORRUPT; /* no tenants_version row */
+	}
+	*version = col_i64(r, 0, 0);
+	size_t cnt = PQgetisnull(r, 0, 1) ? 0 : (size_t)rows;
+	struct tl_tenant *arr = calloc(cnt ? cnt : 1, sizeof(*arr));
+	size_t len = 0;
+	if (!arr)
+		rc = -TL_ENOMEM;
+	for (size_t i = 0; rc == 0 && i < cnt; i++) {
+		rc = read_tenant(r, (int)i, &arr[i]);
+		len++; /* counted even on failure: its settings are freed below */
+	}
+	PQclear(r); /* key material stays in libpq's freed memory only briefly */
+	if (rc != 0) {
+		tl_tenants_free(arr, len);
+		return rc;
+	}
+	*out = arr;
+	*n = cnt;
+	return 0;
+}
+
+static int pg_tenants_version(struct tl_store *st, int64_t *version)
+{
+	return meta_get(pg(st), "tenants_version", version);
+}
+
+/* ---- the batch transaction ---------------------------------------------- */
+
+static int pg_begin(struct tl_store *st, enum tl_source src)
+{
+	struct pg_store *s = pg(st);
+	if (s->in_txn)
+		return -TL_EINVAL;
+	int rc = 0;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if ((rc = ensure_conn(s)) != 0)
+			continue; /* one more connection attempt */
+		if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+			(void)pg_simple(s, "ROLLBACK", NULL); /* left over by an earlier failure */
+		rc = pg_simple(s, "BEGIN ISOLATION LEVEL READ COMMITTED", NULL);
+		if (rc != -TL_EUNAVAIL)
+			break; /* BEGIN is safe to resend on a fresh connection */
+	}
+	if (rc != 0)
+		return rc;
+	s->in_txn = true;
+	s->txn_err = 0;
+	s->have_seq = false;
+	s->src = (int)src;
+	s->seq = 0;
+	s->now_ms = tl_now_ms();
+	return 0;
+}
+
+/* Records the first failure inside the transaction; commit then refuses. */
+static int txn_fail(struct pg_store *s, int rc)
+{
+	if (rc != 0 && s->txn_err == 0)
+		s->txn_err = rc;
+	return rc;
+}
+
+static int txn_check(struct pg_store *s)
+{
+	if (!s->in_txn)
+		return -TL_EINVAL;
+	return s->txn_err;
+}
+
+/* Takes this transaction's batch sequence number (once): increments the seq
+ * row, which stays locked until commit, so numbers follow commit order. */
+static int take_seq(struct pg_store *s)
+{
+	if (s->have_seq)
+		return 0;
+	bool found = false;
+	int rc = one_int(s, S_SEQ_NEXT, NULL, false, &s->seq, &found);
+	if (rc == 0 && !found)
+		rc = -TL_ECORRUPT;
+	if (rc == 0)
+		s->have_seq = true;
+	return rc;
+}
+
+static uint64_t hash_strs(struct tl_str a, struct tl_str b, uint64_t salt)
+{
+	return XXH3_64bits_withSeed(b.p ? b.p : "", b.n, XXH3_64bits_withSeed(a.p ? a.p : "", a.n, salt));
+}
+
+static bool str_eq(struct tl_str a, struct tl_str b)
+{
+	return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
+}
+
+static int dedupe_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct tl_dedupe_key *a = (const struct tl_dedupe_key *)arg + idx, *b = key;
+	return str_eq(a->id, b->id) && str_eq(a->tenant, b->tenant);
+}
+
+static int pg_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size_t n, uint8_t *is_new)
+{
+	struct pg_store *s = pg(st);
+	int rc = txn_check(s);
+	if (rc != 0 || n == 0)
+		return rc;
+	if (n > INT32_MAX)
+		return txn_fail(s, -TL_ETOOBIG);
+	size_t tb = 0, ib = 0;
+	for (size_t i = 0; i < n; i++) {
+		tb += keys[i].tenant.n;
+		ib += keys[i].id.n;
+	}
+	struct params p;
+	params_init(&p);
+	p_i64(&p, s->src);
+	tl_buf_reset(&s->arrays);
+	struct arr a;
+	arr_begin(&a, &s->arrays, OID_TEXT, n, tb);
+	for (size_t i = 0; i < n; i++)
+		arr_str(&a, keys[i].tenant);
+	rc = arr_end(&a, &p);
+	arr_begin(&a, &s->arrays, OID_BYTEA, n, ib);
+	for (size_t i = 0; i < n; i++)
+		arr_str(&a, keys[i].id);
+	rc = rc ? rc : arr_end(&a, &p);
+	arr_begin(&a, &s->arrays, OID_INT8, n, 8 * n);
+	for (size_t i = 0; i < n; i++)
+		arr_i64(&a, keys[i].ts_ms);
+	rc = rc ? rc : arr_end(&a, &p);
+	if (rc != 0)
+		return txn_fail(s, rc);
+
+	PGresult *r = NULL;
+	if ((rc = pg_exec(s, S_DEDUPE, &p, false, &r)) != 0)
+		return txn_fail(s, rc);
+	memset(is_new, 0, n);
+	int rows = PQntuples(r);
+	if (rows > 0) {
+		/* keys → index, then every returned (tenant, id) marks its key new */
+		tl_hmap_clear(&s->keys);
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			int ins;
+			long x = tl_hmap_upsert(&s->keys, hash_strs(keys[i].tenant, keys[i].id, 0), &keys[i],
+			                        dedupe_eq, keys, (uint32_t)i, &ins);
+			if (x < 0)
+				rc = (int)x;
+		}
+		for (int j = 0; j < rows && rc == 0; j++) {
+			struct tl_dedupe_key k = {.tenant = col_str(r, j, 0), .id = col_str(r, j, 1)};
+			long x = tl_hmap_find(&s->keys, hash_strs(k.tenant, k.id, 0), &k, dedupe_eq, keys);
+			if (x < 0)
+				rc = -TL_ECORRUPT; /* the server returned a key we did not send */
+			else
+				is_new[x] = 1;
+		}
+	}
+	PQclear(r);
+	return txn_fail(s, rc);
+}
+
+static uint64_t unique_hash(const struct tl_unique_key *k)
+{
+	return hash_strs(k->tenant, k->campaign, hash_strs(k->recipient, TL_STR_NULL, k->kind));
+}
+
+static int unique_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct tl_unique_key *a = (const struct tl_unique_key *)arg + idx, *b = key;
+	return a->kind == b->kind && str_eq(a->recipient, b->recipient) && str_eq(a->campaign, b->campaign) &&
+	       str_eq(a->tenant, b->tenant);
+}
+
+static int pg_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t n, uint8_t *is_new)
+{
+	struct pg_store *s = pg(st);
+	int rc = txn_check(s);
+	if (rc != 0 || n == 0)
+		return rc;
+	if (n > INT32_MAX)
+		return txn_fail(s, -TL_ETOOBIG);
+	size_t tb = 0, cb = 0, rb = 0;
+	for (size_t i = 0; i < n; i++) {
+		tb += keys[i].tenant.n;
+		cb += keys[i].campaign.n;
+		rb += keys[i].recipient.n;
+	}
+	struct params p;
+	params_init(&p);
+	p_i64(&p, s->src);
+	tl_buf_reset(&s->arrays);
+	struct arr a;
+	arr_begin(&a, &s->arrays, OID_TEXT, n, tb);
+	for (size_t i = 0; i < n; i++)
+		arr_str(&a, keys[i].tenant);
+	rc = arr_end(&a, &p);
+	arr_begin(&a, &s->arrays, OID_TEXT, n, cb);
+	for (size_t i = 0; i < n; i++)
+		arr_str(&a, keys[i].campaign);
+	rc = rc ? rc : arr_end(&a, &p);
+	arr_begin(&a, &s->arrays, OID_INT2, n, 2 * n);
+	for (size_t i = 0; i < n; i++)
+		arr_i16(&a, keys[i].kind);
+	rc = rc ? rc : arr_end(&a, &p);
+	arr_begin(&a, &s->arrays, OID_BYTEA, n, rb);
+	for (size_t i = 0; i < n; i++)
+		arr_str(&a, keys[i].recipient);
+	rc = rc ? rc : arr_end(&a, &p);
+	arr_begin(&a, &s->arrays, OID_INT8, n, 8 * n);
+	for (size_t i = 0; i < n; i++)
+		arr_i64(&a, keys[i].ts_ms);
+	rc = rc ? rc : arr_end(&a, &p);
+	if (rc != 0)
+		return txn_fail(s, rc);
+
+	PGresult *r = NULL;
+	if ((rc = pg_exec(s, S_UNIQUES, &p, false, &r)) != 0)
+		return txn_fail(s, rc);
+	memset(is_new, 0, n);
+	int rows = PQntuples(r);
+	if (rows > 0) {
+		tl_hmap_clear(&s->keys);
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			int ins;
+			long x = tl_hmap_upsert(&s->keys, unique_hash(&keys[i]), &keys[i], unique_eq, keys,
+			                        (uint32_t)i, &ins);
+			if (x < 0)
+				rc = (int)x;
+		}
+		for (int j = 0; j < rows && rc == 0; j++) {
+			struct tl_unique_key k = {.tenant = col_str(r, j, 0),
+			                          .campaign = col_str(r, j, 1),
+			                          .kind = (uint8_t)col_i64(r, j, 2),
+			                          .recipient = col_str(r, j, 3)};
+			long x = tl_hmap_find(&s->keys, unique_hash(&k), &k, unique_eq, keys);
+			if (x < 0)
+				rc = -TL_ECORRUPT;
+			else
+				is_new[x] = 1;
+		}
+	}
+	PQclear(r);
+	return txn_fail(s, rc);
+}
+
+static int64_t floor_minute(int64_t ms)
+{
+	return ms - (((ms % 60000) + 60000) % 60000);
+}
+
+/* ---- counter rows folded per key (add_counts) ----------------------------- */
+
+/* The three keys a counter row is summed under: its minute bucket, its
+ * variant's totals, its campaign. */
+enum agg_level { AGG_MINUTE, AGG_VARIANT, AGG_CAMPAIGN, AGG__COUNT };
+
+struct agg {
+	uint32_t row;   /* the first input row with this key: its strings */
+	int64_t minute; /* floored (AGG_MINUTE) */
+	int64_t first, last;
+	int64_t delta[TL_M__COUNT]; /* not for AGG_CAMPAIGN */
+};
+
+struct aggset {
+	struct agg *a;
+	size_t n, cap;
+	struct tl_hmap map;
+};
+
+struct agg_probe {
+	const struct tl_count_row *r;
+	int64_t minute;
+};
+
+struct agg_cmp {
+	const struct tl_count_row *rows;
+	const struct agg *a;
+	enum agg_level level;
+};
+
+static uint64_t agg_hash(const struct tl_count_row *r, int64_t minute, enum agg_level level)
+{
+	uint64_t h = hash_strs(r->tenant, r->campaign, (uint64_t)level);
+	if (level != AGG_CAMPAIGN)
+		h = XXH3_64bits_withSeed(r->variant.p ? r->variant.p : "", r->variant.n, h);
+	if (level == AGG_MINUTE)
+		h ^= (uint64_t)minute * 0x9E3779B97F4A7C15ULL;
+	return h;
+}
+
+static int agg_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct agg_cmp *c = arg;
+	const struct agg_probe *p = key;
+	const struct agg *g = &c->a[idx];
+	const struct tl_count_row *r = &c->rows[g->row];
+	if (c->level == AGG_MINUTE && g->minute != p->minute)
+		return 0;
+	if (c->level != AGG_CAMPAIGN && !str_eq(r->variant, p->r->variant))
+		return 0;
+	return str_eq(r->campaign, p->r->campaign) && str_eq(r->tenant, p->r->tenant);
+}
+
+static struct aggset *aggs_new(void)
+{
+	struct aggset *g = calloc(AGG__COUNT, sizeof(*g));
+	for (int l = 0; g && l < AGG__COUNT; l++)
+		tl_hmap_init(&g[l].map);
+	return g;
+}
+
+static void aggs_free(struct aggset *g)
+{
+	for (int l = 0; g && l < AGG__COUNT; l++) {
+		free(g[l].a);
+		tl_hmap_free(&g[l].map);
+	}
+	free(g);
+}
+
+/* Sums rows[] per key at every level into s->agg[]. */
+static int fold_rows(struct pg_store *s, const struct tl_count_row *rows, size_t n)
+{
+	/* Strings over what one array parameter can carry fail before being read. */
+	size_t bytes = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct tl_count_row *r = &rows[i];
+		bytes += (size_t)r->tenant.n + r->campaign.n + r->variant.n;
+		if (bytes > INT_MAX / 2)
+			return -TL_ETOOBIG;
+	}
+	for (int l = 0; l < AGG__COUNT; l++) {
+		struct aggset *g = &s->agg[l];
+		if (g->cap < n) {
+			struct agg *na = realloc(g->a, n * sizeof(*na));
+			if (!na)
+				return -TL_ENOMEM;
+			g->a = na;
+			g->cap = n;
+		}
+		g->n = 0;
+		tl_hmap_clear(&g->map);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct tl_count_row *r = &rows[i];
+		struct agg_probe pr = {r, floor_minute(r->minute_ms)};
+		/* Rows without event times take their minute, as in the SQLite backend. */
+		int64_t first = r->first_ts_ms ? r->first_ts_ms : r->minute_ms;
+		int64_t last = r->last_ts_ms ? r->last_ts_ms : r->minute_ms;
+		for (int l = 0; l < AGG__COUNT; l++) {
+			struct aggset *g = &s->agg[l];
+			struct agg_cmp cmp = {rows, g->a, (enum agg_level)l};
+			int ins = 0;
+			long x = tl_hmap_upsert(&g->map, agg_hash(r, pr.minute, (enum agg_level)l), &pr,
+			                        agg_eq, &cmp, (uint32_t)g->n, &ins);
+			if (x < 0)
+				return (int)x;
+			struct agg *a = &g->a[x];
+			if (ins) {
+				a->row = (uint32_t)i;
+				a->minute = pr.minute;
+				a->first = first;
+				a->last = last;
+				if (l != AGG_CAMPAIGN)
+					memcpy(a->delta, r->delta, sizeof(a->delta));
+				g->n++;
+				continue;
+			}
+			a->first = first < a->first ? first : a->first;
+			a->last = last > a->last ? last : a->last;
+			for (int k = 0; l != AGG_CAMPAIGN && k < TL_M__COUNT; k++)
+				if (__builtin_add_overflow(a->delta[k], r->delta[k], &a->delta[k]))
+					return -TL_ETOOBIG;
+		}
+	}
+	return 0;
+}
+
+/* Appends the arrays of one level's folded rows to p: the key columns
+ * (tenant, campaign[, minute][, variant]), the metrics unless campaign
+ * level, first_ms, last_ms. */
+static int put_agg_arrays(struct pg_store *s, const struct tl_count_row *rows, enum agg_level l,
+                          struct params *p)
+{
+	const struct aggset *g = &s->agg[l];
+	size_t n = g->n, tb = 0, cb = 0, vb = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct tl_count_row *r = &rows[g->a[i].row];
+		tb += r->tenant.n;
+		cb += r->campaign.n;
+		vb += r->variant.n;
+	}
+	struct arr a;
+	arr_begin(&a, &s->arrays, OID_TEXT, n, tb);
+	for (size_t i = 0; i < n; i++)
+		arr_str(&a, rows[g->a[i].row].tenant);
+	int rc = arr_end(&a, p);
+	arr_begin(&a, &s->arrays, OID_TEXT, n, cb);
+	for (size_t i = 0; i < n; i++)
+		arr_str(&a, rows[g->a[i].row].campaign);
+	rc = rc ? rc : arr_end(&a, p);
+	if (l == AGG_MINUTE) {
+		arr_begin(&a, &s->arrays, OID_INT8, n, 8 * n);
+		for (size_t i = 0; i < n; i++)
+			arr_i64(&a, g->a[i].minute);
+		rc = rc ? rc : arr_end(&a, p);
+	}
+	if (l != AGG_CAMPAIGN) {
+		arr_begin(&a, &s->arrays, OID_TEXT, n, vb);
+		for (size_t i = 0; i < n; i++)
+			arr_str(&a, rows[g->a[i].row].variant);
+		rc = rc ? rc : arr_end(&a, p);
+		for (int k = 0; k < TL_M__COUNT; k++) {
+			arr_begin(&a, &s->arrays, OID_INT8, n, 8 * n);
+			for (size_t i = 0; i < n; i++)
+				arr_i64(&a, g->a[i].delta[k]);
+			rc = rc ? rc : arr_end(&a, p);
+		}
+	}
+	arr_begin(&a, &s->arrays, OID_INT8, n, 8 * n);
+	for (size_t i = 0; i < n; i++)
+		arr_i64(&a, g->a[i].first);
+	rc = rc ? rc : arr_end(&a, p);
+	arr_begin(&a, &s->arrays, OID_INT8, n, 8 * n);
+	for (size_t i = 0; i < n; i++)
+		arr_i64(&a, g->a[i].last);
+	return rc ? rc : arr_end(&a, p);
+}
+
+static int pg_add_counts(struct tl_store *st, const struct tl_count_row *rows, size_t n)
+{
+	struct pg_store *s = pg(st);
+	int rc = txn_check(s);
+	if (rc != 0 || n == 0)
+		return rc;
+	if (n > INT32_MAX)
+		return txn_fail(s, -TL_ETOOBIG);
+	if ((rc = fold_rows(s, rows, n)) != 0 || (rc = take_seq(s)) != 0)
+		return txn_fail(s, rc);
+	struct params p;
+	params_init(&p);
+	p_i64(&p, s->src);
+	p_i64(&p, s->now_ms);
+	p_i64(&p, s->seq);
+	tl_buf_reset(&s->arrays);
+	for (int l = 0; l < AGG__COUNT && rc == 0; l++)
+		rc = put_agg_arrays(s, rows, (enum agg_level)l, &p);
+	if (rc == 0)
+		rc = pg_run(s, S_COUNTS, &p, false);
+	return txn_fail(s, rc);
+}
+
+/* Whether entry i is given again later in o[] (then the later one wins, as
+ * with one upsert per entry: one statement may not update a row twice). */
+static bool superseded(const struct tl_offset *o, size_t n, size_t i)
+{
+	for (size_t j = i + 1; j < n; j++)
+		if (o[j].partition == o[i].partition && strcmp(o[j].topic, o[i].topic) == 0)
+			return true;
+	return false;
+}
+
+static int pg_offsets_set(struct tl_store *st, const char *consumer, const struct tl_offset *o, size_t n)
+{
+	struct pg_store *s = pg(st);
+	int rc = txn_check(s);
+	if (rc != 0 || n == 0)
+		return rc;
+	if (n > 4096)
+		return txn_fail(s, -TL_ETOOBIG); /* partitions of one consumer: a handful */
+	uint8_t keep[4096];
+	size_t m = 0, tb = 0;
+	for (size_t i = 0; i < n; i++) {
+		keep[i] = !superseded(o, n, i);
+		if (keep[i]) {
+			m++;
+			tb += strlen(o[i].topic);
+		}
+	}
+	struct params p;
+	params_init(&p);
+	p_text(&p, consumer);
+	tl_buf_reset(&s->arrays);
+	struct arr a;
+	arr_begin(&a, &s->arrays, OID_TEXT, m, tb);
+	for (size_t i = 0; i < n; i++)
+		if (keep[i])
+			arr_bytes(&a, o[i].topic, (uint32_t)strlen(o[i].topic));
+	rc = arr_end(&a, &p);
+	arr_begin(&a, &s->arrays, OID_INT4, m, 4 * m);
+	for (size_t i = 0; i < n; i++)
+		if (keep[i])
+			arr_i32(&a, o[i].partition);
+	rc = rc ? rc : arr_end(&a, &p);
+	arr_begin(&a, &s->arrays, OID_INT8, m, 8 * m);
+	for (size_t i = 0; i < n; i++)
+		if (keep[i])
+			arr_i64(&a, (int64_t)o[i].next);
+	rc = rc ? rc : arr_end(&a, &p);
+	if (rc == 0)
+		rc = pg_run(s, S_OFFSETS_SET, &p, false);
+	return txn_fail(s, rc);
+}
+
+/* Ends the transaction on the server (when there still is one) and locally. */
+static void pg_rollback(struct tl_store *st)
+{
+	struct pg_store *s = pg(st);
+	if (!s->broken && PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+		(void)pg_simple(s, "ROLLBACK", NULL);
+	s->in_txn = false;
+	s->txn_err = 0;
+	s->have_seq = false;
+}
+
+static int pg_commit(struct tl_store *st)
+{
+	struct pg_store *s = pg(st);
+	if (!s->in_txn)
+		return -TL_EINVAL;
+	int rc = s->txn_err;
+	PGresult *r = NULL;
+	if (rc == 0 && (rc = pg_simple(s, "COMMIT", &r)) == 0) {
+		/* COMMIT of a transaction the server had aborted answers ROLLBACK. */
+		if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
+			rc = -TL_EIO;
+		PQclear(r);
+	}
+	if (rc != 0) {
+		pg_rollback(st);
+		return rc;
+	}
+	s->in_txn = false;
+	s->have_seq = false;
+	return 0;
+}
+
+static int pg_offset_get(struct tl_store *st, const char *consumer, const char *topic, int partition,
+                         uint64_t *next)
+{
+	struct pg_store *s = pg(st);
+	struct params p;
+	params_init(&p);
+	p_text(&p, consumer);
+	p_text(&p, topic);
+	p_i64(&p, partition);
+	int64_t v = 0;
+	bool found = false;
+	int rc = one_int(s, S_OFFSET_GET, &p, !s->in_txn, &v, &found);
+	if (rc == 0)
+		*next = found && v > 0 ? (uint64_t)v : 0;
+	return s->in_txn ? txn_fail(s, rc) : rc;
+}
+
+static int pg_prune_dedupe(struct tl_store *st, int64_t before_ms)
+{
+	/* In chunks, each its own transaction when outside a batch, so that a
+	 * large prune never holds many row locks for long. */
+	struct pg_store *s = pg(st);
+	if (s->in_txn && s->txn_err)
+		return s->txn_err;
+	for (;;) {
+		struct params p;
+		params_init(&p);
+		p_i64(&p, before_ms);
+		p_i64(&p, PRUNE_CHUNK);
+		PGresult *r = NULL;
+		int rc = pg_exec(s, S_PRUNE, &p, !s->in_txn, &r);
+		if (rc != 0)
+			return s->in_txn ? txn_fail(s, rc) : rc;
+		long deleted = strtol(PQcmdTuples(r), NULL, 10);
+		PQclear(r);
+		if (deleted < PRUNE_CHUNK)
+			return 0;
+	}
+}
+
+static int pg_clear_source(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms)
+{
+	struct pg_store *s = pg(st);
+	int rc = txn_check(s);
+	if (rc == 0)
+		rc = take_seq(s);
+	static const enum stmt_id steps[] = {
+	    S_CLR_TOTALS_DEL, S_CLR_TOTALS_INS, S_CLR_CAMPAIGNS_DEL, S_CLR_CAMPAIGNS_INS,
+	    S_CLR_COUNTS,     S_CLR_DEDUPE,     S_CLR_UNIQUES,
+	};
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]) && rc == 0; i++) {
+		struct params p;
+		params_init(&p);
+		p_i64(&p, (int)src);
+		p_i64(&p, from_ms);
+		p_i64(&p, to_ms);
+		if (steps[i] == S_CLR_TOTALS_INS || steps[i] == S_CLR_CAMPAIGNS_INS) {
+			p_i64(&p, s->now_ms);
+			p_i64(&p, s->seq);
+		}
+		rc = pg_run(s, steps[i], &p, false);
+	}
+	return txn_fail(s, rc);
+}
+
+/* ---- queries ------------------------------------------------------------ */
+
+static void read_counts(const PGresult *r, int row, int col, int64_t counts[TL_M__COUNT])
+{
+	for (int k = 0; k < TL_M__COUNT; k++)
+		counts[k] = col_i64(r, row, col + k);
+}
+
+static int pg_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
+                        tl_campaign_fn fn, void *arg)
+{
+	struct pg_store *s = pg(st);
+	struct params p;
+	params_init(&p);
+	p_i64(&p, (int)src);
+	p_text(&p, tenant);
+	p_i64(&p, since_seq);
+	PGresult *r = NULL;
+	int rc = pg_exec(s, S_CAMPAIGNS_LIST, &p, !s->in_txn, &r);
+	if (rc != 0)
+		return rc;
+	int rows = PQntuples(r);
+	for (int i = 0; i < rows && rc == 0; i++) {
+		struct tl_campaign_summary c = {
+		    .campaign = PQgetvalue(r, i, 0), /* binary text is NUL-terminated by libpq */
+		    .first_ms = col_i64(r, i, 1),
+		    .last_ms = col_i64(r, i, 2),
+		    .updated_ms = col_i64(r, i, 3),
+		    .seq = col_i64(r, i, 4),
+		};
+		read_counts(r, i, 5, c.counts);
+		rc = fn(arg, &c);
+	}
+	PQclear(r);
+	return rc;
+}
+
+static int pg_campaign(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
+                       const char *variant, struct tl_campaign_summary *out)
+{
+	struct pg_store *s = pg(st);
+	struct params p;
+	params_init(&p);
+	p_i64(&p, (int)src);
+	p_text(&p, tenant);
+	p_text(&p, campaign);
+	if (variant)
+		p_text(&p, variant);
+	PGresult *r = NULL;
+	int rc = pg_exec(s, variant ? S_CAMPAIGN_VARIANT : S_CAMPAIGN_ALL, &p, !s->in_txn, &r);
+	if (rc != 0)
+		return rc;
+	if (PQntuples(r) > 0 && col_i64(r, 0, 4) > 0) {
+		memset(out, 0, sizeof(*out));
+		out->campaign = campaign;
+		out->first_ms = col_i64(r, 0, 0);
+		out->last_ms = col_i64(r, 0, 1);
+		out->updated_ms = col_i64(r, 0, 2);
+		out->seq = col_i64(r, 0, 3);
+		read_counts(r, 0, 5, out->counts);
+	} else {
+		rc = -TL_ENOTFOUND;
+	}
+	PQclear(r);
+	return rc;
+}
+
+static int pg_series(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
+                     const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms,
+                     int64_t to_ms, tl_point_fn fn, void *arg)
+{
+	struct pg_store *s = pg(st);
+	struct params p;
+	params_init(&p);
+	p_i64(&p, (int)src);
+	p_text(&p, tenant);
+	p_text(&p, campaign);
+	p_i64(&p, granularity_s * 1000);
+	p_i64(&p, from_ms);
+	p_i64(&p, to_ms);
+	p_text(&p, variant);
+	PGresult *r = NULL;
+	int rc = pg_exec(s, (enum stmt_id)(S_SERIES + (int)m), &p, !s->in_txn, &r);
+	if (rc != 0)
+		return rc;
+	int rows = PQntuples(r);
+	for (int i = 0; i < rows && rc == 0; i++)
+		rc = fn(arg, col_i64(r, i, 0), col_i64(r, i, 1));
+	PQclear(r);
+	return rc;
+}
+
+static int pg_last_seq(struct tl_store *st, int64_t *seq)
+{
+	return meta_get(pg(st), "seq", seq);
+}
+
+const struct tl_store_ops tl_store_postgres_ops = {
+    .scheme = "postgres",
+    .open = pg_open,
+    .close = pg_close,
+    .tenant_add = pg_tenant_add,
+    .tenant_set = pg_tenant_set,
+    .tenants_load = pg_tenants_load,
+    .tenants_version = pg_tenants_version,
+    .begin = pg_begin,
+    .dedupe = pg_dedupe,
+    .uniques = pg_uniques,
+    .add_counts = pg_add_counts,
+    .offsets_set = pg_offsets_set,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .offset_get = pg_offset_get,
+    .prune_dedupe = pg_prune_dedupe,
+    .clear_source = pg_clear_source,
+    .campaigns = pg_campaigns,
+    .campaign = pg_campaign,
+    .series = pg_series,
+    .last_seq = pg_last_seq,
+};
+
+/* The same backend under the URI scheme "postgresql://". */
+const struct tl_store_ops tl_store_postgresql_ops = {
+    .scheme = "postgresql",
+    .open = pg_open,
+    .close = pg_close,
+    .tenant_add = pg_tenant_add,
+    .tenant_set = pg_tenant_set,
+    .tenants_load = pg_tenants_load,
+    .tenants_version = pg_tenants_version,
+    .begin = pg_begin,
+    .dedupe = pg_dedupe,
+    .uniques = pg_uniques,
+    .add_counts = pg_add_counts,
+    .offsets_set = pg_offsets_set,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .offset_get = pg_offset_get,
+    .prune_dedupe = pg_prune_dedupe,
+    .clear_source = pg_clear_source,
+    .campaigns = pg_campaigns,
+    .campaign = pg_campaign,
+    .series = pg_series,
+    .last_seq = pg_last_seq,
+};
