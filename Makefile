@@ -5,7 +5,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all deps build build-asan run test unit chaos bench fuzz format clean
+.PHONY: all deps build build-asan run test chaos bench fuzz format clean
 
 all: build
 
@@ -44,3 +44,7 @@ format:
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)
+
+# Coverage-guided fuzzing with clang's libFuzzer (scripts/fuzz.sh TARGET SECONDS).
+fuzz: deps
+	scripts/fuzz.sh $(ARGS)

@@ -44,7 +44,7 @@ int tl_demo_first_start(struct tl_wired *w)
 			       .campaign = TL_STR("welcome"),
 			       .recipient = TL_STR("r-1")};
 	rc = tl_link_url(&tok, t.link_key, sizeof t.link_key, base, &url);
-	tl_tenants_free(&t, 0);
+	/* a new tenant has no settings: nothing to free */
 	if (rc) {
 		tl_buf_free(&url);
 		return 1;

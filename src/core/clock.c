@@ -123,6 +123,11 @@ int tl_time_parse_iso(const char *s, size_t len, int64_t *ms_out)
 
 static size_t format(int64_t ms, char *buf, size_t cap, int with_ms)
 {
+	/* clamp to years 0001..9999 so the arithmetic below cannot overflow */
+	if (ms < -62135596800000LL)
+		ms = -62135596800000LL;
+	if (ms > 253402300799999LL)
+		ms = 253402300799999LL;
 	int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
 	int64_t msr = ms - secs * 1000;
 	int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
