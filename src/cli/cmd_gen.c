@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct gen_cfg {
 	char *collector;
@@ -120,10 +121,22 @@ static void on_progress(void *arg, const struct tl_gen_progress *p)
 	}
 }
 
-/* Writes text to path through a temporary file and a rename, so a reader
- * never sees half a file. */
+/* Writes text to path. A regular file (or a new one) is written through a
+ * temporary file and a rename, so a reader never sees half of it; anything
+ * else that exists (/dev/stdout, /dev/null, a FIFO) is written in place —
+ * renaming over it would replace the device or pipe with a file. */
 static int write_file(const char *path, const char *text, size_t n)
 {
+	struct stat sb;
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		FILE *f = fopen(path, "w");
+		int ok = f && fwrite(text, 1, n, f) == n;
+		if (f && fclose(f))
+			ok = 0;
+		if (!ok)
+			fprintf(stderr, "tally gen: --out %s: %s\n", path, strerror(errno));
+		return ok ? 0 : -1;
+	}
 	size_t tl = strlen(path) + 8;
 	char *tmp = malloc(tl);
 	if (!tmp)
@@ -253,7 +266,7 @@ int tl_cmd_gen(int argc, char **argv)
 		fprintf(stderr, "tally gen: %s%s%s\n", tl_strerror(rc), err[0] ? ": " : "", err);
 	if (tl_gen_truth_json(g, &out))
 		goto oom;
-	if (*c.out) {
+	if (*c.out && strcmp(c.out, "-") != 0) {
 		if (write_file(c.out, out.data, out.len))
 			rc = rc ? rc : -TL_EIO;
 	} else if (fwrite(out.data, 1, out.len, stdout) != out.len || fflush(stdout)) {
