@@ -370,6 +370,87 @@ static void test_deadlock_is_busy(void **state)
 	tl_store_close(b);
 }
 
+/* ---- measurement (printed, not asserted) -------------------------------- */
+
+static double secs_since(int64_t t0)
+{
+	return (double)(tl_mono_ns() - t0) / 1e9;
+}
+
+/* DESIGN.md §7's reference, PostgreSQL 15 upserting 1,000 rows per
+ * transaction through unnest, into a two-column table, measured in the same
+ * run as tally's 1,000-row counter transactions (23 columns, plus the totals
+ * and campaign upserts), alternating so both see the same machine load. */
+static void test_measure_vs_reference(void **state)
+{
+	struct fx *f = *state;
+	char *q = strchr(f->uri, '?');
+	*q = '\0';
+	PGconn *c = connect_db(f->uri);
+	*q = '?';
+	assert_non_null(c);
+	PGresult *r = PQexec(c, "CREATE TABLE ref(k TEXT PRIMARY KEY, n BIGINT NOT NULL)");
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+	r = PQprepare(c, "up",
+	              "INSERT INTO ref AS x SELECT * FROM unnest($1::text[],$2::int8[])"
+	              " ON CONFLICT (k) DO UPDATE SET n=x.n+EXCLUDED.n",
+	              0, NULL);
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+
+	enum { ROWS = 1000, ROUNDS = 20 };
+	static char keys[ROWS * 16 + 4], ones[ROWS * 2 + 4];
+	size_t kl = 0, ol = 0;
+	keys[kl++] = ones[ol++] = '{';
+	for (int i = 0; i < ROWS; i++) {
+		kl += (size_t)snprintf(keys + kl, sizeof(keys) - kl, "%sk%d", i ? "," : "", i);
+		ol += (size_t)snprintf(ones + ol, sizeof(ones) - ol, "%s1", i ? "," : "");
+	}
+	keys[kl++] = ones[ol++] = '}';
+
+	struct tl_count_row *rows = calloc(ROWS, sizeof(*rows));
+	char(*camp)[16] = calloc(ROWS, 16);
+	assert_true(rows && camp);
+	for (int i = 0; i < ROWS; i++) {
+		int l = snprintf(camp[i], 16, "c-%d", i / 2);
+		rows[i].tenant = TL_STR("acme");
+		rows[i].campaign = tl_str_of(camp[i], (size_t)l);
+		rows[i].variant = i % 2 ? TL_STR("A") : TL_STR("B");
+		rows[i].minute_ms = T0;
+		rows[i].delta[TL_M_SENT] = 1;
+		rows[i].delta[TL_M_OPENS] = 2;
+	}
+	double ref_s = 0, ours_s = 0;
+	for (int round = 0; round < ROUNDS; round++) {
+		int64_t t0 = tl_mono_ns();
+		const char *v[2] = {keys, ones};
+		r = PQexec(c, "BEGIN");
+		PQclear(r);
+		r = PQexecPrepared(c, "up", 2, v, NULL, NULL, 0);
+		assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+		PQclear(r);
+		r = PQexec(c, "COMMIT");
+		PQclear(r);
+		ref_s += secs_since(t0);
+
+		t0 = tl_mono_ns();
+		assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
+		assert_int_equal(tl_store_add_counts(f->st, rows, ROWS), 0);
+		assert_int_equal(tl_store_commit(f->st), 0);
+		ours_s += secs_since(t0);
+	}
+	PQfinish(c);
+	struct tl_campaign_summary s;
+	assert_int_equal(tl_store_campaign(f->st, TL_SOURCE_REALTIME, "acme", "c-7", NULL, &s), 0);
+	assert_int_equal(s.counts[TL_M_OPENS], 2 * 2 * ROUNDS);
+	print_message("1,000-row upsert transactions, same run: reference (2 columns) %.0f rows/s,"
+	              " tally counters (minute + totals + campaigns) %.0f rows/s, ratio %.2f\n",
+	              ROWS * ROUNDS / ref_s, ROWS * ROUNDS / ours_s, ref_s / ours_s);
+	free(rows);
+	free(camp);
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 static void rm_rf(const char *dir)
@@ -434,6 +515,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_restart_between_batches, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_server_down_then_up, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_deadlock_is_busy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_measure_vs_reference, setup, teardown),
 	};
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
 		tests[n++] = own[i];
