@@ -148,8 +148,8 @@ static int run_opts(struct fx *f, const char *provider, const char *body, size_t
 	tl_arena_reset(&f->a);
 	f->req.body = body;
 	f->req.len = len;
-	int rc = tl_wh_handle_opts(provider, strlen(provider), &f->req, &f->out, &f->status, f->err, sizeof f->err,
-				   verify);
+	int rc = tl_wh_handle_opts(provider, strlen(provider), &f->req, &f->out, &f->status, f->err,
+	                           sizeof f->err, verify);
 	assert_int_equal(rc == 0, f->status == 200);
 	if (rc) {
 		assert_int_equal(f->out.n, 0);
@@ -236,11 +236,12 @@ static void test_no_credential_401(void **state)
 	struct fx *f = *state;
 	settings(f, NULL);
 	const char *bodies[][2] = {
-		{"sendgrid", "[]"},
-		{"ses", "{\"Type\":\"Notification\",\"Message\":\"{}\"}"},
-		{"mailgun", "{\"signature\":{\"timestamp\":\"1\",\"token\":\"t\",\"signature\":\"00\"},\"event-data\":{}}"},
-		{"postmark", "{}"},
-		{"sparkpost", "[]"},
+	    {"sendgrid", "[]"},
+	    {"ses", "{\"Type\":\"Notification\",\"Message\":\"{}\"}"},
+	    {"mailgun",
+	     "{\"signature\":{\"timestamp\":\"1\",\"token\":\"t\",\"signature\":\"00\"},\"event-data\":{}}"},
+	    {"postmark", "{}"},
+	    {"sparkpost", "[]"},
 	};
 	for (size_t i = 0; i < 5; i++) {
 		assert_int_equal(run(f, bodies[i][0], bodies[i][1]), -TL_EAUTH);
@@ -265,10 +266,13 @@ static void test_arena_cap_413(void **state)
 	tl_buf_init(&b, 0);
 	assert_int_equal(tl_buf_putc(&b, '['), 0);
 	for (int i = 0; i < 200; i++)
-		assert_int_equal(tl_buf_printf(&b, "%s{\"event\":\"delivered\",\"email\":\"a%d@x.io\",\"timestamp\":1700000000,"
-						   "\"category\":\"c\",\"sg_event_id\":\"e%d\"}",
-					   i ? "," : "", i, i),
-				 0);
+		assert_int_equal(
+		    tl_buf_printf(
+		        &b,
+		        "%s{\"event\":\"delivered\",\"email\":\"a%d@x.io\",\"timestamp\":1700000000,"
+		        "\"category\":\"c\",\"sg_event_id\":\"e%d\"}",
+		        i ? "," : "", i, i),
+		    0);
 	assert_int_equal(tl_buf_putc(&b, ']'), 0);
 	tl_arena_reset(&small);
 	f->req.body = b.data;
@@ -290,8 +294,9 @@ static void test_sendgrid_sample_batch(void **state)
 	settings(f, "sendgrid_verify", "false", NULL);
 	char *body = sample("sendgrid-event-batch.json", NULL);
 	assert_int_equal(run(f, "sendgrid", body), 0);
-	static const uint8_t want[] = {TL_EV_SENT,   TL_EV_DEFERRED,	TL_EV_DELIVERED,   TL_EV_OPEN,	      TL_EV_CLICK,
-				       TL_EV_BOUNCED, TL_EV_DROPPED, TL_EV_UNSUBSCRIBE, TL_EV_UNSUBSCRIBE};
+	static const uint8_t want[] = {TL_EV_SENT,    TL_EV_DEFERRED,    TL_EV_DELIVERED,
+	                               TL_EV_OPEN,    TL_EV_CLICK,       TL_EV_BOUNCED,
+	                               TL_EV_DROPPED, TL_EV_UNSUBSCRIBE, TL_EV_UNSUBSCRIBE};
 	assert_int_equal(f->out.n, sizeof want);
 	for (size_t i = 0; i < f->out.n; i++) {
 		const struct tl_event *ev = &f->out.events[i];
@@ -325,25 +330,30 @@ static void test_sendgrid_fields(void **state)
 	struct fx *f = *state;
 	settings(f, "sendgrid_verify", "false", NULL);
 	const char *body =
-		"[{\"event\":\"bounce\",\"type\":\"blocked\",\"email\":\"A@X.io\",\"timestamp\":1700000000,"
-		"\"category\":[\"spring\",\"other\"],\"sg_event_id\":\"e1\"},"
-		"{\"event\":\"open\",\"sg_machine_open\":true,\"email\":\"a@x.io\",\"timestamp\":1700000001,"
-		"\"category\":\"cat\",\"tally_campaign\":\"sale\",\"tally_variant\":\"B\",\"tally_recipient\":\"user-42\","
-		"\"sg_event_id\":\"e2\"},"
-		"{\"event\":\"delivered\",\"email\":\"a@x.io\",\"timestamp\":1700000002,\"category\":\"c\"},"
-		"\"not an object\","
-		"{\"email\":\"a@x.io\",\"timestamp\":1700000003,\"category\":\"c\",\"sg_event_id\":\"e4\"},"
-		"{\"event\":\"delivered\",\"email\":7,\"timestamp\":1700000004,\"category\":\"c\",\"sg_event_id\":\"e5\"},"
-		"{\"event\":\"delivered\",\"email\":\"a@x.io\",\"timestamp\":\"yesterday\",\"category\":\"c\",\"sg_event_id\":\"e6\"},"
-		"{\"event\":\"delivered\",\"email\":\"a@x.io\",\"timestamp\":1e30,\"category\":\"c\",\"sg_event_id\":\"e7\"},"
-		"{\"event\":\"deferred\",\"email\":\"a@x.io\",\"timestamp\":1700000008,\"category\":[],\"marketing_campaign_name\":\"mc\","
-		"\"sg_event_id\":9}]";
+	    "[{\"event\":\"bounce\",\"type\":\"blocked\",\"email\":\"A@X.io\",\"timestamp\":1700000000,"
+	    "\"category\":[\"spring\",\"other\"],\"sg_event_id\":\"e1\"},"
+	    "{\"event\":\"open\",\"sg_machine_open\":true,\"email\":\"a@x.io\",\"timestamp\":1700000001,"
+	    "\"category\":\"cat\",\"tally_campaign\":\"sale\",\"tally_variant\":\"B\",\"tally_recipient\":"
+	    "\"user-42\","
+	    "\"sg_event_id\":\"e2\"},"
+	    "{\"event\":\"delivered\",\"email\":\"a@x.io\",\"timestamp\":1700000002,\"category\":\"c\"},"
+	    "\"not an object\","
+	    "{\"email\":\"a@x.io\",\"timestamp\":1700000003,\"category\":\"c\",\"sg_event_id\":\"e4\"},"
+	    "{\"event\":\"delivered\",\"email\":7,\"timestamp\":1700000004,\"category\":\"c\",\"sg_event_"
+	    "id\":\"e5\"},"
+	    "{\"event\":\"delivered\",\"email\":\"a@x.io\",\"timestamp\":\"yesterday\",\"category\":\"c\","
+	    "\"sg_event_id\":\"e6\"},"
+	    "{\"event\":\"delivered\",\"email\":\"a@x.io\",\"timestamp\":1e30,\"category\":\"c\",\"sg_event_"
+	    "id\":\"e7\"},"
+	    "{\"event\":\"deferred\",\"email\":\"a@x.io\",\"timestamp\":1700000008,\"category\":[],"
+	    "\"marketing_campaign_name\":\"mc\","
+	    "\"sg_event_id\":9}]";
 	assert_int_equal(run(f, "sendgrid", body), 0);
 	assert_int_equal(f->out.n, 4);
 	const struct tl_event *ev = &f->out.events[0];
 	assert_int_equal(ev->type, TL_EV_BOUNCED);
 	assert_int_equal(ev->bounce_class, TL_BOUNCE_BLOCK);
-	assert_str(ev->campaign, "spring"); /* category array: the first */
+	assert_str(ev->campaign, "spring");      /* category array: the first */
 	assert_rcpt(f, ev->recipient, "a@x.io"); /* addresses are lowercased before hashing */
 	ev = &f->out.events[1];
 	assert_int_equal(ev->type, TL_EV_OPEN);
@@ -385,20 +395,21 @@ static void test_sendgrid_limits(void **state)
 	struct tl_buf b;
 	tl_buf_init(&b, 0);
 	assert_int_equal(
-		tl_buf_printf(&b,
-			      "[{\"event\":\"click\",\"email\":\"a@x.io\",\"timestamp\":1700000000,\"camp\":\"ok\","
-			      "\"sg_event_id\":\"%s\",\"url\":\"https://x.io/%s\",\"useragent\":\"%s\","
-			      "\"huge\":123456789012345678901234567890},"
-			      "{\"event\":\"click\",\"email\":\"a@x.io\",\"timestamp\":1700000000,\"camp\":\"%s\","
-			      "\"sg_event_id\":\"x\"},"
-			      "{\"event\":\"click\",\"email\":\"a@x.io\",\"timestamp\":1700000000,\"camp\":\"%.*s\","
-			      "\"sg_event_id\":\"y\"}]",
-			      id, big, big, camp, TL_MAX_CAMPAIGN, camp),
-		0);
+	    tl_buf_printf(
+	        &b,
+	        "[{\"event\":\"click\",\"email\":\"a@x.io\",\"timestamp\":1700000000,\"camp\":\"ok\","
+	        "\"sg_event_id\":\"%s\",\"url\":\"https://x.io/%s\",\"useragent\":\"%s\","
+	        "\"huge\":123456789012345678901234567890},"
+	        "{\"event\":\"click\",\"email\":\"a@x.io\",\"timestamp\":1700000000,\"camp\":\"%s\","
+	        "\"sg_event_id\":\"x\"},"
+	        "{\"event\":\"click\",\"email\":\"a@x.io\",\"timestamp\":1700000000,\"camp\":\"%.*s\","
+	        "\"sg_event_id\":\"y\"}]",
+	        id, big, big, camp, TL_MAX_CAMPAIGN, camp),
+	    0);
 	assert_int_equal(run_opts(f, "sendgrid", b.data, b.len, true), 0);
 	assert_int_equal(f->out.n, 2);
 	const struct tl_event *ev = &f->out.events[0];
-	assert_int_equal(ev->url.n, 0);			   /* over TL_MAX_URL: dropped, the click still counts */
+	assert_int_equal(ev->url.n, 0); /* over TL_MAX_URL: dropped, the click still counts */
 	assert_int_equal(ev->user_agent.n, TL_MAX_USER_AGENT); /* cut */
 	assert_true(ev->id.n <= TL_MAX_ID);
 	assert_true(memcmp(ev->id.p, "sendgrid-h-", 11) == 0); /* too long: its hash, still deterministic */
@@ -417,10 +428,11 @@ static void test_sendgrid_malformed(void **state)
 		assert_int_equal(f->status, 400);
 	}
 	const char utf8[] = "[{\"event\":\"delivered\",\"email\":\"a\xff\xfe@x.io\",\"timestamp\":1700000000,"
-			    "\"category\":\"c\",\"sg_event_id\":\"e\"}]";
+	                    "\"category\":\"c\",\"sg_event_id\":\"e\"}]";
 	assert_int_equal(run(f, "sendgrid", utf8), -TL_EINVAL);
 	assert_int_equal(f->status, 400);
-	const char nul[] = "[{\"event\":\"delivered\",\"email\":\"a\\u0000b\",\"timestamp\":1,\"category\":\"c\"}]";
+	const char nul[] =
+	    "[{\"event\":\"delivered\",\"email\":\"a\\u0000b\",\"timestamp\":1,\"category\":\"c\"}]";
 	assert_int_equal(run(f, "sendgrid", nul), -TL_EINVAL);
 	/* a NUL byte inside the body */
 	const char raw_nul[] = "[{\"event\":\"open\"}]\0garbage";
@@ -436,12 +448,13 @@ static void test_sendgrid_5mb_body(void **state)
 	assert_int_equal(tl_buf_putc(&b, '['), 0);
 	size_t n = 0;
 	while (b.len < 5u * 1024 * 1024) {
-		assert_int_equal(tl_buf_printf(&b,
-					       "%s{\"event\":\"delivered\",\"email\":\"user%zu@example.com\","
-					       "\"timestamp\":1700000000,\"category\":\"big\",\"sg_event_id\":\"ev-%zu\","
-					       "\"sg_message_id\":\"msg-%zu.filter0001p1las1-12345-5F0A1B2C-3.0\"}",
-					       n ? "," : "", n, n, n),
-				 0);
+		assert_int_equal(
+		    tl_buf_printf(&b,
+		                  "%s{\"event\":\"delivered\",\"email\":\"user%zu@example.com\","
+		                  "\"timestamp\":1700000000,\"category\":\"big\",\"sg_event_id\":\"ev-%zu\","
+		                  "\"sg_message_id\":\"msg-%zu.filter0001p1las1-12345-5F0A1B2C-3.0\"}",
+		                  n ? "," : "", n, n, n),
+		    0);
 		n++;
 	}
 	assert_int_equal(tl_buf_putc(&b, ']'), 0);
@@ -473,12 +486,13 @@ static void test_sendgrid_signature(void **state)
 	header(f, "X-Twilio-Email-Event-Webhook-Signature", sig);
 	header(f, "x-twilio-email-event-webhook-timestamp", ts);
 	assert_int_equal(run(f, "sendgrid", body), 0);
-	assert_int_equal(f->out.n, 0); /* "test_event" is not a delivery event … */
+	assert_int_equal(f->out.n, 0);                      /* "test_event" is not a delivery event … */
 	find_dead(f, "unmapped event type \"test_event\""); /* … but is not lost */
 
 	/* the same key as a PEM block */
 	char pem[512];
-	snprintf(pem, sizeof pem, "-----BEGIN PUBLIC KEY-----\n%.64s\n%s\n-----END PUBLIC KEY-----\n", key, key + 64);
+	snprintf(pem, sizeof pem, "-----BEGIN PUBLIC KEY-----\n%.64s\n%s\n-----END PUBLIC KEY-----\n", key,
+	         key + 64);
 	settings(f, "sendgrid_public_key", pem, NULL);
 	assert_int_equal(run(f, "sendgrid", body), 0);
 
@@ -487,7 +501,8 @@ static void test_sendgrid_signature(void **state)
 	assert_int_equal(f->status, 403);
 
 	settings(f, "sendgrid_public_key", key, NULL);
-	assert_int_equal(run(f, "sendgrid", json_string_value(json_object_get(neg, "bad_payload"))), -TL_EAUTH);
+	assert_int_equal(run(f, "sendgrid", json_string_value(json_object_get(neg, "bad_payload"))),
+	                 -TL_EAUTH);
 	assert_int_equal(f->status, 403);
 	f->h[0].value = json_string_value(json_object_get(neg, "tampered_signature"));
 	assert_int_equal(run(f, "sendgrid", body), -TL_EAUTH);
@@ -529,9 +544,10 @@ static char *mg_body(const char *ts, const char *token, const char *event_data)
 	tl_hex_encode(mac, 32, hex);
 	size_t cap = strlen(event_data) + 512;
 	char *b = malloc(cap);
-	snprintf(b, cap,
-		 "{\"signature\":{\"timestamp\":\"%s\",\"token\":\"%s\",\"signature\":\"%s\"},\"event-data\":%s}", ts,
-		 token, hex, event_data);
+	snprintf(
+	    b, cap,
+	    "{\"signature\":{\"timestamp\":\"%s\",\"token\":\"%s\",\"signature\":\"%s\"},\"event-data\":%s}",
+	    ts, token, hex, event_data);
 	return b;
 }
 
@@ -587,22 +603,26 @@ static void test_mailgun_mapping(void **state)
 		const char *ed;
 		uint8_t type, bc;
 	} cases[] = {
-		{"{\"event\":\"failed\",\"severity\":\"temporary\",\"reason\":\"generic\"", TL_EV_DEFERRED, 0},
-		{"{\"event\":\"failed\",\"severity\":\"permanent\",\"reason\":\"bounce\"", TL_EV_BOUNCED, TL_BOUNCE_HARD},
-		{"{\"event\":\"failed\",\"severity\":\"permanent\",\"reason\":\"old\"", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
-		{"{\"event\":\"failed\",\"severity\":\"permanent\",\"reason\":\"suppress-bounce\"", TL_EV_DROPPED, 0},
-		{"{\"event\":\"accepted\"", TL_EV_SENT, 0},
-		{"{\"event\":\"clicked\",\"url\":\"https://shop.example/x\"", TL_EV_CLICK, 0},
-		{"{\"event\":\"complained\"", TL_EV_COMPLAINT, 0},
-		{"{\"event\":\"unsubscribed\"", TL_EV_UNSUBSCRIBE, 0},
-		{"{\"event\":\"rejected\"", TL_EV_DROPPED, 0},
+	    {"{\"event\":\"failed\",\"severity\":\"temporary\",\"reason\":\"generic\"", TL_EV_DEFERRED, 0},
+	    {"{\"event\":\"failed\",\"severity\":\"permanent\",\"reason\":\"bounce\"", TL_EV_BOUNCED,
+	     TL_BOUNCE_HARD},
+	    {"{\"event\":\"failed\",\"severity\":\"permanent\",\"reason\":\"old\"", TL_EV_BOUNCED,
+	     TL_BOUNCE_SOFT},
+	    {"{\"event\":\"failed\",\"severity\":\"permanent\",\"reason\":\"suppress-bounce\"", TL_EV_DROPPED,
+	     0},
+	    {"{\"event\":\"accepted\"", TL_EV_SENT, 0},
+	    {"{\"event\":\"clicked\",\"url\":\"https://shop.example/x\"", TL_EV_CLICK, 0},
+	    {"{\"event\":\"complained\"", TL_EV_COMPLAINT, 0},
+	    {"{\"event\":\"unsubscribed\"", TL_EV_UNSUBSCRIBE, 0},
+	    {"{\"event\":\"rejected\"", TL_EV_DROPPED, 0},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char ed[512], tok[32];
 		snprintf(ed, sizeof ed,
-			 "%s,\"id\":\"id-%zu\",\"timestamp\":1700000000.25,\"recipient\":\"r@x.io\","
-			 "\"campaigns\":[{\"id\":\"c1\",\"name\":\"Camp One\"}],\"user-variables\":{\"tally_variant\":\"A\"}}",
-			 cases[i].ed, i);
+		         "%s,\"id\":\"id-%zu\",\"timestamp\":1700000000.25,\"recipient\":\"r@x.io\","
+		         "\"campaigns\":[{\"id\":\"c1\",\"name\":\"Camp "
+		         "One\"}],\"user-variables\":{\"tally_variant\":\"A\"}}",
+		         cases[i].ed, i);
 		snprintf(tok, sizeof tok, "tok%zu", i);
 		char *body = mg_body("1700000000", tok, ed);
 		assert_int_equal(run(f, "mailgun", body), 0);
@@ -617,7 +637,8 @@ static void test_mailgun_mapping(void **state)
 			assert_str(ev->url, "https://shop.example/x");
 		free(body);
 	}
-	char *body = mg_body("1700000000", "tokx", "{\"event\":\"stored\",\"id\":\"s\",\"recipient\":\"r@x.io\"}");
+	char *body =
+	    mg_body("1700000000", "tokx", "{\"event\":\"stored\",\"id\":\"s\",\"recipient\":\"r@x.io\"}");
 	assert_int_equal(run(f, "mailgun", body), 0);
 	find_dead(f, "unmapped event type \"stored\"");
 	free(body);
@@ -634,8 +655,9 @@ static void test_mailgun_signature_replay_stale(void **state)
 	assert_int_equal(tl_webhook_replay_create(4, &rp), 0);
 	f->req.replay = rp;
 	settings(f, "mailgun_signing_key", MG_KEY, NULL);
-	const char *ed = "{\"event\":\"delivered\",\"id\":\"d1\",\"timestamp\":1700000000,\"recipient\":\"r@x.io\","
-			 "\"tags\":[\"t\"]}";
+	const char *ed =
+	    "{\"event\":\"delivered\",\"id\":\"d1\",\"timestamp\":1700000000,\"recipient\":\"r@x.io\","
+	    "\"tags\":[\"t\"]}";
 	char *body = mg_body("1700000000", "token-1", ed);
 	f->req.now_ms = 1700000000000LL + 60 * 1000;
 
@@ -653,7 +675,8 @@ static void test_mailgun_signature_replay_stale(void **state)
 	tl_arena_reset(&f->a);
 	f->req.body = body;
 	f->req.len = strlen(body);
-	assert_int_equal(tl_webhook_handle("mailgun", 7, &f->req, &f->out, &f->status, f->err, sizeof f->err), 0);
+	assert_int_equal(tl_webhook_handle("mailgun", 7, &f->req, &f->out, &f->status, f->err, sizeof f->err),
+	                 0);
 	snprintf(f->t.name, sizeof f->t.name, "acme");
 
 	/* stale and future timestamps (signature valid) */
@@ -760,43 +783,52 @@ static void test_postmark_mapping(void **state)
 		const char *type;
 		uint8_t ev, bc;
 	} bounces[] = {
-		{"HardBounce", TL_EV_BOUNCED, TL_BOUNCE_HARD}, {"SoftBounce", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
-		{"Transient", TL_EV_BOUNCED, TL_BOUNCE_SOFT},  {"Blocked", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
-		{"SpamNotification", TL_EV_BOUNCED, TL_BOUNCE_BLOCK}, {"SpamComplaint", TL_EV_COMPLAINT, 0},
-		{"ManuallyDeactivated", TL_EV_DROPPED, 0},  {"SomethingNew", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+	    {"HardBounce", TL_EV_BOUNCED, TL_BOUNCE_HARD},
+	    {"SoftBounce", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+	    {"Transient", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+	    {"Blocked", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
+	    {"SpamNotification", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
+	    {"SpamComplaint", TL_EV_COMPLAINT, 0},
+	    {"ManuallyDeactivated", TL_EV_DROPPED, 0},
+	    {"SomethingNew", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
 	};
 	for (size_t i = 0; i < sizeof bounces / sizeof bounces[0]; i++) {
 		char body[512];
 		snprintf(body, sizeof body,
-			 "{\"RecordType\":\"Bounce\",\"ID\":%zu,\"Type\":\"%s\",\"Email\":\"j@x.io\",\"Tag\":\"t\","
-			 "\"MessageID\":\"m\",\"BouncedAt\":\"2019-11-05T11:33:54.9070259-05:00\","
-			 "\"Metadata\":{\"tally_campaign\":\"meta\"}}",
-			 i + 1, bounces[i].type);
+		         "{\"RecordType\":\"Bounce\",\"ID\":%zu,\"Type\":\"%s\",\"Email\":\"j@x.io\",\"Tag\":"
+		         "\"t\","
+		         "\"MessageID\":\"m\",\"BouncedAt\":\"2019-11-05T11:33:54.9070259-05:00\","
+		         "\"Metadata\":{\"tally_campaign\":\"meta\"}}",
+		         i + 1, bounces[i].type);
 		assert_int_equal(run(f, "postmark", body), 0);
 		assert_int_equal(f->out.n, 1);
 		assert_int_equal(f->out.events[0].type, bounces[i].ev);
 		assert_int_equal(f->out.events[0].bounce_class, bounces[i].bc);
 		assert_str(f->out.events[0].campaign, "meta"); /* Metadata wins over Tag */
-		assert_int_equal(f->out.events[0].ts_ms, iso("2019-11-05T16:33:54.907Z")); /* offset applied */
+		assert_int_equal(f->out.events[0].ts_ms,
+		                 iso("2019-11-05T16:33:54.907Z")); /* offset applied */
 	}
-	assert_int_equal(run(f, "postmark",
-			     "{\"RecordType\":\"Bounce\",\"ID\":1,\"Type\":\"AutoResponder\",\"Email\":\"j@x.io\","
-			     "\"Tag\":\"t\",\"BouncedAt\":\"2019-11-05T16:33:54Z\"}"),
-			 0);
+	assert_int_equal(
+	    run(f, "postmark",
+	        "{\"RecordType\":\"Bounce\",\"ID\":1,\"Type\":\"AutoResponder\",\"Email\":\"j@x.io\","
+	        "\"Tag\":\"t\",\"BouncedAt\":\"2019-11-05T16:33:54Z\"}"),
+	    0);
 	assert_int_equal(f->out.n, 0);
 	find_dead(f, "bounce record that is not a delivery failure");
 
 	/* an ID beyond 64 bits: still parsed, the id falls back to message + recipient + time */
-	assert_int_equal(run(f, "postmark",
-			     "{\"RecordType\":\"Bounce\",\"ID\":98765432109876543210987,\"Type\":\"HardBounce\","
-			     "\"Email\":\"j@x.io\",\"Tag\":\"t\",\"MessageID\":\"m-1\",\"BouncedAt\":\"2019-11-05T16:33:54Z\"}"),
-			 0);
+	assert_int_equal(
+	    run(f, "postmark",
+	        "{\"RecordType\":\"Bounce\",\"ID\":98765432109876543210987,\"Type\":\"HardBounce\","
+	        "\"Email\":\"j@x.io\",\"Tag\":\"t\",\"MessageID\":\"m-1\",\"BouncedAt\":\"2019-11-05T16:33:"
+	        "54Z\"}"),
+	    0);
 	assert_int_equal(f->out.n, 1);
 	assert_true(strncmp(f->out.events[0].id.p, "pm-Bounce-m-1-", 14) == 0);
 
 	/* SubscriptionChange: only a manual suppression is an unsubscribe */
 #define sc                                                                                                   \
-	"{\"RecordType\":\"SubscriptionChange\",\"MessageID\":\"m\",\"Recipient\":\"j@x.io\",\"Tag\":\"t\","          \
+	"{\"RecordType\":\"SubscriptionChange\",\"MessageID\":\"m\",\"Recipient\":\"j@x.io\",\"Tag\":\"t\"," \
 	"\"ChangedAt\":\"2020-01-01T00:00:00Z\",\"SuppressSending\":%s%s}"
 	char body[512];
 	snprintf(body, sizeof body, sc, "true", ",\"SuppressionReason\":\"ManualSuppression\"");
@@ -813,7 +845,8 @@ static void test_postmark_mapping(void **state)
 
 	/* every Open record counts; two opens of one message have distinct ids */
 #define op                                                                                                   \
-	"{\"RecordType\":\"Open\",\"FirstOpen\":%s,\"MessageID\":\"m\",\"Recipient\":\"j@x.io\",\"Tag\":\"t\","    \
+	"{\"RecordType\":\"Open\",\"FirstOpen\":%s,\"MessageID\":\"m\",\"Recipient\":\"j@x.io\",\"Tag\":"    \
+	"\"t\","                                                                                             \
 	"\"ReceivedAt\":\"%s\"}"
 	snprintf(body, sizeof body, op, "true", "2020-01-01T00:00:00Z");
 	assert_int_equal(run(f, "postmark", body), 0);
@@ -822,12 +855,14 @@ static void test_postmark_mapping(void **state)
 	snprintf(body, sizeof body, op, "false", "2020-01-01T00:05:00Z");
 	assert_int_equal(run(f, "postmark", body), 0);
 	assert_int_equal(f->out.n, 1);
-	assert_false(f->out.events[0].id.n == strlen(id1) && memcmp(f->out.events[0].id.p, id1, strlen(id1)) == 0);
+	assert_false(f->out.events[0].id.n == strlen(id1) &&
+	             memcmp(f->out.events[0].id.p, id1, strlen(id1)) == 0);
 
-	assert_int_equal(run(f, "postmark",
-			     "{\"RecordType\":\"Click\",\"MessageID\":\"m\",\"Recipient\":\"j@x.io\",\"Tag\":\"t\","
-			     "\"ReceivedAt\":\"2020-01-01T00:00:00Z\",\"OriginalLink\":\"https://x.io/a\"}"),
-			 0);
+	assert_int_equal(
+	    run(f, "postmark",
+	        "{\"RecordType\":\"Click\",\"MessageID\":\"m\",\"Recipient\":\"j@x.io\",\"Tag\":\"t\","
+	        "\"ReceivedAt\":\"2020-01-01T00:00:00Z\",\"OriginalLink\":\"https://x.io/a\"}"),
+	    0);
 	assert_int_equal(f->out.events[0].type, TL_EV_CLICK);
 	assert_str(f->out.events[0].url, "https://x.io/a");
 
@@ -903,31 +938,39 @@ static void test_sparkpost_mapping(void **state)
 		assert_int_equal(f->out.n + f->out.n_dead, 0);
 	}
 	const char *body =
-		"[{\"msys\":{\"message_event\":{\"type\":\"bounce\",\"bounce_class\":10,\"event_id\":\"1\","
-		"\"timestamp\":\"1454442600\",\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
-		"{\"msys\":{\"message_event\":{\"type\":\"out_of_band\",\"bounce_class\":\"51\",\"event_id\":\"2\","
-		"\"timestamp\":1454442600,\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
-		"{\"msys\":{\"message_event\":{\"type\":\"bounce\",\"bounce_class\":\"80\",\"event_id\":\"3\","
-		"\"timestamp\":\"1454442600\",\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
-		"{\"msys\":{\"track_event\":{\"type\":\"click\",\"event_id\":\"4\",\"timestamp\":\"1454442600\","
-		"\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\",\"target_link_url\":\"https://x.io/\","
-		"\"ip_address\":\"203.0.113.7\",\"user_agent\":\"UA\","
-		"\"rcpt_meta\":{\"tally_campaign\":\"meta\",\"tally_variant\":\"B\"}}}},"
-		"{\"msys\":{\"track_event\":{\"type\":\"amp_initial_open\",\"event_id\":\"5\",\"timestamp\":\"1454442600\","
-		"\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
-		"{\"msys\":{\"gen_event\":{\"type\":\"generation_failure\",\"event_id\":\"6\",\"timestamp\":\"1454442600\","
-		"\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
-		"{\"msys\":{\"unsubscribe_event\":{\"type\":\"list_unsubscribe\",\"event_id\":\"7\","
-		"\"timestamp\":\"1454442600\",\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
-		"{\"msys\":{\"relay_event\":{\"type\":\"relay_injection\",\"event_id\":\"8\"}}},"
-		"{\"msys\":{\"message_event\":{\"type\":\"delay\",\"event_id\":\"9\",\"timestamp\":\"1454442600\","
-		"\"rcpt_to\":\"a@x.io\"}}},"
-		"{\"msys\":[]}, 5]";
+	    "[{\"msys\":{\"message_event\":{\"type\":\"bounce\",\"bounce_class\":10,\"event_id\":\"1\","
+	    "\"timestamp\":\"1454442600\",\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
+	    "{\"msys\":{\"message_event\":{\"type\":\"out_of_band\",\"bounce_class\":\"51\",\"event_id\":"
+	    "\"2\","
+	    "\"timestamp\":1454442600,\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
+	    "{\"msys\":{\"message_event\":{\"type\":\"bounce\",\"bounce_class\":\"80\",\"event_id\":\"3\","
+	    "\"timestamp\":\"1454442600\",\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
+	    "{\"msys\":{\"track_event\":{\"type\":\"click\",\"event_id\":\"4\",\"timestamp\":\"1454442600\","
+	    "\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\",\"target_link_url\":\"https://x.io/\","
+	    "\"ip_address\":\"203.0.113.7\",\"user_agent\":\"UA\","
+	    "\"rcpt_meta\":{\"tally_campaign\":\"meta\",\"tally_variant\":\"B\"}}}},"
+	    "{\"msys\":{\"track_event\":{\"type\":\"amp_initial_open\",\"event_id\":\"5\",\"timestamp\":"
+	    "\"1454442600\","
+	    "\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
+	    "{\"msys\":{\"gen_event\":{\"type\":\"generation_failure\",\"event_id\":\"6\",\"timestamp\":"
+	    "\"1454442600\","
+	    "\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
+	    "{\"msys\":{\"unsubscribe_event\":{\"type\":\"list_unsubscribe\",\"event_id\":\"7\","
+	    "\"timestamp\":\"1454442600\",\"rcpt_to\":\"a@x.io\",\"campaign_id\":\"c\"}}},"
+	    "{\"msys\":{\"relay_event\":{\"type\":\"relay_injection\",\"event_id\":\"8\"}}},"
+	    "{\"msys\":{\"message_event\":{\"type\":\"delay\",\"event_id\":\"9\",\"timestamp\":"
+	    "\"1454442600\","
+	    "\"rcpt_to\":\"a@x.io\"}}},"
+	    "{\"msys\":[]}, 5]";
 	assert_int_equal(run(f, "sparkpost", body), 0);
 	static const struct {
 		uint8_t type, bc;
-	} want[] = {{TL_EV_BOUNCED, TL_BOUNCE_HARD}, {TL_EV_BOUNCED, TL_BOUNCE_BLOCK}, {TL_EV_CLICK, 0},
-		    {TL_EV_OPEN, 0},		   {TL_EV_DROPPED, 0},		    {TL_EV_UNSUBSCRIBE, 0}};
+	} want[] = {{TL_EV_BOUNCED, TL_BOUNCE_HARD},
+	            {TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
+	            {TL_EV_CLICK, 0},
+	            {TL_EV_OPEN, 0},
+	            {TL_EV_DROPPED, 0},
+	            {TL_EV_UNSUBSCRIBE, 0}};
 	assert_int_equal(f->out.n, 6);
 	for (size_t i = 0; i < 6; i++) {
 		assert_int_equal(f->out.events[i].type, want[i].type);
@@ -951,9 +994,9 @@ static void test_sparkpost_mapping(void **state)
 /* Wraps an SES message (JSON text) into an unsigned SNS Notification. */
 static char *sns_wrap(const char *type, const char *message, const char *extra_key, const char *extra_val)
 {
-	json_t *env = json_pack("{s:s, s:s, s:s, s:s, s:s}", "Type", type, "MessageId", "sns-msg-1", "TopicArn",
-				"arn:aws:sns:us-east-1:123456789012:ses", "Message", message, "Timestamp",
-				"2025-12-31T23:59:59.000Z");
+	json_t *env = json_pack("{s:s, s:s, s:s, s:s, s:s}", "Type", type, "MessageId", "sns-msg-1",
+	                        "TopicArn", "arn:aws:sns:us-east-1:123456789012:ses", "Message", message,
+	                        "Timestamp", "2025-12-31T23:59:59.000Z");
 	if (extra_key)
 		json_object_set_new(env, extra_key, json_string(extra_val));
 	char *s = json_dumps(env, JSON_COMPACT);
@@ -979,7 +1022,8 @@ static void test_ses_envelope_sample(void **state)
 	assert_str(ev->message, "00000138111222aa-33322211-cccc-cccc-cccc-ddddaaaa0680-000000");
 	char rh[TL_RCPT_HASH_LEN + 1], want[256];
 	tl_recipient_hash(f->t.salt, sizeof f->t.salt, "jane@example.com", 16, rh);
-	snprintf(want, sizeof want, "ses-00000138111222aa-33322211-cccc-cccc-cccc-ddddaaaa0680-000000-Bounce-%s", rh);
+	snprintf(want, sizeof want,
+	         "ses-00000138111222aa-33322211-cccc-cccc-cccc-ddddaaaa0680-000000-Bounce-%s", rh);
 	assert_str(ev->id, want);
 	/* a header naming another Type is refused */
 	f->h[0].value = "SubscriptionConfirmation";
@@ -999,16 +1043,16 @@ static void test_ses_samples(void **state)
 		const char *file, *field, *campaign, *rcpt, *ts;
 		uint8_t type, bc;
 	} cases[] = {
-		{"ses-bounce-sns.json", "Subject", "Hello", "jane@example.com", "2016-01-27T14:59:38.237Z", TL_EV_BOUNCED,
-		 TL_BOUNCE_HARD},
-		{"ses-delivery-sns.json", "Subject", "Hello", "jane@example.com", "2016-01-27T14:59:38.237Z",
-		 TL_EV_DELIVERED, 0},
-		{"ses-event-bounce.json", "ses:configuration-set", "ConfigSet", "recipient@example.com",
-		 "2017-08-05T00:41:02.669Z", TL_EV_BOUNCED, TL_BOUNCE_HARD},
-		{"ses-event-delivery.json", "myCustomTag1", "myCustomTagValue1", "recipient@example.com",
-		 "2016-10-19T23:21:04.133Z", TL_EV_DELIVERED, 0},
-		{"ses-event-open.json", "myCustomTag2", "myCustomValue2", "recipient@example.com",
-		 "2017-08-09T22:00:19.652Z", TL_EV_OPEN, 0},
+	    {"ses-bounce-sns.json", "Subject", "Hello", "jane@example.com", "2016-01-27T14:59:38.237Z",
+	     TL_EV_BOUNCED, TL_BOUNCE_HARD},
+	    {"ses-delivery-sns.json", "Subject", "Hello", "jane@example.com", "2016-01-27T14:59:38.237Z",
+	     TL_EV_DELIVERED, 0},
+	    {"ses-event-bounce.json", "ses:configuration-set", "ConfigSet", "recipient@example.com",
+	     "2017-08-05T00:41:02.669Z", TL_EV_BOUNCED, TL_BOUNCE_HARD},
+	    {"ses-event-delivery.json", "myCustomTag1", "myCustomTagValue1", "recipient@example.com",
+	     "2016-10-19T23:21:04.133Z", TL_EV_DELIVERED, 0},
+	    {"ses-event-open.json", "myCustomTag2", "myCustomValue2", "recipient@example.com",
+	     "2017-08-09T22:00:19.652Z", TL_EV_OPEN, 0},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		settings(f, "ses_verify", "false", "campaign_field", cases[i].field, NULL);
@@ -1051,20 +1095,20 @@ static void test_ses_multi_recipient_and_classes(void **state)
 	struct fx *f = *state;
 	settings(f, "ses_verify", "false", NULL);
 #define tmpl                                                                                                 \
-	"{\"notificationType\":\"Bounce\",\"bounce\":{\"bounceType\":\"%s\",\"bounceSubType\":\"%s\","        \
-	"\"bouncedRecipients\":[{\"emailAddress\":\"a@x.io\"},{\"emailAddress\":\"B@x.io\"},"                    \
-	"{\"emailAddress\":\"c@x.io\"}],\"timestamp\":\"2020-01-01T00:00:00.000Z\"},"                            \
-	"\"mail\":{\"messageId\":\"m-1\",\"timestamp\":\"2020-01-01T00:00:00.000Z\","                          \
-	"\"destination\":[\"a@x.io\",\"b@x.io\",\"c@x.io\",\"d@x.io\"],"                                      \
+	"{\"notificationType\":\"Bounce\",\"bounce\":{\"bounceType\":\"%s\",\"bounceSubType\":\"%s\","       \
+	"\"bouncedRecipients\":[{\"emailAddress\":\"a@x.io\"},{\"emailAddress\":\"B@x.io\"},"                \
+	"{\"emailAddress\":\"c@x.io\"}],\"timestamp\":\"2020-01-01T00:00:00.000Z\"},"                        \
+	"\"mail\":{\"messageId\":\"m-1\",\"timestamp\":\"2020-01-01T00:00:00.000Z\","                        \
+	"\"destination\":[\"a@x.io\",\"b@x.io\",\"c@x.io\",\"d@x.io\"],"                                     \
 	"\"tags\":{\"tally_campaign\":[\"spring\",\"ignored\"],\"tally_variant\":[\"B\"]}}}"
 	static const struct {
 		const char *type, *sub;
 		uint8_t ev, bc;
 	} cls[] = {{"Permanent", "General", TL_EV_BOUNCED, TL_BOUNCE_HARD},
-		   {"Transient", "MailboxFull", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
-		   {"Undetermined", "Undetermined", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
-		   {"Permanent", "Suppressed", TL_EV_DROPPED, 0},
-		   {"Permanent", "OnAccountSuppressionList", TL_EV_DROPPED, 0}};
+	           {"Transient", "MailboxFull", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+	           {"Undetermined", "Undetermined", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+	           {"Permanent", "Suppressed", TL_EV_DROPPED, 0},
+	           {"Permanent", "OnAccountSuppressionList", TL_EV_DROPPED, 0}};
 	for (size_t k = 0; k < sizeof cls / sizeof cls[0]; k++) {
 		char msg[1024];
 		snprintf(msg, sizeof msg, tmpl, cls[k].type, cls[k].sub);
@@ -1080,7 +1124,8 @@ static void test_ses_multi_recipient_and_classes(void **state)
 		assert_rcpt(f, f->out.events[1].recipient, "b@x.io");
 		/* distinct ids, the same on a retry */
 		assert_false(f->out.events[0].id.n == f->out.events[1].id.n &&
-			     memcmp(f->out.events[0].id.p, f->out.events[1].id.p, f->out.events[0].id.n) == 0);
+		             memcmp(f->out.events[0].id.p, f->out.events[1].id.p, f->out.events[0].id.n) ==
+		                 0);
 		char id0[256];
 		snprintf(id0, sizeof id0, "%.*s", (int)f->out.events[0].id.n, f->out.events[0].id.p);
 		assert_int_equal(run(f, "ses", body), 0);
@@ -1088,31 +1133,41 @@ static void test_ses_multi_recipient_and_classes(void **state)
 		free(body);
 	}
 	/* Delivery to several recipients, event-publishing Send to every destination */
-	const char *deliv = "{\"eventType\":\"Delivery\",\"mail\":{\"messageId\":\"m-2\",\"timestamp\":"
-			    "\"2020-01-01T00:00:00Z\",\"destination\":[\"a@x.io\",\"b@x.io\"],\"tags\":{\"tally_campaign\":"
-			    "[\"c\"]}},\"delivery\":{\"timestamp\":\"2020-01-01T00:00:05Z\",\"recipients\":[\"a@x.io\",\"b@x.io\"]}}";
+	const char *deliv =
+	    "{\"eventType\":\"Delivery\",\"mail\":{\"messageId\":\"m-2\",\"timestamp\":"
+	    "\"2020-01-01T00:00:00Z\",\"destination\":[\"a@x.io\",\"b@x.io\"],\"tags\":{\"tally_campaign\":"
+	    "[\"c\"]}},\"delivery\":{\"timestamp\":\"2020-01-01T00:00:05Z\",\"recipients\":[\"a@x.io\",\"b@x."
+	    "io\"]}}";
 	char *body = sns_wrap("Notification", deliv, NULL, NULL);
 	assert_int_equal(run(f, "ses", body), 0);
 	assert_int_equal(f->out.n, 2);
 	assert_int_equal(f->out.events[1].ts_ms, iso("2020-01-01T00:00:05Z"));
 	free(body);
 	const char *other[][3] = {
-		{"Send", "\"send\":{}", "sent"},
-		{"Reject", "\"reject\":{\"reason\":\"Bad content\"}", "dropped"},
-		{"DeliveryDelay", "\"deliveryDelay\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"delayedRecipients\":"
-				  "[{\"emailAddress\":\"a@x.io\"}]}", "deferred"},
-		{"Click", "\"click\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"link\":\"https://x.io/\"}", "click"},
-		{"Complaint", "\"complaint\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"complainedRecipients\":"
-			      "[{\"emailAddress\":\"a@x.io\"}]}", "complaint"},
-		{"Subscription", "\"subscription\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"newTopicPreferences\":"
-				 "{\"unsubscribeAll\":true}}", "unsubscribe"},
+	    {"Send", "\"send\":{}", "sent"},
+	    {"Reject", "\"reject\":{\"reason\":\"Bad content\"}", "dropped"},
+	    {"DeliveryDelay",
+	     "\"deliveryDelay\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"delayedRecipients\":"
+	     "[{\"emailAddress\":\"a@x.io\"}]}",
+	     "deferred"},
+	    {"Click", "\"click\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"link\":\"https://x.io/\"}",
+	     "click"},
+	    {"Complaint",
+	     "\"complaint\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"complainedRecipients\":"
+	     "[{\"emailAddress\":\"a@x.io\"}]}",
+	     "complaint"},
+	    {"Subscription",
+	     "\"subscription\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"newTopicPreferences\":"
+	     "{\"unsubscribeAll\":true}}",
+	     "unsubscribe"},
 	};
 	for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
 		char msg[1024];
 		snprintf(msg, sizeof msg,
-			 "{\"eventType\":\"%s\",\"mail\":{\"messageId\":\"m-3\",\"timestamp\":\"2020-01-01T00:00:00Z\","
-			 "\"destination\":[\"a@x.io\"],\"tags\":{\"tally_campaign\":[\"c\"]}},%s}",
-			 other[i][0], other[i][1]);
+		         "{\"eventType\":\"%s\",\"mail\":{\"messageId\":\"m-3\",\"timestamp\":\"2020-01-"
+		         "01T00:00:00Z\","
+		         "\"destination\":[\"a@x.io\"],\"tags\":{\"tally_campaign\":[\"c\"]}},%s}",
+		         other[i][0], other[i][1]);
 		body = sns_wrap("Notification", msg, NULL, NULL);
 		assert_int_equal(run(f, "ses", body), 0);
 		assert_int_equal(f->out.n, 1);
@@ -1120,15 +1175,20 @@ static void test_ses_multi_recipient_and_classes(void **state)
 		free(body);
 	}
 	const char *dead[][2] = {
-		{"{\"eventType\":\"Rendering Failure\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]},"
-		 "\"failure\":{}}", "rendering failure"},
-		{"{\"eventType\":\"Subscription\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]},"
-		 "\"subscription\":{\"newTopicPreferences\":{\"unsubscribeAll\":false}}}", "subscription change"},
-		{"{\"eventType\":\"Teleport\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]}}",
-		 "unmapped event type \"Teleport\""},
-		{"{\"notificationType\":\"Bounce\",\"mail\":{\"messageId\":\"m\"},\"bounce\":{}}", "no recipients"},
-		{"{\"notificationType\":\"Delivery\",\"mail\":{\"messageId\":\"m\"},\"delivery\":{\"recipients\":[7]}}",
-		 "no recipient"},
+	    {"{\"eventType\":\"Rendering "
+	     "Failure\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]},"
+	     "\"failure\":{}}",
+	     "rendering failure"},
+	    {"{\"eventType\":\"Subscription\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]},"
+	     "\"subscription\":{\"newTopicPreferences\":{\"unsubscribeAll\":false}}}",
+	     "subscription change"},
+	    {"{\"eventType\":\"Teleport\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]}}",
+	     "unmapped event type \"Teleport\""},
+	    {"{\"notificationType\":\"Bounce\",\"mail\":{\"messageId\":\"m\"},\"bounce\":{}}",
+	     "no recipients"},
+	    {"{\"notificationType\":\"Delivery\",\"mail\":{\"messageId\":\"m\"},\"delivery\":{\"recipients\":"
+	     "[7]}}",
+	     "no recipient"},
 	};
 	for (size_t i = 0; i < sizeof dead / sizeof dead[0]; i++) {
 		body = sns_wrap("Notification", dead[i][0], NULL, NULL);
@@ -1137,12 +1197,14 @@ static void test_ses_multi_recipient_and_classes(void **state)
 		find_dead(f, dead[i][1]);
 		free(body);
 	}
-	body = sns_wrap("Notification", "Successfully validated SNS topic for Amazon SES event publishing.", NULL, NULL);
+	body = sns_wrap("Notification", "Successfully validated SNS topic for Amazon SES event publishing.",
+	                NULL, NULL);
 	assert_int_equal(run(f, "ses", body), 0);
 	find_dead(f, "SNS Message is not an SES event");
 	free(body);
-	body = sns_wrap("Notification", "{\"notificationType\":\"AmazonSnsSubscriptionSucceeded\",\"message\":\"ok\"}",
-			NULL, NULL);
+	body = sns_wrap("Notification",
+	                "{\"notificationType\":\"AmazonSnsSubscriptionSucceeded\",\"message\":\"ok\"}", NULL,
+	                NULL);
 	assert_int_equal(run(f, "ses", body), 0);
 	assert_int_equal(f->out.n + f->out.n_dead, 0);
 	free(body);
@@ -1156,29 +1218,32 @@ static void test_sns_urls(void **state)
 {
 	(void)state;
 	static const char *ok[] = {
-		"https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:x&Token=abc",
-		"https://sns.eu-west-3.amazonaws.com/",
+	    "https://sns.us-east-1.amazonaws.com/"
+	    "?Action=ConfirmSubscription&TopicArn=arn:aws:sns:x&Token=abc",
+	    "https://sns.eu-west-3.amazonaws.com/",
 	};
 	static const char *bad[] = {
-		"http://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",
-		"https://sns.us-east-1.amazonaws.com.evil.com/?Action=ConfirmSubscription",
-		"https://evil.com/?x=https://sns.us-east-1.amazonaws.com/",
-		"https://sns.us-east-1.amazonaws.com@evil.com/",
-		"https://user@sns.us-east-1.amazonaws.com/",
-		"https://sns.us-east-1.amazonaws.com:8443/",
-		"https://sns.us-east-1.amazonaws.com:443/",
-		"https://sns.evil.com.amazonaws.com/",
-		"https://sqs.us-east-1.amazonaws.com/",
-		"https://sns.amazonaws.com/",
-		"https://sns..amazonaws.com/",
-		"https://sns.US-EAST-1.amazonaws.com/",
-		"https://sns.us-east-1.amazonaws.com",
-		"https://sns.us-east-1.amazonaws.com?x=/",
-		"https://sns.us-east-1.amazonaws.com\\@evil.com/",
-		"https://sns.us-east-1.amazonaws.com/ x",
-		"https://sns.us-east-1.amazonaws.com/#frag",
-		"https://sns.cn-north-1.amazonaws.com.cn/",
-		"",
+	    "http://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",
+	    "https://sns.us-east-1.amazonaws.com.evil.com/?Action=ConfirmSubscription",
+	    "https://evil.com/?x=https://sns.us-east-1.amazonaws.com/",
+	    "https://sns.us-east-1.amazonaws.com@evil.com/",
+	    "https://user@sns.us-east-1.amazonaws.com/",
+	    "https://sns.us-east-1.amazonaws.com:8443/",
+	    "https://sns.us-east-1.amazonaws.com:443/",
+	    "https://sns.us-east-1-attacker-example/",
+	    "https://sns.us-east-1.amazonaws.org/",
+	    "https://sns.evil.com.amazonaws.com/",
+	    "https://sqs.us-east-1.amazonaws.com/",
+	    "https://sns.amazonaws.com/",
+	    "https://sns..amazonaws.com/",
+	    "https://sns.US-EAST-1.amazonaws.com/",
+	    "https://sns.us-east-1.amazonaws.com",
+	    "https://sns.us-east-1.amazonaws.com?x=/",
+	    "https://sns.us-east-1.amazonaws.com\\@evil.com/",
+	    "https://sns.us-east-1.amazonaws.com/ x",
+	    "https://sns.us-east-1.amazonaws.com/#frag",
+	    "https://sns.cn-north-1.amazonaws.com.cn/",
+	    "",
 	};
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
 		assert_true(tl_wh_sns_url_ok(ok[i], strlen(ok[i]), false));
@@ -1188,7 +1253,8 @@ static void test_sns_urls(void **state)
 	const char *pem = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-12345abcde.pem";
 	assert_true(tl_wh_sns_url_ok(pem, strlen(pem), true));
 	const char *notpem[] = {"https://sns.us-east-1.amazonaws.com/x.pem?y=1",
-				"https://sns.us-east-1.amazonaws.com/x.txt", "https://sns.us-east-1.amazonaws.com/.pe"};
+	                        "https://sns.us-east-1.amazonaws.com/x.txt",
+	                        "https://sns.us-east-1.amazonaws.com/.pe"};
 	for (size_t i = 0; i < 3; i++)
 		assert_false(tl_wh_sns_url_ok(notpem[i], strlen(notpem[i]), true));
 }
@@ -1197,17 +1263,19 @@ static void test_ses_subscription_confirmation(void **state)
 {
 	struct fx *f = *state;
 	settings(f, "ses_verify", "false", NULL);
-	const char *good = "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:"
-			   "us-west-2:123456789012:MyTopic&Token=2336412f37";
-	char *body = sns_wrap("SubscriptionConfirmation", "You have chosen to subscribe…", "SubscribeURL", good);
+	const char *good =
+	    "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:"
+	    "us-west-2:123456789012:MyTopic&Token=2336412f37";
+	char *body =
+	    sns_wrap("SubscriptionConfirmation", "You have chosen to subscribe…", "SubscribeURL", good);
 	assert_int_equal(run(f, "ses", body), 0);
 	assert_string_equal(f->out.subscribe_url, good);
 	assert_int_equal(f->out.n + f->out.n_dead, 0);
 	free(body);
 	const char *evil[] = {"https://attacker.example/?Action=ConfirmSubscription",
-			      "https://sns.us-west-2.amazonaws.com.attacker.example/",
-			      "http://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription",
-			      "https://sns.us-west-2.amazonaws.com:81/"};
+	                      "https://sns.us-west-2.amazonaws.com.attacker.example/",
+	                      "http://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription",
+	                      "https://sns.us-west-2.amazonaws.com:81/"};
 	for (size_t i = 0; i < sizeof evil / sizeof evil[0]; i++) {
 		body = sns_wrap("SubscriptionConfirmation", "x", "SubscribeURL", evil[i]);
 		assert_int_equal(run(f, "ses", body), -TL_EAUTH);
@@ -1216,12 +1284,13 @@ static void test_ses_subscription_confirmation(void **state)
 		free(body);
 	}
 	/* the tenant's topic allow-list */
-	settings(f, "ses_verify", "false", "ses_topic_arn", "arn:aws:sns:us-east-1:999:other, arn:aws:sns:x:1:y", NULL);
+	settings(f, "ses_verify", "false", "ses_topic_arn",
+	         "arn:aws:sns:us-east-1:999:other, arn:aws:sns:x:1:y", NULL);
 	body = sns_wrap("SubscriptionConfirmation", "x", "SubscribeURL", good);
 	assert_int_equal(run(f, "ses", body), -TL_EAUTH);
 	assert_int_equal(f->status, 403);
-	settings(f, "ses_verify", "false", "ses_topic_arn", "arn:aws:sns:x:1:y,arn:aws:sns:us-east-1:123456789012:ses",
-		 NULL);
+	settings(f, "ses_verify", "false", "ses_topic_arn",
+	         "arn:aws:sns:x:1:y,arn:aws:sns:us-east-1:123456789012:ses", NULL);
 	assert_int_equal(run(f, "ses", body), 0);
 	free(body);
 }
@@ -1260,7 +1329,8 @@ static void fake_sns_init(struct fake_sns *s)
 	ASN1_TIME_set(X509_getm_notAfter(x), (time_t)(NOW_MS / 1000 + 86400 * 30));
 	X509_set_pubkey(x, s->key);
 	X509_NAME *nm = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)"sns.amazonaws.com", -1, -1, 0);
+	X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)"sns.amazonaws.com", -1, -1,
+	                           0);
 	X509_set_issuer_name(x, nm);
 	assert_true(X509_sign(x, s->key, EVP_sha256()) > 0);
 	BIO *bio = BIO_new(BIO_s_mem());
@@ -1283,8 +1353,10 @@ static void fake_sns_free(struct fake_sns *s)
 static char *sns_sign(struct fake_sns *s, json_t *env, const char *version, const char *cert_url)
 {
 	const char *type = json_string_value(json_object_get(env, "Type"));
-	static const char *notif[] = {"Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type", NULL};
-	static const char *sub[] = {"Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type", NULL};
+	static const char *notif[] = {"Message",  "MessageId", "Subject", "Timestamp",
+	                              "TopicArn", "Type",      NULL};
+	static const char *sub[] = {"Message", "MessageId", "SubscribeURL", "Timestamp",
+	                            "Token",   "TopicArn",  "Type",         NULL};
 	const char **keys = strcmp(type, "Notification") == 0 ? notif : sub;
 	struct tl_buf b;
 	tl_buf_init(&b, 0);
@@ -1297,9 +1369,9 @@ static char *sns_sign(struct fake_sns *s, json_t *env, const char *version, cons
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned char sig[512];
 	size_t sig_n = sizeof sig;
-	assert_int_equal(EVP_DigestSignInit(md, NULL, strcmp(version, "1") == 0 ? EVP_sha1() : EVP_sha256(), NULL,
-					    s->key),
-			 1);
+	assert_int_equal(
+	    EVP_DigestSignInit(md, NULL, strcmp(version, "1") == 0 ? EVP_sha1() : EVP_sha256(), NULL, s->key),
+	    1);
 	assert_int_equal(EVP_DigestSign(md, sig, &sig_n, (unsigned char *)b.data, b.len), 1);
 	EVP_MD_CTX_free(md);
 	unsigned char b64[1024];
@@ -1315,8 +1387,9 @@ static json_t *sns_env(const char *type, const char *message)
 {
 	char ts[TL_TIME_ISO_MAX];
 	tl_time_format_iso(NOW_MS - 2000, ts, sizeof ts);
-	return json_pack("{s:s, s:s, s:s, s:s, s:s}", "Type", type, "MessageId", "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
-			 "TopicArn", "arn:aws:sns:us-east-1:123456789012:ses", "Message", message, "Timestamp", ts);
+	return json_pack("{s:s, s:s, s:s, s:s, s:s}", "Type", type, "MessageId",
+	                 "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324", "TopicArn",
+	                 "arn:aws:sns:us-east-1:123456789012:ses", "Message", message, "Timestamp", ts);
 }
 
 static void test_ses_signature(void **state)
@@ -1386,8 +1459,9 @@ static void test_ses_signature(void **state)
 	/* signed SubscriptionConfirmation */
 	env = sns_env("SubscriptionConfirmation", "You have chosen to subscribe to the topic");
 	json_object_set_new(env, "Token", json_string("2336412f37fb687f5d51e6e241d"));
-	json_object_set_new(env, "SubscribeURL",
-			    json_string("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336"));
+	json_object_set_new(
+	    env, "SubscribeURL",
+	    json_string("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336"));
 	body = sns_sign(&s, env, "1", CERT_URL);
 	assert_int_equal(run(f, "ses", body), 0);
 	assert_non_null(f->out.subscribe_url);
@@ -1449,30 +1523,30 @@ static void test_http_get_refuses_plain_http(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_unknown_provider_and_tenant, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_credential_401, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_arena_cap_413, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sendgrid_sample_batch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sendgrid_fields, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sendgrid_limits, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sendgrid_malformed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sendgrid_5mb_body, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sendgrid_signature, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_mailgun_samples, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_mailgun_mapping, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_mailgun_signature_replay_stale, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_postmark_samples, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_postmark_mapping, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_postmark_auth, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sparkpost_sample_and_auth, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sparkpost_mapping, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ses_envelope_sample, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ses_samples, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ses_multi_recipient_and_classes, setup, teardown),
-		cmocka_unit_test(test_sns_urls),
-		cmocka_unit_test_setup_teardown(test_ses_subscription_confirmation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ses_signature, setup, teardown),
-		cmocka_unit_test(test_http_get_refuses_plain_http),
+	    cmocka_unit_test_setup_teardown(test_unknown_provider_and_tenant, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_no_credential_401, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_arena_cap_413, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sendgrid_sample_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sendgrid_fields, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sendgrid_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sendgrid_malformed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sendgrid_5mb_body, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sendgrid_signature, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mailgun_samples, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mailgun_mapping, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mailgun_signature_replay_stale, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_postmark_samples, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_postmark_mapping, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_postmark_auth, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sparkpost_sample_and_auth, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sparkpost_mapping, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ses_envelope_sample, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ses_samples, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ses_multi_recipient_and_classes, setup, teardown),
+	    cmocka_unit_test(test_sns_urls),
+	    cmocka_unit_test_setup_teardown(test_ses_subscription_confirmation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ses_signature, setup, teardown),
+	    cmocka_unit_test(test_http_get_refuses_plain_http),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,9 +37,9 @@ struct wh_item {
 	uint16_t flags;
 	int64_t ts_ms; /* 0 = missing or bad */
 	struct tl_str campaign, variant, recipient, message, id, url, user_agent, ip;
-	bool recipient_is_email; /* normalise (trim, lowercase) before hashing */
-	struct tl_str provider_event; /* the provider's own event name */
-	const char *dead;	      /* non-NULL: a dead letter with this reason */
+	bool recipient_is_email;          /* normalise (trim, lowercase) before hashing */
+	struct tl_str provider_event;     /* the provider's own event name */
+	const char *dead;                 /* non-NULL: a dead letter with this reason */
 	char rhash[TL_RCPT_HASH_LEN + 1]; /* filled by tl_wh_item_hash */
 	bool hashed;
 };
@@ -56,7 +56,8 @@ const struct wh_map *tl_wh_lookup(const struct wh_map *m, size_t n, struct tl_st
 
 /* Sets it->type / bounce_class from the table, or it->dead to "missing event
  * type" / "unmapped event type \"name\"". */
-void tl_wh_map_type(struct wh_ctx *c, const struct wh_map *m, size_t n, struct tl_str name, struct wh_item *it);
+void tl_wh_map_type(struct wh_ctx *c, const struct wh_map *m, size_t n, struct tl_str name,
+                    struct wh_item *it);
 
 /* Provider entry points: check the credential, parse, emit. */
 int tl_wh_sendgrid(struct wh_ctx *c);
@@ -68,10 +69,11 @@ int tl_wh_sparkpost(struct wh_ctx *c);
 /* tl_webhook_handle with verification switchable off whatever the tenant
  * says (verify=false), for the fuzz targets and the tests. */
 int tl_wh_handle_opts(const char *provider, size_t provider_len, const struct tl_webhook_req *req,
-		      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen, bool verify);
+                      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen, bool verify);
 
 /* Sets c->status and err (printf-style), returns rc. */
-int tl_wh_fail(struct wh_ctx *c, int status, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int tl_wh_fail(struct wh_ctx *c, int status, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* Parses the body (or another buffer) as JSON. Integers beyond 64 bits make
  * the parse fall back to reading every integer as a double (callers that need
@@ -123,7 +125,9 @@ struct tl_str tl_wh_int(struct wh_ctx *c, long long v);
  * -TL_ETOOBIG (arena cap), with c->status set on failure. */
 int tl_wh_emit(struct wh_ctx *c, struct wh_item *it);
 
-/* Makes room for n more events (exact sizing for arrays). 0 or error with status. */
+/* Makes room for n more events (the array doubles as it grows; nothing is
+ * reserved ahead for input arrays, so a body of tiny elements does not turn
+ * into a large allocation). 0 or error with status. */
 int tl_wh_reserve(struct wh_ctx *c, size_t n);
 
 /* A dead letter without a usable item (e.g. an array element that is not an

@@ -11,11 +11,14 @@
 #include <string.h>
 
 static const struct wh_map types[] = {
-	{"accepted", TL_EV_SENT, 0},	   {"delivered", TL_EV_DELIVERED, 0},
-	{"failed", TL_EV_BOUNCED, 0},	   /* by severity and reason, below */
-	{"rejected", TL_EV_DROPPED, 0},	   {"opened", TL_EV_OPEN, 0},
-	{"clicked", TL_EV_CLICK, 0},	   {"complained", TL_EV_COMPLAINT, 0},
-	{"unsubscribed", TL_EV_UNSUBSCRIBE, 0},
+    {"accepted", TL_EV_SENT, 0},
+    {"delivered", TL_EV_DELIVERED, 0},
+    {"failed", TL_EV_BOUNCED, 0}, /* by severity and reason, below */
+    {"rejected", TL_EV_DROPPED, 0},
+    {"opened", TL_EV_OPEN, 0},
+    {"clicked", TL_EV_CLICK, 0},
+    {"complained", TL_EV_COMPLAINT, 0},
+    {"unsubscribed", TL_EV_UNSUBSCRIBE, 0},
 };
 
 static int hexval(char ch)
@@ -73,8 +76,8 @@ static int verify(struct wh_ctx *c, const json_t *sig)
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned int dl = 0;
 	int dok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) && EVP_DigestUpdate(md, "mailgun", 8) &&
-		  EVP_DigestUpdate(md, tn, strlen(tn) + 1) && EVP_DigestUpdate(md, token.p, token.n) &&
-		  EVP_DigestFinal_ex(md, c->out->replay_key, &dl);
+	          EVP_DigestUpdate(md, tn, strlen(tn) + 1) && EVP_DigestUpdate(md, token.p, token.n) &&
+	          EVP_DigestFinal_ex(md, c->out->replay_key, &dl);
 	EVP_MD_CTX_free(md);
 	if (!dok)
 		return tl_wh_fail(c, 500, -TL_ENOMEM, "digest failed");
@@ -137,7 +140,7 @@ static int parse(struct wh_ctx *c, const json_t *ed)
 	if (!it.id.n) {
 		tl_wh_item_hash(c, &it);
 		struct tl_str parts[] = {it.provider_event, it.message, tl_wh_int(c, it.ts_ms),
-					 tl_str_of(it.rhash, strlen(it.rhash)), it.url};
+		                         tl_str_of(it.rhash, strlen(it.rhash)), it.url};
 		it.id = tl_wh_id(c, "mg", parts, sizeof parts / sizeof parts[0]);
 	}
 	return tl_wh_emit(c, &it);

@@ -8,28 +8,28 @@
 /* Bounce "Type" → canonical. TL_EV_NONE = not a delivery failure (a dead
  * letter); a Type missing from this table counts as a soft bounce. */
 static const struct wh_map bounce_types[] = {
-	{"HardBounce", TL_EV_BOUNCED, TL_BOUNCE_HARD},
-	{"BadEmailAddress", TL_EV_BOUNCED, TL_BOUNCE_HARD},
-	{"SoftBounce", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
-	{"Transient", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
-	{"DnsError", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
-	{"Unknown", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
-	{"ChallengeVerification", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
-	{"Blocked", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
-	{"DMARCPolicy", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
-	{"SpamNotification", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
-	{"VirusNotification", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
-	{"SpamComplaint", TL_EV_COMPLAINT, 0},
-	{"Unsubscribe", TL_EV_UNSUBSCRIBE, 0},
-	{"ManuallyDeactivated", TL_EV_DROPPED, 0},
-	{"SMTPApiError", TL_EV_DROPPED, 0},
-	{"TemplateRenderingFailed", TL_EV_DROPPED, 0},
-	{"Unconfirmed", TL_EV_DROPPED, 0},
-	{"AutoResponder", TL_EV_NONE, 0},
-	{"AddressChange", TL_EV_NONE, 0},
-	{"Subscribe", TL_EV_NONE, 0},
-	{"OpenRelayTest", TL_EV_NONE, 0},
-	{"InboundError", TL_EV_NONE, 0},
+    {"HardBounce", TL_EV_BOUNCED, TL_BOUNCE_HARD},
+    {"BadEmailAddress", TL_EV_BOUNCED, TL_BOUNCE_HARD},
+    {"SoftBounce", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+    {"Transient", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+    {"DnsError", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+    {"Unknown", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+    {"ChallengeVerification", TL_EV_BOUNCED, TL_BOUNCE_SOFT},
+    {"Blocked", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
+    {"DMARCPolicy", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
+    {"SpamNotification", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
+    {"VirusNotification", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
+    {"SpamComplaint", TL_EV_COMPLAINT, 0},
+    {"Unsubscribe", TL_EV_UNSUBSCRIBE, 0},
+    {"ManuallyDeactivated", TL_EV_DROPPED, 0},
+    {"SMTPApiError", TL_EV_DROPPED, 0},
+    {"TemplateRenderingFailed", TL_EV_DROPPED, 0},
+    {"Unconfirmed", TL_EV_DROPPED, 0},
+    {"AutoResponder", TL_EV_NONE, 0},
+    {"AddressChange", TL_EV_NONE, 0},
+    {"Subscribe", TL_EV_NONE, 0},
+    {"OpenRelayTest", TL_EV_NONE, 0},
+    {"InboundError", TL_EV_NONE, 0},
 };
 
 static bool eq(struct tl_str s, const char *lit)
@@ -65,7 +65,8 @@ static int parse(struct wh_ctx *c, const json_t *o)
 		ts_key = "DeliveredAt";
 	} else if (eq(rt, "Bounce")) {
 		struct tl_str bt = tl_wh_str(o, "Type");
-		const struct wh_map *m = tl_wh_lookup(bounce_types, sizeof bounce_types / sizeof bounce_types[0], bt);
+		const struct wh_map *m =
+		    tl_wh_lookup(bounce_types, sizeof bounce_types / sizeof bounce_types[0], bt);
 		it.type = m ? m->type : TL_EV_BOUNCED;
 		it.bounce_class = m ? m->bounce_class : TL_BOUNCE_SOFT;
 		if (it.type == TL_EV_NONE)
@@ -115,9 +116,9 @@ static int parse(struct wh_ctx *c, const json_t *o)
 		struct tl_str parts[] = {rt, id};
 		it.id = tl_wh_id(c, "pm", parts, 2);
 	} else {
-		struct tl_str parts[] = {rt, it.message, tl_str_of(it.rhash, strlen(it.rhash)),
-					 repeatable || eq(rt, "Bounce") ? tl_wh_int(c, it.ts_ms) : TL_STR_NULL,
-					 it.url};
+		struct tl_str parts[] = {
+		    rt, it.message, tl_str_of(it.rhash, strlen(it.rhash)),
+		    repeatable || eq(rt, "Bounce") ? tl_wh_int(c, it.ts_ms) : TL_STR_NULL, it.url};
 		it.id = tl_wh_id(c, "pm", parts, sizeof parts / sizeof parts[0]);
 	}
 	return tl_wh_emit(c, &it);

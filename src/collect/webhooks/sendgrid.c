@@ -11,17 +11,17 @@
 #define TS_HDR "X-Twilio-Email-Event-Webhook-Timestamp"
 
 static const struct wh_map types[] = {
-	{"processed", TL_EV_SENT, 0},
-	{"delivered", TL_EV_DELIVERED, 0},
-	{"deferred", TL_EV_DEFERRED, 0},
-	{"bounce", TL_EV_BOUNCED, TL_BOUNCE_HARD}, /* "type":"blocked" → block, below */
-	{"blocked", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
-	{"dropped", TL_EV_DROPPED, 0},
-	{"spamreport", TL_EV_COMPLAINT, 0},
-	{"unsubscribe", TL_EV_UNSUBSCRIBE, 0},
-	{"group_unsubscribe", TL_EV_UNSUBSCRIBE, 0},
-	{"open", TL_EV_OPEN, 0},
-	{"click", TL_EV_CLICK, 0},
+    {"processed", TL_EV_SENT, 0},
+    {"delivered", TL_EV_DELIVERED, 0},
+    {"deferred", TL_EV_DEFERRED, 0},
+    {"bounce", TL_EV_BOUNCED, TL_BOUNCE_HARD}, /* "type":"blocked" → block, below */
+    {"blocked", TL_EV_BOUNCED, TL_BOUNCE_BLOCK},
+    {"dropped", TL_EV_DROPPED, 0},
+    {"spamreport", TL_EV_COMPLAINT, 0},
+    {"unsubscribe", TL_EV_UNSUBSCRIBE, 0},
+    {"group_unsubscribe", TL_EV_UNSUBSCRIBE, 0},
+    {"open", TL_EV_OPEN, 0},
+    {"click", TL_EV_CLICK, 0},
 };
 
 /* Decodes the configured key: base64 DER SubjectPublicKeyInfo as SendGrid
@@ -63,8 +63,9 @@ static int verify(struct wh_ctx *c)
 {
 	const char *key = tl_tenant_setting(c->req->tenant, "sendgrid_public_key", NULL);
 	if (!key || !key[0])
-		return tl_wh_fail(c, 401, -TL_EAUTH,
-				  "sendgrid_public_key is not set for this tenant (or set sendgrid_verify=false)");
+		return tl_wh_fail(
+		    c, 401, -TL_EAUTH,
+		    "sendgrid_public_key is not set for this tenant (or set sendgrid_verify=false)");
 	size_t sig_n, ts_n;
 	const char *sig = tl_wh_header(c, SIG_HDR, &sig_n);
 	const char *ts = tl_wh_header(c, TS_HDR, &ts_n);
@@ -92,9 +93,9 @@ static int verify(struct wh_ctx *c)
 		return tl_wh_fail(c, 401, -TL_EAUTH, "sendgrid_public_key is not a base64 EC public key");
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	int ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) == 1 &&
-		 EVP_DigestVerifyUpdate(md, ts, ts_n) == 1 &&
-		 (c->req->len == 0 || EVP_DigestVerifyUpdate(md, c->req->body, c->req->len) == 1) &&
-		 EVP_DigestVerifyFinal(md, der, (size_t)der_n) == 1;
+	         EVP_DigestVerifyUpdate(md, ts, ts_n) == 1 &&
+	         (c->req->len == 0 || EVP_DigestVerifyUpdate(md, c->req->body, c->req->len) == 1) &&
+	         EVP_DigestVerifyFinal(md, der, (size_t)der_n) == 1;
 	EVP_MD_CTX_free(md);
 	EVP_PKEY_free(pk);
 	return ok ? 0 : tl_wh_fail(c, 403, -TL_EAUTH, "bad signature");
@@ -136,7 +137,7 @@ static int one(struct wh_ctx *c, const json_t *o)
 	if (!it.id.n) { /* deterministic, so that a retried batch dedupes */
 		tl_wh_item_hash(c, &it);
 		struct tl_str parts[] = {name, it.message, tl_wh_int(c, it.ts_ms),
-					 tl_str_of(it.rhash, strlen(it.rhash)), it.url};
+		                         tl_str_of(it.rhash, strlen(it.rhash)), it.url};
 		it.id = tl_wh_id(c, "sg", parts, sizeof parts / sizeof parts[0]);
 	}
 	return tl_wh_emit(c, &it);
@@ -153,7 +154,6 @@ int tl_wh_sendgrid(struct wh_ctx *c)
 	rc = 0;
 	if (json_is_array(root)) {
 		size_t n = json_array_size(root);
-		rc = tl_wh_reserve(c, n);
 		for (size_t i = 0; i < n && !rc; i++)
 			rc = one(c, json_array_get(root, i));
 	} else if (json_is_object(root)) { /* a single event, as some test tools send */

@@ -12,9 +12,9 @@
 #include <string.h>
 
 enum rcpt_kind {
-	R_DEST,	     /* mail.destination[] */
-	R_STRINGS,   /* <detail>.recipients[] (strings) */
-	R_OBJECTS,   /* <detail>.<list>[].emailAddress */
+	R_DEST,    /* mail.destination[] */
+	R_STRINGS, /* <detail>.recipients[] (strings) */
+	R_OBJECTS, /* <detail>.<list>[].emailAddress */
 };
 
 static const struct ses_kind {
@@ -25,16 +25,16 @@ static const struct ses_kind {
 	const char *list;
 	bool repeatable; /* may happen several times per (message, recipient): time in the id */
 } kinds[] = {
-	{"Send", TL_EV_SENT, "send", R_DEST, NULL, false},
-	{"Delivery", TL_EV_DELIVERED, "delivery", R_STRINGS, "recipients", false},
-	{"Bounce", TL_EV_BOUNCED, "bounce", R_OBJECTS, "bouncedRecipients", false},
-	{"Complaint", TL_EV_COMPLAINT, "complaint", R_OBJECTS, "complainedRecipients", false},
-	{"Reject", TL_EV_DROPPED, "reject", R_DEST, NULL, false},
-	{"DeliveryDelay", TL_EV_DEFERRED, "deliveryDelay", R_OBJECTS, "delayedRecipients", true},
-	{"Open", TL_EV_OPEN, "open", R_DEST, NULL, true},
-	{"Click", TL_EV_CLICK, "click", R_DEST, NULL, true},
-	{"Subscription", TL_EV_UNSUBSCRIBE, "subscription", R_DEST, NULL, true},
-	{"Rendering Failure", TL_EV_NONE, "failure", R_DEST, NULL, false},
+    {"Send", TL_EV_SENT, "send", R_DEST, NULL, false},
+    {"Delivery", TL_EV_DELIVERED, "delivery", R_STRINGS, "recipients", false},
+    {"Bounce", TL_EV_BOUNCED, "bounce", R_OBJECTS, "bouncedRecipients", false},
+    {"Complaint", TL_EV_COMPLAINT, "complaint", R_OBJECTS, "complainedRecipients", false},
+    {"Reject", TL_EV_DROPPED, "reject", R_DEST, NULL, false},
+    {"DeliveryDelay", TL_EV_DEFERRED, "deliveryDelay", R_OBJECTS, "delayedRecipients", true},
+    {"Open", TL_EV_OPEN, "open", R_DEST, NULL, true},
+    {"Click", TL_EV_CLICK, "click", R_DEST, NULL, true},
+    {"Subscription", TL_EV_UNSUBSCRIBE, "subscription", R_DEST, NULL, true},
+    {"Rendering Failure", TL_EV_NONE, "failure", R_DEST, NULL, false},
 };
 
 static bool eq(struct tl_str s, const char *lit)
@@ -99,8 +99,9 @@ static bool opted_out(const json_t *detail)
 	return false;
 }
 
-static int recipient_event(struct wh_ctx *c, const struct ses_kind *k, struct tl_str kname, const json_t *mail,
-			   struct tl_str rcpt, struct tl_str msgid, const struct wh_item *base)
+static int recipient_event(struct wh_ctx *c, const struct ses_kind *k, struct tl_str kname,
+                           const json_t *mail, struct tl_str rcpt, struct tl_str msgid,
+                           const struct wh_item *base)
 {
 	struct wh_item it = *base;
 	it.recipient = rcpt;
@@ -113,7 +114,7 @@ static int recipient_event(struct wh_ctx *c, const struct ses_kind *k, struct tl
 	it.hashed = false;
 	tl_wh_item_hash(c, &it);
 	struct tl_str parts[] = {msgid, kname, tl_str_of(it.rhash, strlen(it.rhash)),
-				 k && k->repeatable ? tl_wh_int(c, it.ts_ms) : TL_STR_NULL};
+	                         k && k->repeatable ? tl_wh_int(c, it.ts_ms) : TL_STR_NULL};
 	it.id = tl_wh_id(c, "ses", parts, sizeof parts / sizeof parts[0]);
 	return tl_wh_emit(c, &it);
 }
@@ -159,7 +160,8 @@ static int ses_event(struct wh_ctx *c, const json_t *m, struct tl_str sns_id)
 			base.type = TL_EV_DROPPED; /* SES did not attempt it: a suppression-list drop */
 		else
 			base.bounce_class = eq(bt, "Permanent") ? TL_BOUNCE_HARD : TL_BOUNCE_SOFT;
-	} else if (base.type == TL_EV_COMPLAINT && eq(tl_wh_str(detail, "complaintFeedbackType"), "not-spam")) {
+	} else if (base.type == TL_EV_COMPLAINT &&
+	           eq(tl_wh_str(detail, "complaintFeedbackType"), "not-spam")) {
 		base.dead = "complaint with feedback type not-spam";
 	} else if (base.type == TL_EV_UNSUBSCRIBE && !opted_out(detail)) {
 		base.dead = "subscription change without an opt-out";
@@ -171,21 +173,22 @@ static int ses_event(struct wh_ctx *c, const json_t *m, struct tl_str sns_id)
 	}
 	if (!msgid.n && !base.dead)
 		base.dead = "missing mail.messageId";
-	const json_t *list = !k ? NULL
-			     : k->rk == R_DEST ? json_object_get(mail, "destination")
-					       : json_object_get(detail, k->list);
+	const json_t *list = !k                ? NULL
+	                     : k->rk == R_DEST ? json_object_get(mail, "destination")
+	                                       : json_object_get(detail, k->list);
 	size_t n = json_array_size(list);
 	if (n == 0) {
 		if (!base.dead)
 			base.dead = "no recipients";
 		return tl_wh_emit(c, &base);
 	}
-	int rc = tl_wh_reserve(c, n);
+	int rc = 0;
 	for (size_t i = 0; i < n && !rc; i++) {
 		const json_t *r = json_array_get(list, i);
 		struct tl_str addr = k->rk == R_OBJECTS ? tl_wh_str(r, "emailAddress")
-				     : json_is_string(r)  ? tl_str_of(json_string_value(r), json_string_length(r))
-							  : TL_STR_NULL;
+		                     : json_is_string(r)
+		                         ? tl_str_of(json_string_value(r), json_string_length(r))
+		                         : TL_STR_NULL;
 		rc = recipient_event(c, k, kname, mail, addr, msgid, &base);
 	}
 	return rc;
@@ -230,7 +233,7 @@ static int envelope(struct wh_ctx *c, const json_t *env, struct tl_str type, boo
 		struct tl_str url = tl_wh_str(env, "SubscribeURL");
 		if (!tl_wh_sns_url_ok(url.p, url.n, false))
 			return tl_wh_fail(c, 403, -TL_EAUTH,
-					  "SubscribeURL is not an https URL on sns.<region>.amazonaws.com");
+			                  "SubscribeURL is not an https URL on sns.<region>.amazonaws.com");
 		char *u = tl_arena_strdup(c->req->arena, url.p, url.n);
 		if (!u)
 			return tl_wh_fail(c, 500, -TL_ENOMEM, "out of memory");
@@ -271,8 +274,9 @@ int tl_wh_ses(struct wh_ctx *c)
 	} else if (type.n) {
 		rc = envelope(c, root, type, verify);
 	} else if (verify) {
-		rc = tl_wh_fail(c, 401, -TL_EAUTH,
-				"not an SNS envelope: raw message delivery cannot be verified (set ses_verify=false)");
+		rc = tl_wh_fail(
+		    c, 401, -TL_EAUTH,
+		    "not an SNS envelope: raw message delivery cannot be verified (set ses_verify=false)");
 	} else if (json_object_get(root, "eventType") || json_object_get(root, "notificationType")) {
 		rc = ses_event(c, root, TL_STR_NULL); /* SNS raw message delivery */
 	} else {

@@ -22,8 +22,8 @@
 
 #define CERT_MAX_BYTES (64 * 1024)
 #define FETCHES_PER_MIN 10
-#define NEG_TTL_MS (10 * 60 * 1000)    /* a 4xx or a bad PEM */
-#define NEG_TTL_SOFT_MS (10 * 1000)    /* a network failure */
+#define NEG_TTL_MS (10 * 60 * 1000) /* a 4xx or a bad PEM */
+#define NEG_TTL_SOFT_MS (10 * 1000) /* a network failure */
 
 /* ---- URLs --------------------------------------------------------------- */
 
@@ -67,10 +67,10 @@ bool tl_wh_sns_url_ok(const char *u, size_t n, bool pem)
 
 struct cert_entry {
 	char *url;
-	X509 *x;	     /* NULL: a remembered failure */
-	int neg_rc;	     /* … with this code */
+	X509 *x;    /* NULL: a remembered failure */
+	int neg_rc; /* … with this code */
 	int64_t neg_until_ms;
-	uint64_t used;	     /* LRU tick */
+	uint64_t used; /* LRU tick */
 };
 
 struct tl_sns_certs {
@@ -203,7 +203,8 @@ static int cert_get(struct tl_sns_certs *c, const char *url, int64_t now, X509 *
 		X509_up_ref(x);
 		*out = x;
 	} else {
-		bool permanent = rc == -TL_ENOTFOUND || rc == -TL_ECORRUPT || rc == -TL_ETOOBIG || rc == -TL_EINVAL;
+		bool permanent =
+		    rc == -TL_ENOTFOUND || rc == -TL_ECORRUPT || rc == -TL_ETOOBIG || rc == -TL_EINVAL;
 		e->neg_rc = permanent ? -TL_ECORRUPT : rc;
 		e->neg_until_ms = now + (permanent ? NEG_TTL_MS : NEG_TTL_SOFT_MS);
 		rc = e->neg_rc;
@@ -230,9 +231,10 @@ static int put_field(struct tl_buf *b, const char *key, struct tl_str v)
 /* The canonical string of env into b. -TL_EINVAL when a signed field is missing. */
 static int canonical(const json_t *env, struct tl_str type, struct tl_buf *b)
 {
-	static const char *const notif[] = {"Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"};
-	static const char *const sub[] = {"Message",  "MessageId", "SubscribeURL", "Timestamp",
-					  "Token",    "TopicArn",  "Type"};
+	static const char *const notif[] = {"Message",   "MessageId", "Subject",
+	                                    "Timestamp", "TopicArn",  "Type"};
+	static const char *const sub[] = {"Message", "MessageId", "SubscribeURL", "Timestamp",
+	                                  "Token",   "TopicArn",  "Type"};
 	bool is_notif = type.n == 12 && memcmp(type.p, "Notification", 12) == 0;
 	const char *const *keys = is_notif ? notif : sub;
 	size_t n = is_notif ? sizeof notif / sizeof notif[0] : sizeof sub / sizeof sub[0];
@@ -256,7 +258,8 @@ int tl_wh_sns_verify(struct wh_ctx *c, const json_t *env)
 	struct tl_str sig = tl_wh_str(env, "Signature");
 	struct tl_str url = tl_wh_str(env, "SigningCertURL");
 	if (!ver.n || !sig.n || !url.n)
-		return tl_wh_fail(c, 401, -TL_EAUTH, "unsigned SNS message (set ses_verify=false to accept it)");
+		return tl_wh_fail(c, 401, -TL_EAUTH,
+		                  "unsigned SNS message (set ses_verify=false to accept it)");
 	const EVP_MD *md;
 	if (ver.n == 1 && ver.p[0] == '1')
 		md = EVP_sha1();
@@ -266,7 +269,7 @@ int tl_wh_sns_verify(struct wh_ctx *c, const json_t *env)
 		return tl_wh_fail(c, 403, -TL_EAUTH, "unsupported SNS SignatureVersion");
 	if (!tl_wh_sns_url_ok(url.p, url.n, true))
 		return tl_wh_fail(c, 403, -TL_EAUTH,
-				  "SigningCertURL is not https://sns.<region>.amazonaws.com/….pem");
+		                  "SigningCertURL is not https://sns.<region>.amazonaws.com/….pem");
 	struct tl_str ts = tl_wh_str(env, "Timestamp");
 	int64_t t;
 	if (!ts.n || tl_time_parse_iso(ts.p, ts.n, &t) != 0)
@@ -288,7 +291,7 @@ int tl_wh_sns_verify(struct wh_ctx *c, const json_t *env)
 	if (rc) {
 		tl_buf_free(&b);
 		return rc == -TL_EINVAL ? tl_wh_fail(c, 403, -TL_EAUTH, "SNS message lacks a signed field")
-					: tl_wh_fail(c, 500, -TL_ENOMEM, "out of memory");
+		                        : tl_wh_fail(c, 500, -TL_ENOMEM, "out of memory");
 	}
 	X509 *x = NULL;
 	rc = cert_get(c->req->sns_certs, curl, c->req->now_ms, &x);
@@ -297,15 +300,15 @@ int tl_wh_sns_verify(struct wh_ctx *c, const json_t *env)
 		if (rc == -TL_ECORRUPT)
 			return tl_wh_fail(c, 403, -TL_EAUTH, "SigningCertURL did not give a certificate");
 		return tl_wh_fail(c, 503, -TL_EUNAVAIL, "could not fetch the SNS signing certificate (%s)",
-				  tl_strerror(rc));
+		                  tl_strerror(rc));
 	}
 	time_t now_s = (time_t)(c->req->now_ms / 1000);
 	bool valid = X509_cmp_time(X509_get0_notBefore(x), &now_s) < 0 &&
-		     X509_cmp_time(X509_get0_notAfter(x), &now_s) > 0;
+	             X509_cmp_time(X509_get0_notAfter(x), &now_s) > 0;
 	EVP_PKEY *pk = X509_get0_pubkey(x);
 	EVP_MD_CTX *mctx = EVP_MD_CTX_new();
 	int ok = valid && pk && mctx && EVP_DigestVerifyInit(mctx, NULL, md, NULL, pk) == 1 &&
-		 EVP_DigestVerify(mctx, raw, (size_t)raw_n, (const unsigned char *)b.data, b.len) == 1;
+	         EVP_DigestVerify(mctx, raw, (size_t)raw_n, (const unsigned char *)b.data, b.len) == 1;
 	EVP_MD_CTX_free(mctx);
 	X509_free(x);
 	tl_buf_free(&b);

@@ -50,7 +50,8 @@ int tl_webhook_http_get(void *opts_arg, const char *url, struct tl_buf *out)
 	bad |= curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
 	bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
 	bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms) != CURLE_OK;
-	bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms / 2 > 0 ? timeout_ms / 2 : 1) != CURLE_OK;
+	bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms / 2 > 0 ? timeout_ms / 2 : 1) !=
+	       CURLE_OK;
 	bad |= curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max) != CURLE_OK;
 	bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "tally-webhooks/1") != CURLE_OK;
 	bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK;

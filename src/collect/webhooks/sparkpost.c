@@ -9,23 +9,23 @@
 #define TOKEN_HDR "X-MessageSystems-Webhook-Token"
 
 static const struct wh_map types[] = {
-	{"injection", TL_EV_SENT, 0},
-	{"delivery", TL_EV_DELIVERED, 0},
-	{"bounce", TL_EV_BOUNCED, 0}, /* class from bounce_class, below */
-	{"out_of_band", TL_EV_BOUNCED, 0},
-	{"delay", TL_EV_DEFERRED, 0},
-	{"policy_rejection", TL_EV_DROPPED, 0},
-	{"generation_failure", TL_EV_DROPPED, 0},
-	{"generation_rejection", TL_EV_DROPPED, 0},
-	{"spam_complaint", TL_EV_COMPLAINT, 0},
-	{"list_unsubscribe", TL_EV_UNSUBSCRIBE, 0},
-	{"link_unsubscribe", TL_EV_UNSUBSCRIBE, 0},
-	{"open", TL_EV_OPEN, 0},
-	{"initial_open", TL_EV_OPEN, 0},
-	{"amp_open", TL_EV_OPEN, 0},
-	{"amp_initial_open", TL_EV_OPEN, 0},
-	{"click", TL_EV_CLICK, 0},
-	{"amp_click", TL_EV_CLICK, 0},
+    {"injection", TL_EV_SENT, 0},
+    {"delivery", TL_EV_DELIVERED, 0},
+    {"bounce", TL_EV_BOUNCED, 0}, /* class from bounce_class, below */
+    {"out_of_band", TL_EV_BOUNCED, 0},
+    {"delay", TL_EV_DEFERRED, 0},
+    {"policy_rejection", TL_EV_DROPPED, 0},
+    {"generation_failure", TL_EV_DROPPED, 0},
+    {"generation_rejection", TL_EV_DROPPED, 0},
+    {"spam_complaint", TL_EV_COMPLAINT, 0},
+    {"list_unsubscribe", TL_EV_UNSUBSCRIBE, 0},
+    {"link_unsubscribe", TL_EV_UNSUBSCRIBE, 0},
+    {"open", TL_EV_OPEN, 0},
+    {"initial_open", TL_EV_OPEN, 0},
+    {"amp_open", TL_EV_OPEN, 0},
+    {"amp_initial_open", TL_EV_OPEN, 0},
+    {"click", TL_EV_CLICK, 0},
+    {"amp_click", TL_EV_CLICK, 0},
 };
 
 /* SparkPost bounce classification code → class. Returns -1 for code 80
@@ -48,7 +48,7 @@ static int classify(long code)
 	case 80:
 		return -1;
 	default: /* 1 undetermined, 20–24 soft/DNS/mailbox full/too large/timeout, 40 generic,
-		    60 auto-reply, 70 transient, 100 challenge-response, and anything new */
+	            60 auto-reply, 70 transient, 100 challenge-response, and anything new */
 		return TL_BOUNCE_SOFT;
 	}
 }
@@ -56,7 +56,9 @@ static int classify(long code)
 static long code_of(const json_t *v)
 {
 	if (json_is_integer(v))
-		return json_integer_value(v) >= 0 && json_integer_value(v) < 1000 ? (long)json_integer_value(v) : -1;
+		return json_integer_value(v) >= 0 && json_integer_value(v) < 1000
+		           ? (long)json_integer_value(v)
+		           : -1;
 	if (!json_is_string(v))
 		return -1;
 	const char *s = json_string_value(v);
@@ -75,8 +77,9 @@ static long code_of(const json_t *v)
 static int one(struct wh_ctx *c, const json_t *o, const char *cls)
 {
 	if (!json_is_object(o))
-		return tl_wh_dead(c, tl_wh_reason(c, "event is not a JSON object:", tl_str_of(cls, strlen(cls))),
-				  tl_str_of(cls, strlen(cls)));
+		return tl_wh_dead(c,
+		                  tl_wh_reason(c, "event is not a JSON object:", tl_str_of(cls, strlen(cls))),
+		                  tl_str_of(cls, strlen(cls)));
 	struct wh_item it;
 	memset(&it, 0, sizeof it);
 	struct tl_str name = tl_wh_str(o, "type");
@@ -109,8 +112,8 @@ static int one(struct wh_ctx *c, const json_t *o, const char *cls)
 	it.id = tl_wh_text(c, json_object_get(o, "event_id"));
 	if (!it.id.n) {
 		tl_wh_item_hash(c, &it);
-		struct tl_str parts[] = {name, it.message, tl_wh_int(c, it.ts_ms), tl_str_of(it.rhash, strlen(it.rhash)),
-					 it.url};
+		struct tl_str parts[] = {name, it.message, tl_wh_int(c, it.ts_ms),
+		                         tl_str_of(it.rhash, strlen(it.rhash)), it.url};
 		it.id = tl_wh_id(c, "sp", parts, sizeof parts / sizeof parts[0]);
 	}
 	return tl_wh_emit(c, &it);
@@ -124,7 +127,8 @@ static int element(struct wh_ctx *c, const json_t *el)
 		return tl_wh_dead(c, "batch element is not a JSON object", TL_STR_NULL);
 	const json_t *msys = json_object_get(el, "msys");
 	if (!msys)
-		return json_object_size(el) == 0 ? 0 : tl_wh_dead(c, "batch element without msys", TL_STR_NULL);
+		return json_object_size(el) == 0 ? 0
+		                                 : tl_wh_dead(c, "batch element without msys", TL_STR_NULL);
 	if (!json_is_object(msys))
 		return tl_wh_dead(c, "msys is not a JSON object", TL_STR_NULL);
 	const char *cls;
@@ -146,8 +150,9 @@ static int auth(struct wh_ctx *c)
 	size_t n;
 	const char *tok = tl_wh_header(c, TOKEN_HDR, &n);
 	if (tok)
-		return tl_wh_secret_eq(tok, n, want, strlen(want)) ? 0
-								   : tl_wh_fail(c, 403, -TL_EAUTH, "wrong " TOKEN_HDR);
+		return tl_wh_secret_eq(tok, n, want, strlen(want))
+		           ? 0
+		           : tl_wh_fail(c, 403, -TL_EAUTH, "wrong " TOKEN_HDR);
 	const char *h = tl_wh_header(c, "Authorization", &n);
 	if (!h)
 		return tl_wh_fail(c, 401, -TL_EAUTH, "missing Basic authorization or " TOKEN_HDR " header");
@@ -165,7 +170,6 @@ int tl_wh_sparkpost(struct wh_ctx *c)
 	rc = 0;
 	if (json_is_array(root)) {
 		size_t n = json_array_size(root);
-		rc = tl_wh_reserve(c, n);
 		for (size_t i = 0; i < n && !rc; i++)
 			rc = element(c, json_array_get(root, i));
 	} else if (json_is_object(root)) {

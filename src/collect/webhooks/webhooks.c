@@ -18,8 +18,9 @@ static const struct {
 	const char *name;
 	int (*fn)(struct wh_ctx *c);
 } providers[] = {
-	{"sendgrid", tl_wh_sendgrid}, {"ses", tl_wh_ses},	    {"mailgun", tl_wh_mailgun},
-	{"postmark", tl_wh_postmark}, {"sparkpost", tl_wh_sparkpost},
+    {"sendgrid", tl_wh_sendgrid},   {"ses", tl_wh_ses},
+    {"mailgun", tl_wh_mailgun},     {"postmark", tl_wh_postmark},
+    {"sparkpost", tl_wh_sparkpost},
 };
 
 /* ---- errors ------------------------------------------------------------- */
@@ -82,7 +83,7 @@ json_t *tl_wh_load(struct wh_ctx *c, const char *buf, size_t len, const char *wh
 		root = json_loadb(buf, len, JSON_DECODE_INT_AS_REAL, &e);
 	if (!root) {
 		tl_wh_fail(c, 400, -TL_EINVAL, "%s is not valid JSON: %s (line %d, column %d)", what, e.text,
-			   e.line, e.column);
+		           e.line, e.column);
 		return NULL;
 	}
 	return root;
@@ -123,7 +124,8 @@ bool tl_wh_setting_bool(const struct tl_tenant *t, const char *key, bool def)
 	if (!v)
 		return def;
 	size_t n = strlen(v);
-	if (tl_wh_ieq(v, n, "false") || tl_wh_ieq(v, n, "0") || tl_wh_ieq(v, n, "no") || tl_wh_ieq(v, n, "off"))
+	if (tl_wh_ieq(v, n, "false") || tl_wh_ieq(v, n, "0") || tl_wh_ieq(v, n, "no") ||
+	    tl_wh_ieq(v, n, "off"))
 		return false;
 	return true;
 }
@@ -240,7 +242,8 @@ const struct wh_map *tl_wh_lookup(const struct wh_map *m, size_t n, struct tl_st
 	return NULL;
 }
 
-void tl_wh_map_type(struct wh_ctx *c, const struct wh_map *m, size_t n, struct tl_str name, struct wh_item *it)
+void tl_wh_map_type(struct wh_ctx *c, const struct wh_map *m, size_t n, struct tl_str name,
+                    struct wh_item *it)
 {
 	it->provider_event = name;
 	const struct wh_map *e = name.n ? tl_wh_lookup(m, n, name) : NULL;
@@ -301,8 +304,9 @@ struct tl_str tl_wh_id(struct wh_ctx *c, const char *prefix, const struct tl_str
 	int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
 	for (size_t i = 0; ok && i < n; i++) {
 		unsigned char l[4] = {(unsigned char)(parts[i].n >> 24), (unsigned char)(parts[i].n >> 16),
-				      (unsigned char)(parts[i].n >> 8), (unsigned char)parts[i].n};
-		ok = EVP_DigestUpdate(md, l, 4) && (!parts[i].n || EVP_DigestUpdate(md, parts[i].p, parts[i].n));
+		                      (unsigned char)(parts[i].n >> 8), (unsigned char)parts[i].n};
+		ok = EVP_DigestUpdate(md, l, 4) &&
+		     (!parts[i].n || EVP_DigestUpdate(md, parts[i].p, parts[i].n));
 	}
 	ok = ok && EVP_DigestFinal_ex(md, d, &dl);
 	EVP_MD_CTX_free(md);
@@ -583,12 +587,13 @@ static const char *field_setting(const struct tl_tenant *t, const char *key, con
 }
 
 int tl_wh_handle_opts(const char *provider, size_t provider_len, const struct tl_webhook_req *req,
-		      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen, bool verify)
+                      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen, bool verify)
 {
 	memset(out, 0, sizeof *out);
 	if (err && errlen)
 		err[0] = '\0';
-	struct wh_ctx c = {.req = req, .out = out, .verify = verify, .err = err, .errlen = errlen, .status = 500};
+	struct wh_ctx c = {
+	    .req = req, .out = out, .verify = verify, .err = err, .errlen = errlen, .status = 500};
 	int (*fn)(struct wh_ctx *) = NULL;
 	for (size_t i = 0; i < sizeof providers / sizeof providers[0]; i++) {
 		if (provider && provider_len == strlen(providers[i].name) &&
@@ -624,7 +629,7 @@ int tl_wh_handle_opts(const char *provider, size_t provider_len, const struct tl
 }
 
 int tl_webhook_handle(const char *provider, size_t provider_len, const struct tl_webhook_req *req,
-		      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen)
+                      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen)
 {
 	return tl_wh_handle_opts(provider, provider_len, req, out, http_status, err, errlen, true);
 }

@@ -82,12 +82,15 @@ struct tl_webhook_req {
 	size_t len;
 	tl_webhook_header_fn header; /* may be NULL: no headers */
 	void *header_arg;
-	const struct tl_tenant *tenant; /* from the URL; NULL answers 404 */
-	int64_t now_ms;			/* arrival time, ms since the epoch (tl_now_ms()) */
-	struct tl_arena *arena;		/* per-request scratch: out's memory lives here */
+	const struct tl_tenant *tenant;   /* from the URL; NULL answers 404 */
+	int64_t now_ms;                   /* arrival time, ms since the epoch (tl_now_ms()) */
+	struct tl_arena *arena;           /* per-request scratch: out's memory lives here.
+	                                     Give it a cap (max) of about 4 × the body
+	                                     limit: each event or dead letter takes ~250
+	                                     bytes plus its strings; over the cap is 413 */
 	struct tl_webhook_replay *replay; /* Mailgun token replay cache; NULL = no replay check */
-	struct tl_sns_certs *sns_certs;	  /* SNS certificate cache; NULL = SES signature
-					     verification unavailable (answers 503) */
+	struct tl_sns_certs *sns_certs;   /* SNS certificate cache; NULL = SES signature
+	                                     verification unavailable (answers 503) */
 };
 
 /* An event that cannot be counted, with why. ev is best effort: fields the
@@ -96,7 +99,7 @@ struct tl_webhook_req {
  * not tl_event_to_json(). */
 struct tl_webhook_dead {
 	struct tl_event ev;
-	const char *reason;	    /* "no campaign", "unmapped event type \"group_resubscribe\"", … */
+	const char *reason;         /* "no campaign", "unmapped event type \"group_resubscribe\"", … */
 	const char *provider_event; /* the provider's own event name, "" when unknown */
 };
 
@@ -123,7 +126,7 @@ struct tl_webhook_out {
  * NUL-terminated, may be NULL) says what was wrong, in words fit for the JSON
  * error body (never a secret). Any thread. */
 int tl_webhook_handle(const char *provider, size_t provider_len, const struct tl_webhook_req *req,
-		      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen) TL_MUST_CHECK;
+                      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen) TL_MUST_CHECK;
 
 /* The short error code for the JSON error body of a status:
  * 400 "bad_request", 401 "unauthorized", 403 "forbidden", 404 "not_found",
@@ -176,12 +179,12 @@ typedef int (*tl_webhook_fetch_fn)(void *arg, const char *url, struct tl_buf *ou
  * downloader. Returns 0 or -TL_ENOMEM. Internally locked; a fetch holds the
  * lock. */
 int tl_sns_certs_create(size_t max_entries, tl_webhook_fetch_fn fetch, void *arg,
-			struct tl_sns_certs **out) TL_MUST_CHECK;
+                        struct tl_sns_certs **out) TL_MUST_CHECK;
 void tl_sns_certs_destroy(struct tl_sns_certs *c); /* NULL-safe */
 
 /* Options of tl_webhook_http_get; NULL = the defaults. */
 struct tl_webhook_http_opts {
-	int timeout_ms;	  /* whole transfer, default 5000 (connect: half of it) */
+	int timeout_ms;   /* whole transfer, default 5000 (connect: half of it) */
 	size_t max_bytes; /* response body cap, default 64 KiB (a PEM is ~2 KiB) */
 };
 
