@@ -26,9 +26,9 @@
 
 #define NSTR 11
 #define FIXED_MAX (3 + 5 * TL_VARINT_MAX)
-#define FLAGS_ALL 0x7fu /* TL_EVF_MACHINE … TL_EVF_PROVIDER_MACHINE */
+#define FLAGS_ALL 0xffu /* TL_EVF_MACHINE … TL_EVF_DEAD */
 _Static_assert(FLAGS_ALL == (TL_EVF_MACHINE | TL_EVF_BOT | TL_EVF_HEAD | TL_EVF_HIT | TL_EVF_HASHED |
-                             TL_EVF_ENRICHED | TL_EVF_PROVIDER_MACHINE),
+                             TL_EVF_ENRICHED | TL_EVF_PROVIDER_MACHINE | TL_EVF_DEAD),
                "a new TL_EVF_* flag must be added to the codec");
 
 static const uint32_t str_max[NSTR] = {

@@ -249,7 +249,7 @@ static void test_bad_varints_and_lengths(void **state)
 	(void)state;
 	struct tl_event out;
 	/* flags with an unknown bit */
-	unsigned char unknown_flag[] = {1, 1, 0, 0x80, 0x01, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+	unsigned char unknown_flag[] = {1, 1, 0, 0x80, 0x02, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 	assert_int_equal(tl_event_decode(unknown_flag, sizeof unknown_flag, &out), -TL_ECORRUPT);
 	/* an overlong varint (0 written as 0x80 0x00) */
 	unsigned char overlong[] = {1, 1, 0, 0x80, 0x00, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
