@@ -38,17 +38,17 @@ tl_now_ms() { date +%s%3N; }
 # tl_alive PID: true while the process runs.
 tl_alive() { kill -0 "$1" 2>/dev/null; }
 
-# tl_wait_exit PID TIMEOUT_S: waits for PID (a child of this shell) to exit;
-# prints its exit status. Returns 1 (and prints nothing) on timeout.
+# tl_wait_exit PID TIMEOUT_S: waits for PID (a child of this shell) to exit
+# and sets TL_EXIT_STATUS to its exit status. Returns 1 on timeout. (Not in a
+# $(…) subshell: only this shell can reap its children.)
 tl_wait_exit() {
 	local pid=$1 deadline=$(($(date +%s) + $2))
 	while tl_alive "$pid"; do
 		[ "$(date +%s)" -lt "$deadline" ] || return 1
 		sleep 0.05
 	done
-	local rc=0
-	wait "$pid" 2>/dev/null || rc=$?
-	echo "$rc"
+	TL_EXIT_STATUS=0
+	wait "$pid" 2>/dev/null || TL_EXIT_STATUS=$?
 }
 
 # tl_kill PID [TIMEOUT_S]: SIGTERM, then SIGKILL if it outlives the timeout.
@@ -56,7 +56,7 @@ tl_kill() {
 	local pid=$1 t=${2:-10}
 	tl_alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
 	kill -TERM "$pid" 2>/dev/null || true
-	if ! tl_wait_exit "$pid" "$t" >/dev/null; then
+	if ! tl_wait_exit "$pid" "$t"; then
 		tl_log "pid $pid ignored SIGTERM for ${t}s: SIGKILL"
 		kill -KILL "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
@@ -113,6 +113,7 @@ tl_spawn() {
 
 # tl_listen_addr LOG ROLE: prints ADDR:PORT of the last "listening ROLE" line.
 tl_listen_addr() {
+	[ -f "$1" ] || return 0
 	sed -n "s/.*listening $2 \([^ ]*\).*/\1/p" "$1" | tail -n 1
 }
 
@@ -145,10 +146,10 @@ tl_start_serve() {
 # tl_stop_serve [TIMEOUT_S]: SIGTERM to the serve process; fails the test if
 # it does not exit in time (default 30 s) or exits non-zero.
 tl_stop_serve() {
-	local t=${1:-30} rc
+	local t=${1:-30}
 	kill -TERM "$TL_SERVE_PID" 2>/dev/null || tl_fail "serve (pid $TL_SERVE_PID) is not running"
-	rc=$(tl_wait_exit "$TL_SERVE_PID" "$t") || tl_fail "serve did not exit within ${t}s of SIGTERM"
-	[ "$rc" = 0 ] || tl_fail "serve exited with status $rc after SIGTERM"
+	tl_wait_exit "$TL_SERVE_PID" "$t" || tl_fail "serve did not exit within ${t}s of SIGTERM"
+	[ "$TL_EXIT_STATUS" = 0 ] || tl_fail "serve exited with status $TL_EXIT_STATUS after SIGTERM"
 	tl_log "serve (pid $TL_SERVE_PID) stopped cleanly"
 }
 

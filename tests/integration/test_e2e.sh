@@ -12,6 +12,7 @@
 #     events count.
 #
 # Env: TALLY_BIN (required), TALLY_E2E_EVENTS (default 230000),
+# TALLY_E2E_CONCURRENCY (gen connections, default 32),
 # TALLY_E2E_CATCHUP_TIMEOUT seconds (default 300), TALLY_KEEP_TMP=1.
 TL_TEST_NAME=e2e
 . "$(dirname "$0")/lib.sh"
@@ -19,6 +20,9 @@ TL_TEST_NAME=e2e
 EVENTS=${TALLY_E2E_EVENTS:-230000}
 CATCHUP_TIMEOUT=${TALLY_E2E_CATCHUP_TIMEOUT:-300}
 GEN_TIMEOUT=${TALLY_E2E_GEN_TIMEOUT:-600}
+# the collector answers a hit once it is durable (group commit): more
+# connections in flight, more hits per fsync
+CONCURRENCY=${TALLY_E2E_CONCURRENCY:-32}
 DATA="$TL_TMP/data"
 mkdir -p "$DATA"
 
@@ -140,7 +144,7 @@ check_variants() {
 
 t0=$(tl_now_ms)
 run_gen acme --tenant acme --api-key "$ACME_KEY" --link-key "$ACME_LINK" --other-tenant-link-key "$OTHER_LINK" \
-	--events "$EVENTS" --campaigns 5 --variants A,B --seed 1 --concurrency 8 --junk
+	--events "$EVENTS" --campaigns 5 --variants A,B --seed 1 --concurrency "$CONCURRENCY" --junk
 t1=$(tl_now_ms)
 run_gen other --tenant other --api-key "$OTHER_KEY" --link-key "$OTHER_LINK" --other-tenant-link-key "$ACME_LINK" \
 	--events 5000 --campaigns 2 --variants "" --campaign-prefix other --seed 2 --concurrency 4
