@@ -25,8 +25,9 @@
  * READ COMMITTED is what makes concurrent aggregators exact: an INSERT … ON
  * CONFLICT that meets a row another open transaction inserted waits for it,
  * then sees it (not new) or, if that one rolled back, inserts it. Dedupe and
- * unique keys are inserted in key order (ORDER BY … COLLATE "C") so that two
- * transactions over overlapping keys lock them in the same order; the
+ * unique keys are sent sorted by their bytes (sorted here, not by the
+ * server) and inserted in that order, so two transactions over overlapping
+ * keys lock them in the same order; the
  * counter tables need no order, as only the holder of the 'seq' row writes
  * them (below). A deadlock that still happens comes back as -TL_EBUSY.
  *
@@ -85,11 +86,11 @@ static const char *const stmt_sql[S__COUNT] = {
         " FROM meta m LEFT JOIN tenants t ON true WHERE m.key='tenants_version' ORDER BY t.name",
     [S_DEDUPE] = "INSERT INTO dedupe(src,tenant,id,ts_ms)"
                  " SELECT $1::int2,t,i,ts FROM unnest($2::text[],$3::bytea[],$4::int8[]) AS u(t,i,ts)"
-                 " ORDER BY t COLLATE \"C\",i ON CONFLICT DO NOTHING RETURNING tenant,id",
+                 " ON CONFLICT DO NOTHING RETURNING tenant,id",
     [S_UNIQUES] =
         "INSERT INTO uniques(src,tenant,campaign,kind,recipient,ts_ms)"
         " SELECT $1::int2,t,c,k,r,ts FROM unnest($2::text[],$3::text[],$4::int2[],$5::bytea[],$6::int8[])"
-        " AS u(t,c,k,r,ts) ORDER BY t COLLATE \"C\",c COLLATE \"C\",k,r"
+        " AS u(t,c,k,r,ts)"
         " ON CONFLICT DO NOTHING RETURNING tenant,campaign,kind,recipient",
     [S_OFFSETS_SET] =
         "INSERT INTO offsets(consumer,topic,partition,next)"
@@ -240,18 +241,22 @@ static int build_series_sql(struct tl_buf *b, enum tl_metric m)
 /* SQLSTATE → TL error. Errors that leave the session unusable (the server
  * going away, a read-only server after failover, a prepared statement that
  * disappeared) also mark the connection for a reconnect. */
-static int map_sqlstate(struct pg_store *s, const char *st)
+static int map_sqlstate(struct pg_store *s, const PGresult *r)
 {
+	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	if (!st || strlen(st) != 5)
 		return -TL_EIO;
-	if (memcmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 || strcmp(st, "57P02") == 0 ||
-	    strcmp(st, "57P03") == 0 || strcmp(st, "25006") == 0 || strcmp(st, "26000") == 0 ||
-	    strcmp(st, "0A000") == 0) {
-		s->broken = true;
+	const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+	bool stale_plan = strcmp(st, "0A000") == 0 && msg && strstr(msg, "cached plan"); /* DDL under us */
+	if (memcmp(st, "08", 2) == 0 ||  /* connection exception */
+	    memcmp(st, "57P", 3) == 0 || /* shutdown, crash, starting up, database dropped */
+	    strcmp(st, "25006") == 0 ||  /* read-only: a failover made this server a replica */
+	    strcmp(st, "26000") == 0 ||  /* a prepared statement is gone (DISCARD ALL) */
+	    stale_plan) {
+		s->broken = true; /* reconnect and prepare again */
 		return -TL_EUNAVAIL;
 	}
-	if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "55P03") == 0 ||
-	    strcmp(st, "57014") == 0)
+	if (memcmp(st, "40", 2) == 0 || strcmp(st, "55P03") == 0 || strcmp(st, "57014") == 0)
 		return -TL_EBUSY; /* serialization failure, deadlock, lock or statement timeout */
 	if (strcmp(st, "53100") == 0)
 		return -TL_ENOSPC;
@@ -265,6 +270,8 @@ static int map_sqlstate(struct pg_store *s, const char *st)
 		return -TL_EINVAL; /* data exception: bad encoding, out of range */
 	if (strcmp(st, "54000") == 0)
 		return -TL_ETOOBIG;
+	if (strcmp(st, "0A000") == 0)
+		return -TL_EUNSUPPORTED;
 	if (strcmp(st, "XX001") == 0 || strcmp(st, "XX002") == 0)
 		return -TL_ECORRUPT;
 	return -TL_EIO;
@@ -284,7 +291,7 @@ static int result_rc(struct pg_store *s, const PGresult *r)
 	case PGRES_TUPLES_OK:
 		return 0;
 	case PGRES_FATAL_ERROR:
-		return map_sqlstate(s, PQresultErrorField(r, PG_DIAG_SQLSTATE));
+		return map_sqlstate(s, r);
 	default:
 		return -TL_EIO;
 	}
@@ -440,6 +447,26 @@ static int record_version(struct pg_store *s, const struct tl_migration *m)
 	return rc;
 }
 
+/* The newest applied migration; 0 when schema_version does not exist yet. */
+static int schema_version(struct pg_store *s, int64_t *v)
+{
+	PGresult *r = NULL;
+	*v = 0;
+	int rc = tl_pg_simple(s, "SELECT to_regclass('schema_version') IS NOT NULL", &r);
+	if (rc != 0)
+		return rc;
+	bool exists = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+	PQclear(r);
+	if (!exists)
+		return 0;
+	if ((rc = tl_pg_simple(s, "SELECT COALESCE(MAX(version),0)::int8::text FROM schema_version", &r)) !=
+	    0)
+		return rc;
+	*v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	return 0;
+}
+
 /* Applies every migration newer than the database, each in its own
  * transaction together with its schema_version row, under a session
  * advisory lock: concurrent openers wait, then find nothing left to do.
@@ -447,20 +474,20 @@ static int record_version(struct pg_store *s, const struct tl_migration *m)
 static int migrate(struct pg_store *s)
 {
 	const int latest = tl_postgres_migrations[tl_postgres_migrations_count - 1].version;
-	int rc = tl_pg_simple(s, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", NULL);
-	if (rc != 0)
+	int64_t cur = 0;
+	int rc = schema_version(s, &cur);
+	if (rc != 0 || cur == latest)
+		return rc; /* the usual start: no lock, no DDL (a read-only role may open) */
+	if (cur > latest)
+		return -TL_EUNSUPPORTED;
+	if ((rc = tl_pg_simple(s, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", NULL)) != 0)
 		return rc;
 	rc = tl_pg_simple(s,
 	                  "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER PRIMARY KEY,"
 	                  " name TEXT NOT NULL, applied_ms BIGINT NOT NULL)",
 	                  NULL);
-	int64_t cur = 0;
-	PGresult *r = NULL;
-	if (rc == 0 && (rc = tl_pg_simple(
-	                    s, "SELECT COALESCE(MAX(version),0)::int8::text FROM schema_version", &r)) == 0) {
-		cur = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-		PQclear(r);
-	}
+	if (rc == 0)
+		rc = schema_version(s, &cur); /* another process may have migrated meanwhile */
 	if (rc == 0 && cur > latest)
 		rc = -TL_EUNSUPPORTED;
 	for (size_t i = 0; rc == 0 && i < tl_postgres_migrations_count; i++) {
@@ -489,6 +516,7 @@ static void pg_close(struct tl_store *st)
 	tl_buf_free(&s->sql);
 	tl_hmap_free(&s->keys);
 	tl_pg_aggs_free(s->agg);
+	free(s->ord);
 	free(s);
 }
 

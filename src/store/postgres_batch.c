@@ -55,6 +55,51 @@ static int take_seq(struct pg_store *s)
 	return rc;
 }
 
+/* Byte order of two strings (shorter first on a common prefix). */
+static int str_cmp(struct tl_str a, struct tl_str b)
+{
+	size_t n = a.n < b.n ? a.n : b.n;
+	int c = n ? memcmp(a.p, b.p, n) : 0;
+	return c ? c : (a.n > b.n) - (a.n < b.n);
+}
+
+static int dedupe_cmp(const void *x, const void *y, void *arg)
+{
+	const struct tl_dedupe_key *k = arg, *a = &k[*(const uint32_t *)x], *b = &k[*(const uint32_t *)y];
+	int c = str_cmp(a->tenant, b->tenant);
+	return c ? c : str_cmp(a->id, b->id);
+}
+
+static int unique_cmp(const void *x, const void *y, void *arg)
+{
+	const struct tl_unique_key *k = arg, *a = &k[*(const uint32_t *)x], *b = &k[*(const uint32_t *)y];
+	int c = str_cmp(a->tenant, b->tenant);
+	c = c ? c : str_cmp(a->campaign, b->campaign);
+	c = c ? c : (a->kind > b->kind) - (a->kind < b->kind);
+	return c ? c : str_cmp(a->recipient, b->recipient);
+}
+
+/* Puts the permutation that sorts keys[0..n) by cmp into s->ord. Keys go
+ * to the server in that order, which is the order their rows are inserted
+ * and locked in: two transactions over overlapping keys then wait for each
+ * other instead of deadlocking. Sorting here keeps the shared server's CPU
+ * for the inserts. */
+static int order_keys(struct pg_store *s, size_t n, int (*cmp)(const void *, const void *, void *),
+                      const void *keys)
+{
+	if (s->ord_cap < n) {
+		uint32_t *o = realloc(s->ord, n * sizeof(*o));
+		if (!o)
+			return -TL_ENOMEM;
+		s->ord = o;
+		s->ord_cap = n;
+	}
+	for (size_t i = 0; i < n; i++)
+		s->ord[i] = (uint32_t)i;
+	qsort_r(s->ord, n, sizeof(*s->ord), cmp, (void *)keys);
+	return 0;
+}
+
 static int dedupe_eq(const void *arg, uint32_t idx, const void *key)
 {
 	const struct tl_dedupe_key *a = (const struct tl_dedupe_key *)arg + idx, *b = key;
@@ -76,6 +121,11 @@ int tl_pg_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size_t n
 		tb += keys[i].tenant.n;
 		ib += keys[i].id.n;
 	}
+	if (tb > INT_MAX / 2 || ib > INT_MAX / 2)
+		return txn_fail(s, -TL_ETOOBIG); /* before reading any of it */
+	if ((rc = order_keys(s, n, dedupe_cmp, keys)) != 0)
+		return txn_fail(s, rc);
+	const uint32_t *ord = s->ord;
 	struct params p;
 	params_init(&p);
 	p_i64(&p, s->src);
@@ -83,15 +133,15 @@ int tl_pg_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size_t n
 	struct arr a;
 	arr_begin(&a, &s->arrays, OID_TEXT, n, tb);
 	for (size_t i = 0; i < n; i++)
-		arr_str(&a, keys[i].tenant);
+		arr_str(&a, keys[ord[i]].tenant);
 	rc = arr_end(&a, &p);
 	arr_begin(&a, &s->arrays, OID_BYTEA, n, ib);
 	for (size_t i = 0; i < n; i++)
-		arr_str(&a, keys[i].id);
+		arr_str(&a, keys[ord[i]].id);
 	rc = rc ? rc : arr_end(&a, &p);
 	arr_begin(&a, &s->arrays, OID_INT8, n, 8 * n);
 	for (size_t i = 0; i < n; i++)
-		arr_i64(&a, keys[i].ts_ms);
+		arr_i64(&a, keys[ord[i]].ts_ms);
 	rc = rc ? rc : arr_end(&a, &p);
 	if (rc != 0)
 		return txn_fail(s, rc);
@@ -151,6 +201,11 @@ int tl_pg_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t 
 		cb += keys[i].campaign.n;
 		rb += keys[i].recipient.n;
 	}
+	if (tb > INT_MAX / 2 || cb > INT_MAX / 2 || rb > INT_MAX / 2)
+		return txn_fail(s, -TL_ETOOBIG);
+	if ((rc = order_keys(s, n, unique_cmp, keys)) != 0)
+		return txn_fail(s, rc);
+	const uint32_t *ord = s->ord;
 	struct params p;
 	params_init(&p);
 	p_i64(&p, s->src);
@@ -158,23 +213,23 @@ int tl_pg_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t 
 	struct arr a;
 	arr_begin(&a, &s->arrays, OID_TEXT, n, tb);
 	for (size_t i = 0; i < n; i++)
-		arr_str(&a, keys[i].tenant);
+		arr_str(&a, keys[ord[i]].tenant);
 	rc = arr_end(&a, &p);
 	arr_begin(&a, &s->arrays, OID_TEXT, n, cb);
 	for (size_t i = 0; i < n; i++)
-		arr_str(&a, keys[i].campaign);
+		arr_str(&a, keys[ord[i]].campaign);
 	rc = rc ? rc : arr_end(&a, &p);
 	arr_begin(&a, &s->arrays, OID_INT2, n, 2 * n);
 	for (size_t i = 0; i < n; i++)
-		arr_i16(&a, keys[i].kind);
+		arr_i16(&a, keys[ord[i]].kind);
 	rc = rc ? rc : arr_end(&a, &p);
 	arr_begin(&a, &s->arrays, OID_BYTEA, n, rb);
 	for (size_t i = 0; i < n; i++)
-		arr_str(&a, keys[i].recipient);
+		arr_str(&a, keys[ord[i]].recipient);
 	rc = rc ? rc : arr_end(&a, &p);
 	arr_begin(&a, &s->arrays, OID_INT8, n, 8 * n);
 	for (size_t i = 0; i < n; i++)
-		arr_i64(&a, keys[i].ts_ms);
+		arr_i64(&a, keys[ord[i]].ts_ms);
 	rc = rc ? rc : arr_end(&a, &p);
 	if (rc != 0)
 		return txn_fail(s, rc);
@@ -437,9 +492,9 @@ int tl_pg_offsets_set(struct tl_store *st, const char *consumer, const struct tl
 	int rc = txn_check(s);
 	if (rc != 0 || n == 0)
 		return rc;
-	if (n > 4096)
-		return txn_fail(s, -TL_ETOOBIG); /* partitions of one consumer: a handful */
-	uint8_t keep[4096];
+	uint8_t *keep = malloc(n);
+	if (!keep)
+		return txn_fail(s, -TL_ENOMEM);
 	size_t m = 0, tb = 0;
 	for (size_t i = 0; i < n; i++) {
 		keep[i] = !superseded(o, n, i);
@@ -468,6 +523,7 @@ int tl_pg_offsets_set(struct tl_store *st, const char *consumer, const struct tl
 		if (keep[i])
 			arr_i64(&a, (int64_t)o[i].next);
 	rc = rc ? rc : arr_end(&a, &p);
+	free(keep);
 	if (rc == 0)
 		rc = tl_pg_run(s, S_OFFSETS_SET, &p, false);
 	return txn_fail(s, rc);

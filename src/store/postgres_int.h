@@ -103,7 +103,9 @@ struct pg_store {
 	struct tl_buf arrays;    /* binary array parameters of one statement */
 	struct tl_buf sql;       /* SQL text being built (build_sql) */
 	struct tl_hmap keys;     /* batch keys → index, to map RETURNING rows back */
-	struct aggset *agg;      /* [AGG__COUNT]: add_counts' rows folded per key */
+	uint32_t *ord;           /* scratch: the key order of one dedupe/uniques call */
+	size_t ord_cap;
+	struct aggset *agg; /* [AGG__COUNT]: add_counts' rows folded per key */
 };
 
 static inline struct pg_store *pg(struct tl_store *st)
