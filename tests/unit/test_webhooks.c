@@ -330,7 +330,8 @@ static void test_sendgrid_fields(void **state)
 	struct fx *f = *state;
 	settings(f, "sendgrid_verify", "false", NULL);
 	const char *body =
-	    "[{\"event\":\"bounce\",\"type\":\"blocked\",\"email\":\"A@X.io\",\"timestamp\":1700000000,"
+	    "[{\"event\":\"bounce\",\"type\":\"blocked\",\"email\":\" Ana <A@X.io> "
+	    "\",\"timestamp\":1700000000,"
 	    "\"category\":[\"spring\",\"other\"],\"sg_event_id\":\"e1\"},"
 	    "{\"event\":\"open\",\"sg_machine_open\":true,\"email\":\"a@x.io\",\"timestamp\":1700000001,"
 	    "\"category\":\"cat\",\"tally_campaign\":\"sale\",\"tally_variant\":\"B\",\"tally_recipient\":"
@@ -1362,7 +1363,7 @@ static char *sns_sign(struct fake_sns *s, json_t *env, const char *version, cons
 	tl_buf_init(&b, 0);
 	for (size_t i = 0; keys[i]; i++) {
 		json_t *v = json_object_get(env, keys[i]);
-		if (!v)
+		if (!v || json_is_null(v))
 			continue;
 		assert_int_equal(tl_buf_printf(&b, "%s\n%s\n", keys[i], json_string_value(v)), 0);
 	}
@@ -1420,6 +1421,15 @@ static void test_ses_signature(void **state)
 		json_decref(env);
 	}
 	assert_int_equal(s.fetches, 1); /* cached */
+
+	/* "Subject": null is left out of the signed string, like an absent one */
+	json_t *envn = sns_env("Notification", msg);
+	json_object_set_new(envn, "Subject", json_null());
+	char *bn = sns_sign(&s, envn, "2", CERT_URL);
+	assert_int_equal(run(f, "ses", bn), 0);
+	assert_int_equal(f->out.n, 1);
+	free(bn);
+	json_decref(envn);
 
 	/* a certificate URL off amazonaws.com is never fetched */
 	json_t *env = sns_env("Notification", msg);

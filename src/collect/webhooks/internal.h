@@ -75,6 +75,10 @@ int tl_wh_handle_opts(const char *provider, size_t provider_len, const struct tl
 int tl_wh_fail(struct wh_ctx *c, int status, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* An arena allocation failed: 413 when the arena has a cap (the request
+ * expanded past it), else 500. Returns the error code. */
+int tl_wh_fail_alloc(struct wh_ctx *c);
+
 /* Parses the body (or another buffer) as JSON. Integers beyond 64 bits make
  * the parse fall back to reading every integer as a double (callers that need
  * an exact integer check json_is_integer). NULL with 400 set on failure. */

@@ -236,7 +236,7 @@ static int envelope(struct wh_ctx *c, const json_t *env, struct tl_str type, boo
 			                  "SubscribeURL is not an https URL on sns.<region>.amazonaws.com");
 		char *u = tl_arena_strdup(c->req->arena, url.p, url.n);
 		if (!u)
-			return tl_wh_fail(c, 500, -TL_ENOMEM, "out of memory");
+			return tl_wh_fail_alloc(c);
 		c->out->subscribe_url = u;
 		return 0;
 	}

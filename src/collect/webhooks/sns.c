@@ -240,7 +240,7 @@ static int canonical(const json_t *env, struct tl_str type, struct tl_buf *b)
 	size_t n = is_notif ? sizeof notif / sizeof notif[0] : sizeof sub / sizeof sub[0];
 	for (size_t i = 0; i < n; i++) {
 		const json_t *v = json_object_get(env, keys[i]);
-		if (!v && is_notif && strcmp(keys[i], "Subject") == 0)
+		if ((!v || json_is_null(v)) && is_notif && strcmp(keys[i], "Subject") == 0)
 			continue; /* optional, and left out of the string when absent */
 		if (!json_is_string(v))
 			return -TL_EINVAL;
@@ -284,7 +284,7 @@ int tl_wh_sns_verify(struct wh_ctx *c, const json_t *env)
 		return tl_wh_fail(c, 503, -TL_EUNAVAIL, "SNS signature verification is not available");
 	char *curl = tl_arena_strdup(c->req->arena, url.p, url.n);
 	if (!curl)
-		return tl_wh_fail(c, 500, -TL_ENOMEM, "out of memory");
+		return tl_wh_fail_alloc(c);
 	struct tl_buf b;
 	tl_buf_init(&b, c->req->len + 4096);
 	int rc = canonical(env, type, &b);

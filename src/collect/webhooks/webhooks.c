@@ -37,10 +37,9 @@ int tl_wh_fail(struct wh_ctx *c, int status, int rc, const char *fmt, ...)
 	return rc;
 }
 
-static int fail_alloc(struct wh_ctx *c)
+int tl_wh_fail_alloc(struct wh_ctx *c)
 {
-	const struct tl_arena *a = c->req->arena;
-	if (a->max && a->used_total + 4096 > a->max)
+	if (c->req->arena->max) /* a capped arena: almost surely the cap, not malloc */
 		return tl_wh_fail(c, 413, -TL_ETOOBIG, "request too large to process");
 	return tl_wh_fail(c, 500, -TL_ENOMEM, "out of memory");
 }
@@ -334,17 +333,22 @@ void tl_wh_item_hash(struct wh_ctx *c, struct wh_item *it)
 	size_t n = it->recipient.n;
 	char norm[TL_MAX_RECIPIENT];
 	if (it->recipient_is_email) {
-		/* "Name <addr>" → addr; trim; lowercase: providers disagree on case */
-		const char *lt = memchr(p, '<', n);
-		if (lt && p[n - 1] == '>') {
-			n -= (size_t)(lt + 1 - p) + 1;
-			p = lt + 1;
+		/* trim; "Name <addr>" → addr; trim; lowercase: providers disagree on case */
+		for (int pass = 0; pass < 2; pass++) {
+			while (n && (*p == ' ' || *p == '\t'))
+				p++, n--;
+			while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+				n--;
+			const char *lt = pass == 0 && n ? memchr(p, '<', n) : NULL;
+			if (lt && p[n - 1] == '>') {
+				n -= (size_t)(lt + 1 - p) + 1;
+				p = lt + 1;
+			}
 		}
-		while (n && (*p == ' ' || *p == '\t'))
-			p++, n--;
-		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-			n--;
-		if (n <= sizeof norm) {
+		if (n == 0) { /* nothing left ("<>"): hash what was given */
+			p = it->recipient.p;
+			n = it->recipient.n;
+		} else if (n <= sizeof norm) {
 			for (size_t i = 0; i < n; i++)
 				norm[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] + 32) : p[i];
 			p = norm;
@@ -362,7 +366,7 @@ static int grow(struct wh_ctx *c, void **arr, size_t *cap, size_t need, size_t e
 		ncap *= 2;
 	void *p = tl_arena_alloc(c->req->arena, ncap * elem);
 	if (!p)
-		return fail_alloc(c);
+		return tl_wh_fail_alloc(c);
 	if (*cap)
 		memcpy(p, *arr, *cap * elem);
 	*arr = p;
@@ -393,7 +397,7 @@ static int copy_cut(struct wh_ctx *c, struct tl_str s, size_t max, struct tl_str
 	}
 	char *p = tl_arena_strdup(c->req->arena, s.p, s.n);
 	if (!p)
-		return fail_alloc(c);
+		return tl_wh_fail_alloc(c);
 	*out = tl_str_of(p, s.n);
 	return 0;
 }
@@ -412,7 +416,7 @@ static int copy_or_hash(struct wh_ctx *c, struct tl_str s, size_t max, struct tl
 	if (s.n <= max)
 		return copy_cut(c, s, max, out);
 	*out = tl_wh_id(c, c->provider, &s, 1);
-	return out->n ? 0 : fail_alloc(c);
+	return out->n ? 0 : tl_wh_fail_alloc(c);
 }
 
 static const char *check(const struct wh_item *it)
@@ -450,7 +454,7 @@ static int push_dead(struct wh_ctx *c, const struct tl_event *ev, const char *re
 		return rc;
 	char *r = tl_arena_strdup(c->req->arena, reason, strlen(reason));
 	if (!r)
-		return fail_alloc(c);
+		return tl_wh_fail_alloc(c);
 	struct tl_webhook_dead *d = &c->out->dead[c->out->n_dead++];
 	d->ev = *ev;
 	d->reason = r;
