@@ -266,6 +266,8 @@ static int map_sqlstate(struct pg_store *s, const PGresult *r)
 		return -TL_EUNAVAIL; /* too many connections, … */
 	if (strcmp(st, "23505") == 0)
 		return -TL_EEXIST;
+	if (strcmp(st, "42501") == 0 || memcmp(st, "28", 2) == 0)
+		return -TL_EAUTH; /* insufficient privilege, invalid authorization */
 	if (memcmp(st, "22", 2) == 0)
 		return -TL_EINVAL; /* data exception: bad encoding, out of range */
 	if (strcmp(st, "54000") == 0)

@@ -251,6 +251,33 @@ static void test_uri_schemes_and_errors(void **state)
 	assert_int_equal(tl_store_open("postgres://h/db?no_such_option=1", &st), -TL_EINVAL);
 }
 
+/* A role that may only read (an API process's) opens a database whose
+ * schema is current: no DDL, no lock; reads work, writes are refused. */
+static void test_open_read_only_role(void **state)
+{
+	struct fx *f = *state;
+	char db[64], uri[256], sql[256];
+	const char *slash = strrchr(f->uri, '/');
+	snprintf(db, sizeof(db), "%.*s", (int)strcspn(slash + 1, "?"), slash + 1);
+	char base[256];
+	uri_for(db, base, sizeof(base));
+	snprintf(sql, sizeof(sql),
+	         "CREATE ROLE ro_%s LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO ro_%s", db, db);
+	assert_int_equal(pg_raw_exec(NULL, base, sql), 0);
+	snprintf(uri, sizeof(uri), "postgres://ro_%s@127.0.0.1:%s/%s", db, cl.port, db);
+	struct tl_store *ro = NULL;
+	assert_int_equal(tl_store_open(uri, &ro), 0);
+	int64_t v = -1;
+	assert_int_equal(tl_store_tenants_version(ro, &v), 0);
+	struct tl_campaign_summary s;
+	assert_int_equal(tl_store_campaign(ro, TL_SOURCE_REALTIME, "acme", "c", NULL, &s), -TL_ENOTFOUND);
+	assert_int_equal(batch(ro, 0, 1, 1), -TL_EAUTH); /* permission denied: not retryable */
+	assert_int_equal(batch(ro, 0, 1, 1), -TL_EAUTH); /* and the connection is still fine */
+	tl_store_close(ro);
+	snprintf(sql, sizeof(sql), "DROP OWNED BY ro_%s; DROP ROLE ro_%s", db, db);
+	assert_int_equal(pg_raw_exec(NULL, base, sql), 0);
+}
+
 /* The server restarts between two batches: the next batch still commits
  * (after at most a retry), nothing is lost or counted twice. */
 static void test_restart_between_batches(void **state)
@@ -511,6 +538,7 @@ int main(void)
 	size_t n = store_contract_tests(&backend, tests, 40);
 	const struct CMUnitTest own[] = {
 	    cmocka_unit_test_setup_teardown(test_uri_schemes_and_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_read_only_role, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_loss_mid_transaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restart_between_batches, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_server_down_then_up, setup, teardown),
