@@ -60,16 +60,17 @@ void tl_wh_map_type(struct wh_ctx *c, const struct wh_map *m, size_t n, struct t
                     struct wh_item *it);
 
 /* Provider entry points: check the credential, parse, emit. */
-int tl_wh_sendgrid(struct wh_ctx *c);
-int tl_wh_ses(struct wh_ctx *c);
-int tl_wh_mailgun(struct wh_ctx *c);
-int tl_wh_postmark(struct wh_ctx *c);
-int tl_wh_sparkpost(struct wh_ctx *c);
+int tl_wh_sendgrid(struct wh_ctx *c) TL_MUST_CHECK;
+int tl_wh_ses(struct wh_ctx *c) TL_MUST_CHECK;
+int tl_wh_mailgun(struct wh_ctx *c) TL_MUST_CHECK;
+int tl_wh_postmark(struct wh_ctx *c) TL_MUST_CHECK;
+int tl_wh_sparkpost(struct wh_ctx *c) TL_MUST_CHECK;
 
 /* tl_webhook_handle with verification switchable off whatever the tenant
  * says (verify=false), for the fuzz targets and the tests. */
 int tl_wh_handle_opts(const char *provider, size_t provider_len, const struct tl_webhook_req *req,
-                      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen, bool verify);
+                      struct tl_webhook_out *out, int *http_status, char *err, size_t errlen,
+                      bool verify) TL_MUST_CHECK;
 
 /* Sets c->status and err (printf-style), returns rc. */
 int tl_wh_fail(struct wh_ctx *c, int status, int rc, const char *fmt, ...)
@@ -127,16 +128,16 @@ struct tl_str tl_wh_int(struct wh_ctx *c, long long v);
 
 /* Appends an event or a dead letter for it. Returns 0, -TL_ENOMEM or
  * -TL_ETOOBIG (arena cap), with c->status set on failure. */
-int tl_wh_emit(struct wh_ctx *c, struct wh_item *it);
+int tl_wh_emit(struct wh_ctx *c, struct wh_item *it) TL_MUST_CHECK;
 
 /* Makes room for n more events (the array doubles as it grows; nothing is
  * reserved ahead for input arrays, so a body of tiny elements does not turn
  * into a large allocation). 0 or error with status. */
-int tl_wh_reserve(struct wh_ctx *c, size_t n);
+int tl_wh_reserve(struct wh_ctx *c, size_t n) TL_MUST_CHECK;
 
 /* A dead letter without a usable item (e.g. an array element that is not an
  * object): reason copied. */
-int tl_wh_dead(struct wh_ctx *c, const char *reason, struct tl_str provider_event);
+int tl_wh_dead(struct wh_ctx *c, const char *reason, struct tl_str provider_event) TL_MUST_CHECK;
 
 /* Formats a reason into the arena ("unmapped event type \"x\"", with the
  * quoted name cut to 48 bytes and sanitised). Returns a static fallback on
@@ -153,7 +154,7 @@ bool tl_wh_secret_eq(const void *a, size_t an, const void *b, size_t bn);
 
 /* Checks an "Authorization: Basic …" value against "user:password".
  * Returns 0, or fails with 401 (missing/malformed) / 403 (wrong). */
-int tl_wh_check_basic(struct wh_ctx *c, const char *hdr, size_t hdr_len, const char *expected);
+int tl_wh_check_basic(struct wh_ctx *c, const char *hdr, size_t hdr_len, const char *expected) TL_MUST_CHECK;
 
 /* Lowercase ASCII compare of n bytes against a NUL-terminated literal. */
 bool tl_wh_ieq(const char *s, size_t n, const char *lit);
@@ -164,7 +165,7 @@ bool tl_wh_replay_seen(struct tl_webhook_replay *r, const unsigned char key[32],
 
 /* SNS (sns.c): verifies an SNS envelope root against its signing certificate;
  * checks URLs of the envelope. 0 or fails with status set. */
-int tl_wh_sns_verify(struct wh_ctx *c, const json_t *env);
+int tl_wh_sns_verify(struct wh_ctx *c, const json_t *env) TL_MUST_CHECK;
 /* True when url is https://sns.<region>.amazonaws.com<path> with nothing odd;
  * pem additionally requires a path ending in ".pem" and no query. */
 bool tl_wh_sns_url_ok(const char *url, size_t n, bool pem);
