@@ -62,13 +62,13 @@ int tl_settings_load(struct tl_settings *s, const char *usage_line, const char *
 	tl_log_set_level(lvl);
 	if (!*s->stream) {
 		free(s->stream);
-		size_t n = strlen(s->data) + 16;
+		size_t n = strlen(s->data) + 32;
 		s->stream = malloc(n);
 		snprintf(s->stream, n, "file:%s/log", s->data);
 	}
 	if (!*s->db) {
 		free(s->db);
-		size_t n = strlen(s->data) + 16;
+		size_t n = strlen(s->data) + 32;
 		s->db = malloc(n);
 		snprintf(s->db, n, "sqlite:%s/tally.db", s->data);
 	}
