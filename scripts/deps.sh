@@ -4,10 +4,10 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libh2o-evloop-dev libssl-dev libsqlite3-dev libjansson-dev libinih-dev
-      libzstd-dev libxxhash-dev libcmocka-dev libcurl4-openssl-dev libpq-dev
+      libzstd-dev libxxhash-dev libcmocka-dev libcurl4-openssl-dev libnats-dev libpq-dev
       curl zstd)
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(nginx-light wrk jq postgresql)
+  PKGS+=(nginx-light wrk jq postgresql nats-server)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

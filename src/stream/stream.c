@@ -9,6 +9,7 @@
 
 static const struct tl_stream_ops *const backends[] = {
     &tl_stream_file_ops,
+    &tl_stream_nats_ops,
 };
 
 void tl_stream_opts_defaults(struct tl_stream_opts *o)

@@ -47,6 +47,17 @@ struct tl_record {
 	uint32_t key_len;
 	const void *value;
 	uint32_t value_len;
+	/* Optional idempotency id of the record for appends (msg_id_len 0 = none).
+	 * Backends with server-side dedupe use it: nats sends it as Nats-Msg-Id,
+	 * so appending a record again with the same id within the stream's
+	 * duplicate window stores it once (printable ids up to 128 bytes go as
+	 * they are, others as a hash). Give the same id to the same logical
+	 * record when it is appended again (e.g. the enricher: source
+	 * topic/partition/offset); without one, nats generates an id unique to
+	 * the call, which still makes its own re-sends safe. The file backend
+	 * ignores it. Not set on records read back. */
+	const void *msg_id;
+	uint32_t msg_id_len;
 };
 
 /* Called exactly once per tl_stream_append call that returned 0: status 0 when
@@ -149,5 +160,6 @@ struct tl_consumer {
 };
 
 extern const struct tl_stream_ops tl_stream_file_ops;
+extern const struct tl_stream_ops tl_stream_nats_ops;
 
 #endif
