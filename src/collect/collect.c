@@ -427,6 +427,8 @@ int tl_collector_create(const struct tl_collector_opts *o, struct tl_collector *
 			tl_buf_init(&c->groups[t][i].keys, 0);
 		}
 	}
+	if ((rc = col_hits_init(c)))
+		goto fail;
 	if ((rc = tl_tenant_cache_open(c->db_uri, c->o.tenant_refresh_ms, &c->tenants)))
 		goto fail;
 	if ((rc = tl_webhook_replay_create(0, &c->replay)))
@@ -491,6 +493,7 @@ void tl_collector_destroy(struct tl_collector *c)
 		}
 		free(c->groups[t]);
 	}
+	col_hits_free(c);
 	tl_buf_free(&c->enc);
 	tl_arena_free(&c->arena);
 	free(c->addr);

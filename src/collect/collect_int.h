@@ -49,6 +49,9 @@ struct tl_collector {
 	struct tl_buf enc;	      /* one encoded hit */
 	unsigned char token_scratch[TL_MAX_TOKEN];
 	struct col_group *groups[TP__COUNT]; /* [topic][partition] */
+	struct hit_pending *hits;	      /* [partition of events]: hits of this iteration */
+	struct tl_record *hit_recs;	      /* scratch for one group's append */
+	bool hits_scheduled;		      /* flush_hits is due at the end of the iteration */
 
 	/* ids: random boot prefix + counter (loop thread) */
 	uint64_t id_prefix;
@@ -120,6 +123,11 @@ struct col_batch_info {
  * are durable, 503 (Retry-After: 1) when any failed. Returns TL_HTTP_ASYNC
  * or TL_HTTP_DONE (answered already). Loop thread. */
 int col_batch_commit(struct tl_collector *c, struct tl_http_req *r, const struct col_batch_info *info);
+
+/* Per-partition hit batches (hits.c): allocated once partitions are known,
+ * freed with the collector. */
+int col_hits_init(struct tl_collector *c) TL_MUST_CHECK;
+void col_hits_free(struct tl_collector *c);
 
 /* ---- route handlers ----------------------------------------------------- */
 int col_on_pixel(void *arg, struct tl_http_req *r);

@@ -14,9 +14,11 @@
  * 302 to its URL once durable — or at once, uncounted but redirected, when
  * the stream fails (tally_click_dropped_total).
  *
- * The record key is the tenant-keyed recipient hash when the tenant is
- * known (so every record about one recipient shares a partition, whichever
- * route it came through), else the recipient the token carries. */
+ * Hits are batched: a handler encodes its record into the pending group of
+ * its partition and defers; once the loop iteration's requests are handled
+ * (tl_http_server_soon) each partition's group is appended in one call, and
+ * its durability callback answers every hit of the group. The record key is
+ * the recipient the token carries. */
 #include "collect/collect_int.h"
 
 #include "core/clock.h"
@@ -39,101 +41,217 @@ static const char not_found_page[] = "<!doctype html>\n<html><head><meta charset
 				     "found</title></head>\n<body><h1>Link not found</h1><p>This link is not "
 				     "valid.</p></body></html>\n";
 
-/* A hit waiting for its record to be durable. */
-struct hit {
-	struct tl_collector *c;
+/* How to answer one hit once its group is durable. */
+struct hit_ans {
 	struct tl_http_deferred *d;
-	bool click;
-	char url[]; /* click: the redirect target, NUL-terminated */
+	uint32_t url_off, url_len; /* click: the redirect target in urls; url_len 0 = pixel */
 };
+
+/* The hits of one partition gathered during the current loop iteration. */
+struct hit_pending {
+	struct tl_buf data, keys, urls;
+	uint32_t *vend, *kend;
+	struct hit_ans *ans;
+	size_t n, cap;
+};
+
+/* A group in flight: what its durability callback answers. */
+struct hit_flight {
+	struct tl_collector *c;
+	size_t n;
+	struct hit_ans *ans; /* points into this allocation */
+	char *urls;	     /* ditto */
+};
+
+#define HIT_GROUP_MAX 4096 /* hits per append; a fuller group is appended at once */
 
 static void answer_gif_now(struct tl_http_req *r)
 {
 	tl_http_respond(r, 200, "image/gif", gif43, sizeof gif43, gif_headers);
 }
 
-static void hit_answer(struct hit *h)
+static void answer_hit(struct hit_ans *a, const char *urls)
 {
-	if (h->click) {
-		const char *hdrs[] = {"Location", h->url, "Cache-Control", "no-store", NULL};
-		tl_http_deferred_complete(h->d, 302, NULL, NULL, 0, hdrs);
+	if (a->url_len) {
+		char url[TL_MAX_URL + 1];
+		memcpy(url, urls + a->url_off, a->url_len);
+		url[a->url_len] = '\0';
+		const char *hdrs[] = {"Location", url, "Cache-Control", "no-store", NULL};
+		tl_http_deferred_complete(a->d, 302, NULL, NULL, 0, hdrs);
 	} else {
-		tl_http_deferred_complete(h->d, 200, "image/gif", gif43, sizeof gif43, gif_headers);
+		tl_http_deferred_complete(a->d, 200, "image/gif", gif43, sizeof gif43, gif_headers);
 	}
 }
 
-static void hit_dropped(struct hit *h)
+/* Answers every hit of a group; status != 0: they were not recorded. */
+static void answer_all(struct tl_collector *c, struct hit_ans *ans, size_t n, const char *urls, int status)
 {
-	col_count(h->click ? &h->c->click_dropped : &h->c->pixel_dropped);
-}
-
-/* Durability callback (backend thread). */
-static void hit_done(void *arg, int status, uint64_t first_offset)
-{
-	struct hit *h = arg;
-	(void)first_offset;
+	size_t clicks = 0;
+	for (size_t i = 0; i < n; i++) {
+		clicks += ans[i].url_len != 0;
+		answer_hit(&ans[i], urls);
+	}
 	if (status) {
-		col_count(&h->c->append_errors);
-		hit_dropped(h);
+		col_count(&c->append_errors);
+		atomic_fetch_add_explicit(&c->click_dropped, clicks, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->pixel_dropped, n - clicks, memory_order_relaxed);
 	} else {
-		col_count(&h->c->accepted[TP_EVENTS]);
+		atomic_fetch_add_explicit(&c->accepted[TP_EVENTS], n, memory_order_relaxed);
 	}
-	hit_answer(h);
-	free(h);
 }
 
-/* Records the hit ev keyed by key and answers through a deferred response.
- * url is the click's redirect target (NULL for the pixel). */
+/* Durability callback of a group (backend thread). */
+static void flight_done(void *arg, int status, uint64_t first_offset)
+{
+	struct hit_flight *f = arg;
+	(void)first_offset;
+	answer_all(f->c, f->ans, f->n, f->urls, status);
+	free(f);
+}
+
+static void pending_flush(struct tl_collector *c, int p)
+{
+	struct hit_pending *hp = &c->hits[p];
+	if (!hp->n)
+		return;
+	size_t n = hp->n;
+	hp->n = 0;
+	struct hit_flight *f = malloc(sizeof *f + n * sizeof(struct hit_ans) + hp->urls.len + 1);
+	struct tl_record *recs = c->hit_recs;
+	if (!f) { /* answer without recording */
+		answer_all(c, hp->ans, n, hp->urls.data, -TL_ENOMEM);
+		goto out;
+	}
+	f->c = c;
+	f->n = n;
+	f->ans = (struct hit_ans *)(void *)(f + 1);
+	f->urls = (char *)(f->ans + n);
+	memcpy(f->ans, hp->ans, n * sizeof(struct hit_ans));
+	if (hp->urls.len)
+		memcpy(f->urls, hp->urls.data, hp->urls.len);
+	uint32_t v0 = 0, k0 = 0;
+	for (size_t i = 0; i < n; i++) {
+		recs[i] = (struct tl_record){.key = hp->keys.data + k0,
+					     .key_len = hp->kend[i] - k0,
+					     .value = hp->data.data + v0,
+					     .value_len = hp->vend[i] - v0};
+		k0 = hp->kend[i];
+		v0 = hp->vend[i];
+	}
+	int rc = tl_stream_append(c->o.stream, TL_TOPIC_EVENTS, p, recs, n, flight_done, f);
+	if (rc) { /* not queued: flight_done will not run */
+		answer_all(c, f->ans, n, f->urls, rc);
+		free(f);
+	}
+out:
+	tl_buf_reset(&hp->data);
+	tl_buf_reset(&hp->keys);
+	tl_buf_reset(&hp->urls);
+}
+
+/* Appends every partition's gathered hits (loop thread, once per iteration). */
+static void flush_hits(void *arg)
+{
+	struct tl_collector *c = arg;
+	c->hits_scheduled = false;
+	for (int p = 0; p < c->parts[TP_EVENTS]; p++)
+		pending_flush(c, p);
+}
+
+static int pending_reserve(struct hit_pending *hp)
+{
+	if (hp->n < hp->cap)
+		return TL_OK;
+	size_t ncap = hp->cap ? hp->cap * 2 : 64;
+	uint32_t *v = realloc(hp->vend, ncap * sizeof *v);
+	if (!v)
+		return -TL_ENOMEM;
+	hp->vend = v;
+	uint32_t *k = realloc(hp->kend, ncap * sizeof *k);
+	if (!k)
+		return -TL_ENOMEM;
+	hp->kend = k;
+	struct hit_ans *a = realloc(hp->ans, ncap * sizeof *a);
+	if (!a)
+		return -TL_ENOMEM;
+	hp->ans = a;
+	hp->cap = ncap;
+	return TL_OK;
+}
+
+/* Gathers the hit ev keyed by key into its partition's group and defers
+ * the answer. url is the click's redirect target (NULL for the pixel). */
 static int record_hit(struct tl_collector *c, struct tl_http_req *r, const struct tl_event *ev, const char *key,
 		      size_t key_len, const struct tl_str *url)
 {
-	bool click = url != NULL;
-	size_t ul = click ? url->n : 0;
-	tl_buf_reset(&c->enc);
-	struct hit *h = malloc(sizeof *h + ul + 1);
-	if (!h || tl_event_encode(ev, &c->enc) != 0) {
-		free(h);
+	int p = tl_stream_partition_for(key, key_len, c->parts[TP_EVENTS]);
+	struct hit_pending *hp = &c->hits[p];
+	size_t d0 = hp->data.len, k0 = hp->keys.len, u0 = hp->urls.len;
+	struct tl_http_deferred *d = NULL;
+	if (!c->hits_scheduled) {
+		if (tl_http_server_soon(c->srv, flush_hits, c) != 0)
+			goto now;
+		c->hits_scheduled = true;
+	}
+	if (pending_reserve(hp) || tl_event_encode(ev, &hp->data) || tl_buf_append(&hp->keys, key, key_len) ||
+	    (url && tl_buf_append(&hp->urls, url->p, url->n)) || !(d = tl_http_defer(r))) {
+		hp->data.len = d0; /* undo the partial add */
+		hp->keys.len = k0;
+		hp->urls.len = u0;
 		goto now;
 	}
-	h->c = c;
-	h->click = click;
-	if (click)
-		memcpy(h->url, url->p, ul);
-	h->url[ul] = '\0';
-	h->d = tl_http_defer(r);
-	if (!h->d) {
-		free(h);
-		goto now;
-	}
-	struct tl_record rec = {.key = key, .key_len = (uint32_t)key_len, .value = c->enc.data,
-				.value_len = (uint32_t)c->enc.len};
-	int rc = tl_stream_append(c->o.stream, TL_TOPIC_EVENTS, tl_stream_partition_for(key, key_len, c->parts[TP_EVENTS]),
-				  &rec, 1, hit_done, h);
-	if (rc) { /* not queued: hit_done will not run */
-		col_count(&c->append_errors);
-		hit_dropped(h);
-		hit_answer(h);
-		free(h);
-	}
+	hp->vend[hp->n] = (uint32_t)hp->data.len;
+	hp->kend[hp->n] = (uint32_t)hp->keys.len;
+	hp->ans[hp->n] = (struct hit_ans){.d = d, .url_off = (uint32_t)u0, .url_len = url ? url->n : 0};
+	hp->n++;
+	if (hp->n >= HIT_GROUP_MAX)
+		pending_flush(c, p);
 	return TL_HTTP_ASYNC;
 now:
-	col_count(click ? &c->click_dropped : &c->pixel_dropped);
-	if (click) {
+	col_count(url ? &c->click_dropped : &c->pixel_dropped);
+	if (url) {
 		/* the user must reach the shop even when nothing can be recorded */
-		char *u = malloc(ul + 1);
-		if (u) {
-			memcpy(u, url->p, ul);
-			u[ul] = '\0';
-			const char *hdrs[] = {"Location", u, "Cache-Control", "no-store", NULL};
-			tl_http_respond(r, 302, NULL, NULL, 0, hdrs);
-			free(u);
-			return TL_HTTP_DONE;
-		}
-		tl_http_respond_error(r, 503, "unavailable", "out of memory");
+		char u[TL_MAX_URL + 1];
+		memcpy(u, url->p, url->n);
+		u[url->n] = '\0';
+		const char *hdrs[] = {"Location", u, "Cache-Control", "no-store", NULL};
+		tl_http_respond(r, 302, NULL, NULL, 0, hdrs);
 	} else {
 		answer_gif_now(r);
 	}
 	return TL_HTTP_DONE;
+}
+
+int col_hits_init(struct tl_collector *c)
+{
+	int P = c->parts[TP_EVENTS];
+	c->hits = calloc((size_t)P, sizeof *c->hits);
+	c->hit_recs = calloc(HIT_GROUP_MAX, sizeof *c->hit_recs);
+	if (!c->hits || !c->hit_recs)
+		return -TL_ENOMEM;
+	for (int p = 0; p < P; p++) {
+		tl_buf_init(&c->hits[p].data, 0);
+		tl_buf_init(&c->hits[p].keys, 0);
+		tl_buf_init(&c->hits[p].urls, 0);
+	}
+	return TL_OK;
+}
+
+void col_hits_free(struct tl_collector *c)
+{
+	if (c->hits) {
+		for (int p = 0; p < c->parts[TP_EVENTS]; p++) {
+			struct hit_pending *hp = &c->hits[p];
+			tl_buf_free(&hp->data);
+			tl_buf_free(&hp->keys);
+			tl_buf_free(&hp->urls);
+			free(hp->vend);
+			free(hp->kend);
+			free(hp->ans);
+		}
+		free(c->hits);
+	}
+	free(c->hit_recs);
 }
 
 /* Fills the parts of a hit event common to both routes. */
@@ -188,19 +306,10 @@ int col_on_pixel(void *arg, struct tl_http_req *r)
 		answer_gif_now(r);
 		return TL_HTTP_DONE;
 	}
-	char key[TL_RCPT_HASH_LEN + 1];
-	const char *kp = t.recipient.p;
-	size_t kn = t.recipient.n;
-	const struct tl_tenant *tenant = tl_tenant_cache_by_name(c->tenants, t.tenant.p, t.tenant.n);
-	if (tenant) {
-		tl_recipient_hash(tenant->salt, sizeof tenant->salt, t.recipient.p, t.recipient.n, key);
-		kp = key;
-		kn = TL_RCPT_HASH_LEN;
-	}
 	struct tl_event ev;
 	char id[48], ip[TL_MAX_IP + 1];
 	hit_event(c, r, &ev, TL_EV_OPEN, token, tn, id, ip);
-	return record_hit(c, r, &ev, kp, kn, NULL);
+	return record_hit(c, r, &ev, t.recipient.p, t.recipient.n, NULL);
 }
 
 static int click_not_found(struct tl_collector *c, struct tl_http_req *r, enum col_reject why)
@@ -245,10 +354,8 @@ int col_on_click(void *arg, struct tl_http_req *r)
 		return click_not_found(c, r, RJ_TOKEN_KIND);
 	if (!url_ok(t.url))
 		return click_not_found(c, r, RJ_BAD_TOKEN);
-	char key[TL_RCPT_HASH_LEN + 1];
-	tl_recipient_hash(tenant->salt, sizeof tenant->salt, t.recipient.p, t.recipient.n, key);
 	struct tl_event ev;
 	char id[48], ip[TL_MAX_IP + 1];
 	hit_event(c, r, &ev, TL_EV_CLICK, token, tn, id, ip);
-	return record_hit(c, r, &ev, key, TL_RCPT_HASH_LEN, &t.url);
+	return record_hit(c, r, &ev, t.recipient.p, t.recipient.n, &t.url);
 }

@@ -45,6 +45,7 @@ struct tl_http_deferred {
 	/* loop thread only */
 	struct tl_http_deferred *prev, *next; /* srv->deferred while counted */
 	h2o_req_t *req; /* NULL once the request is gone */
+	h2o_socket_t *sock; /* parked connection socket (valid while req is) */
 	struct deferred_guard *guard;
 	bool counted; /* still counted in srv->n_deferred */
 	bool is_head;
@@ -55,13 +56,15 @@ struct tl_http_deferred {
 	char *body;
 	size_t len;
 	const char **headers;
-	char *data; /* one allocation holding ctype, body, headers */
+	char *data; /* holds ctype, body, headers: small, or one allocation */
+	_Alignas(void *) char small[256];
 };
 
 static void deferred_release(struct tl_http_deferred *d)
 {
 	if (atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) == 1) {
-		free(d->data);
+		if (d->data != d->small)
+			free(d->data);
 		free(d);
 	}
 }
@@ -90,9 +93,47 @@ static void guard_dispose(void *p)
 		return;
 	g->d = NULL;
 	d->req = NULL;
+	d->sock = NULL; /* goes with the connection */
 	d->guard = NULL;
 	deferred_uncount(d);
 	deferred_release(d);
+}
+
+/* Parking. h2o's HTTP/1 stops reading a connection while its request is
+ * handled and starts again once the response is written. For a deferred
+ * response that spans loop iterations this costs two epoll_ctl calls per
+ * request (interest dropped, then restored). Instead the socket stays
+ * polled, with DONT_READ so that nothing is read into the buffer the
+ * request still points into; should the client send anything (pipelining)
+ * or close meanwhile, park_read_cb simply stops polling, as h2o would have.
+ * Just before the response is sent the socket is handed back unchanged:
+ * not reading, DONT_READ cleared. */
+static void park_read_cb(h2o_socket_t *sock, const char *err)
+{
+	(void)err;
+	h2o_socket_read_stop(sock);
+}
+
+static void park(struct tl_http_deferred *d, h2o_req_t *req)
+{
+	h2o_conn_t *conn = req->conn;
+	h2o_socket_t *sock = conn->callbacks->get_socket ? conn->callbacks->get_socket(conn) : NULL;
+	if (!sock || h2o_socket_is_reading(sock))
+		return;
+	h2o_socket_dont_read(sock, 1);
+	h2o_socket_read_start(sock, park_read_cb);
+	d->sock = sock;
+}
+
+static void unpark(struct tl_http_deferred *d)
+{
+	h2o_socket_t *sock = d->sock;
+	if (!sock)
+		return;
+	d->sock = NULL;
+	if (sock->_cb.read == park_read_cb)
+		h2o_socket_read_stop(sock);
+	h2o_socket_dont_read(sock, 0);
 }
 
 struct tl_http_deferred *tl_http_defer(struct tl_http_req *r)
@@ -116,6 +157,7 @@ struct tl_http_deferred *tl_http_defer(struct tl_http_req *r)
 		d->next->prev = d;
 	r->srv->deferred = d;
 	r->responded = true;
+	park(d, r->h);
 	return d;
 }
 
@@ -130,7 +172,7 @@ static void deferred_fill(struct tl_http_deferred *d, int status, const char *co
 	size_t ct_len = content_type ? strlen(content_type) : 0;
 	size_t ptrs = (n_hdr + 1) * sizeof(char *);
 	size_t total = ptrs + ct_len + 1 + len + hdr_bytes;
-	char *p = malloc(total);
+	char *p = total <= sizeof d->small ? d->small : malloc(total);
 	if (!p) {
 		static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
 		d->status = 500;
@@ -188,6 +230,7 @@ static h2o_req_t *deferred_detach(struct tl_http_deferred *d)
 	h2o_req_t *req = d->req;
 	if (!req)
 		return NULL;
+	unpark(d);
 	d->guard->d = NULL;
 	d->guard = NULL;
 	d->req = NULL;

@@ -66,8 +66,15 @@ int tl_http_server_run(struct tl_http_server *srv);
  * a bound), and return from run. Thread-safe, async-signal-unsafe. */
 void tl_http_server_stop(struct tl_http_server *srv);
 
-/* Runs fn(arg) on the loop thread every interval_ms (e.g. SSE pushes). */
+/* Runs fn(arg) on the loop thread every interval_ms (e.g. SSE pushes).
+ * Call before tl_http_server_run or from the loop thread. */
 int tl_http_server_every(struct tl_http_server *srv, int interval_ms, void (*fn)(void *arg), void *arg) TL_MUST_CHECK;
+
+/* Runs fn(arg) once on the loop thread as soon as the requests that arrived
+ * in the current loop iteration have been handled: handlers can gather work
+ * (e.g. records to append) and do it once per iteration. Loop thread only
+ * (from a handler or a callback of the loop). 0 or -TL_ENOMEM. */
+int tl_http_server_soon(struct tl_http_server *srv, void (*fn)(void *arg), void *arg) TL_MUST_CHECK;
 
 void tl_http_server_destroy(struct tl_http_server *srv); /* NULL-safe, after run returned */
 
@@ -100,7 +107,12 @@ void tl_http_deferred_complete(struct tl_http_deferred *d, int status, const cha
 			       const void *body, size_t len, const char *const *extra_headers);
 
 /* Starts a streaming response (e.g. text/event-stream) with status 200.
- * Loop thread only. on_close(arg) runs when the client goes away. */
+ * Loop thread only. on_close(arg) runs exactly once, from the loop (never
+ * inside tl_http_stream_send/close), when the stream ends without
+ * tl_http_stream_close: client gone, write error, slow client, server
+ * stopping. The handle is invalid once on_close returned or
+ * tl_http_stream_close was called; until then a send on an ended stream
+ * returns -TL_ECLOSED. A client that went away is noticed at the next send. */
 struct tl_http_stream *tl_http_stream_start(struct tl_http_req *r, const char *content_type,
 					    void (*on_close)(void *arg), void *arg);
 /* Queues bytes on a stream (loop thread). Returns 0 or -TL_ECLOSED /

@@ -307,6 +307,36 @@ int tl_http_server_every(struct tl_http_server *srv, int interval_ms, void (*fn)
 	return TL_OK;
 }
 
+struct soon {
+	h2o_timeout_entry_t entry;
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void on_soon(h2o_timeout_entry_t *entry)
+{
+	struct soon *s = H2O_STRUCT_FROM_MEMBER(struct soon, entry, entry);
+	void (*fn)(void *) = s->fn;
+	void *arg = s->arg;
+	free(s);
+	fn(arg);
+}
+
+int tl_http_server_soon(struct tl_http_server *srv, void (*fn)(void *arg), void *arg)
+{
+	if (!srv || !fn || !srv->ctx_ready)
+		return -TL_EINVAL;
+	struct soon *s = calloc(1, sizeof *s);
+	if (!s)
+		return -TL_ENOMEM;
+	s->entry.cb = on_soon;
+	s->fn = fn;
+	s->arg = arg;
+	/* the zero timeout runs after this iteration's I/O callbacks */
+	h2o_timeout_link(srv->loop, &srv->ctx.zero_timeout, &s->entry);
+	return TL_OK;
+}
+
 static int shut_read_cb(h2o_req_t *req, void *cbdata)
 {
 	int how = *(int *)cbdata;
@@ -414,9 +444,12 @@ static void teardown(struct tl_http_server *srv)
 	pthread_mutex_unlock(&srv->mu);
 	run_while(srv, has_messages, 1000);
 	tl_http__streams_flush(srv);
+	/* work handed to tl_http_server_soon / on_close still due */
+	for (int i = 0; i < 100 && !h2o_linklist_is_empty(&srv->ctx.zero_timeout._entries); i++)
+		h2o_evloop_run(srv->loop, 0);
 	srv->ctx_ready = false;
 
-	if (has_conns(srv) || has_messages(srv)) {
+	if (has_conns(srv) || has_messages(srv) || !h2o_linklist_is_empty(&srv->ctx.zero_timeout._entries)) {
 		/* a connection h2o cannot close: leave the loop allocated rather
 		 * than free memory a socket still points to */
 		tl_warn("%s: connections still open at stop; leaving them", srv->role);

@@ -163,6 +163,20 @@ static long dechunk(const char *in, size_t n, char *out)
 	}
 }
 
+/* Bytes read past the end of the last response (a pipelined next one). */
+static char leftover[65536];
+static size_t leftover_len;
+static int leftover_fd = -1;
+
+static void keep_leftover(int fd, const char *p, size_t n)
+{
+	if (n > sizeof leftover)
+		n = sizeof leftover;
+	memcpy(leftover, p, n);
+	leftover_len = n;
+	leftover_fd = fd;
+}
+
 /* Reads one full response (Content-Length or chunked). head_only for HEAD. */
 static int cli_read_response(int fd, struct resp *r, bool head_only)
 {
@@ -170,6 +184,12 @@ static int cli_read_response(int fd, struct resp *r, bool head_only)
 	size_t len = 0;
 	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
 	memset(r, 0, sizeof *r);
+	if (leftover_fd == fd && leftover_len) {
+		memcpy(raw, leftover, leftover_len);
+		len = leftover_len;
+		raw[len] = '\0';
+	}
+	leftover_len = 0;
 	for (;;) {
 		char *eoh = strstr(raw, "\r\n\r\n");
 		if (len && eoh) {
@@ -181,14 +201,17 @@ static int cli_read_response(int fd, struct resp *r, bool head_only)
 			r->status = (int)strtol(raw + 9, NULL, 10);
 			char v[64];
 			size_t blen = len - hl;
-			if (head_only)
+			if (head_only) {
+				keep_leftover(fd, raw + hl, blen);
 				return 0;
+			}
 			if (resp_header(r, "content-length", v, sizeof v)) {
 				size_t cl = strtoul(v, NULL, 10);
 				if (blen >= cl) {
 					memcpy(r->body, raw + hl, cl);
 					r->body_len = cl;
 					r->body[cl] = '\0';
+					keep_leftover(fd, raw + hl + cl, blen - cl);
 					return 0;
 				}
 			} else if (resp_header(r, "transfer-encoding", v, sizeof v)) {
@@ -553,6 +576,41 @@ static void test_deferred_from_thread(void **state)
 	tsrv_stop(&t);
 }
 
+/* The client sends its next request while the previous one is still
+ * deferred: both are answered, in order, on the one connection. */
+static void test_deferred_pipelined(void **state)
+{
+	(void)state;
+	struct tl_http_route routes[] = {{"GET", "/p", h_defer_park, NULL}, {"GET", "/healthz", h_text, "ok"}};
+	struct tsrv t;
+	tsrv_start(&t, routes, 2, NULL);
+	static struct resp r;
+	int fd = cli_connect(t.port);
+	for (int i = 0; i < 3; i++) {
+		atomic_store(&parked_count, 0);
+		cli_sends(fd, "GET /p HTTP/1.1\r\nHost: x\r\n\r\n");
+		assert_true(poll_until(&parked_count, 1));
+		cli_sends(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+		usleep(20000); /* let the loop see the bytes while the first request waits (not a correctness wait) */
+		complete_parked();
+		assert_int_equal(cli_read_response(fd, &r, false), 0);
+		assert_int_equal(r.status, 202);
+		assert_string_equal(r.body, "GIF89a");
+		assert_int_equal(cli_read_response(fd, &r, false), 0);
+		assert_int_equal(r.status, 200);
+		assert_string_equal(r.body, "ok");
+	}
+	/* and the connection still serves deferred responses afterwards */
+	atomic_store(&parked_count, 0);
+	cli_sends(fd, "GET /p HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_true(poll_until(&parked_count, 1));
+	complete_parked();
+	assert_int_equal(cli_read_response(fd, &r, false), 0);
+	assert_int_equal(r.status, 202);
+	close(fd);
+	tsrv_stop(&t);
+}
+
 static void test_deferred_client_gone(void **state)
 {
 	(void)state;
@@ -852,6 +910,7 @@ int main(void)
 		cmocka_unit_test(test_413_body_limit),
 		cmocka_unit_test(test_keepalive),
 		cmocka_unit_test(test_deferred_from_thread),
+		cmocka_unit_test(test_deferred_pipelined),
 		cmocka_unit_test(test_deferred_client_gone),
 		cmocka_unit_test(test_stop_graceful),
 		cmocka_unit_test(test_stop_drops_late_completion),
