@@ -98,6 +98,7 @@ void col_groups_reset(struct tl_collector *c)
 			struct col_group *g = &c->groups[t][p];
 			tl_buf_reset(&g->data);
 			tl_buf_reset(&g->keys);
+			tl_buf_reset(&g->ids);
 			g->n = 0;
 		}
 }
@@ -115,6 +116,10 @@ static int group_reserve(struct col_group *g)
 	if (!k)
 		return -TL_ENOMEM;
 	g->kend = k;
+	uint32_t *i = realloc(g->iend, ncap * sizeof *i);
+	if (!i)
+		return -TL_ENOMEM;
+	g->iend = i;
 	g->cap = ncap;
 	return TL_OK;
 }
@@ -132,6 +137,7 @@ static int group_push(struct col_group *g, const char *key, size_t key_len)
 		return rc;
 	g->vend[g->n] = (uint32_t)g->data.len;
 	g->kend[g->n] = (uint32_t)g->keys.len;
+	g->iend[g->n] = (uint32_t)g->ids.len;
 	g->n++;
 	return TL_OK;
 }
@@ -140,10 +146,21 @@ int col_groups_add(struct tl_collector *c, enum col_topic t, const struct tl_eve
 		   size_t key_len)
 {
 	struct col_group *g = group_for(c, t, key, key_len);
+	size_t i0 = g->ids.len;
 	int rc = group_reserve(g);
+	if (!rc && ev->id.n)
+		rc = tl_buf_append(&g->ids, ev->tenant.p, ev->tenant.n);
+	if (!rc && ev->id.n)
+		rc = tl_buf_putc(&g->ids, ':');
+	if (!rc && ev->id.n)
+		rc = tl_buf_append(&g->ids, ev->id.p, ev->id.n);
 	if (!rc)
 		rc = tl_event_encode(ev, &g->data);
-	return rc ? rc : group_push(g, key, key_len);
+	if (!rc)
+		rc = group_push(g, key, key_len);
+	if (rc)
+		g->ids.len = i0;
+	return rc;
 }
 
 int col_groups_add_raw(struct tl_collector *c, enum col_topic t, const void *val, size_t len, const char *key,
@@ -251,14 +268,17 @@ int col_batch_commit(struct tl_collector *c, struct tl_http_req *r, const struct
 			struct col_group *g = &c->groups[t][p];
 			if (!g->n)
 				continue;
-			uint32_t v0 = 0, k0 = 0;
+			uint32_t v0 = 0, k0 = 0, i0 = 0;
 			for (size_t i = 0; i < g->n; i++) {
 				recs[i] = (struct tl_record){.key = g->keys.data + k0,
 							     .key_len = g->kend[i] - k0,
 							     .value = g->data.data + v0,
-							     .value_len = g->vend[i] - v0};
+							     .value_len = g->vend[i] - v0,
+							     .msg_id = g->ids.data + i0,
+							     .msg_id_len = g->iend[i] - i0};
 				k0 = g->kend[i];
 				v0 = g->vend[i];
+				i0 = g->iend[i];
 			}
 			int rc = tl_stream_append(c->o.stream, topic_names[t], p, recs, g->n, batch_done, b);
 			if (rc) { /* not queued: done will not run */
@@ -425,6 +445,7 @@ int tl_collector_create(const struct tl_collector_opts *o, struct tl_collector *
 		for (int i = 0; i < p; i++) {
 			tl_buf_init(&c->groups[t][i].data, 0);
 			tl_buf_init(&c->groups[t][i].keys, 0);
+			tl_buf_init(&c->groups[t][i].ids, 0);
 		}
 	}
 	if ((rc = col_hits_init(c)))
@@ -488,6 +509,8 @@ void tl_collector_destroy(struct tl_collector *c)
 		for (int p = 0; p < c->parts[t]; p++) {
 			tl_buf_free(&c->groups[t][p].data);
 			tl_buf_free(&c->groups[t][p].keys);
+			tl_buf_free(&c->groups[t][p].ids);
+			free(c->groups[t][p].iend);
 			free(c->groups[t][p].vend);
 			free(c->groups[t][p].kend);
 		}

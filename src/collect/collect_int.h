@@ -32,7 +32,8 @@ enum col_batch { BT_ACCEPTED, BT_BAD_REQUEST, BT_UNAUTHORIZED, BT_TOO_LARGE, BT_
 struct col_group {
 	struct tl_buf data;	  /* encoded values, back to back */
 	struct tl_buf keys;	  /* keys, back to back */
-	uint32_t *vend, *kend;	  /* end offsets of each record in data / keys */
+	struct tl_buf ids;	  /* stream msg ids ("<tenant>:<event id>"), back to back */
+	uint32_t *vend, *kend, *iend; /* end offsets of each record in data / keys / ids */
 	size_t n, cap;
 };
 
@@ -97,7 +98,9 @@ void col_client_ip(struct tl_collector *c, struct tl_http_req *r, char *out, siz
 /* Empties every group (loop thread, start of a request). */
 void col_groups_reset(struct tl_collector *c);
 
-/* Encodes ev into the group of (topic, partition of key). 0 or -TL_ENOMEM /
+/* Encodes ev into the group of (topic, partition of key), with the stream
+ * msg id "<tenant>:<event id>" (backends that dedupe drop a re-sent copy;
+ * ids are per tenant, tenant names have no ':'). 0 or -TL_ENOMEM /
  * -TL_ETOOBIG. */
 int col_groups_add(struct tl_collector *c, enum col_topic t, const struct tl_event *ev, const char *key,
 		   size_t key_len) TL_MUST_CHECK;

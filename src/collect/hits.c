@@ -49,8 +49,8 @@ struct hit_ans {
 
 /* The hits of one partition gathered during the current loop iteration. */
 struct hit_pending {
-	struct tl_buf data, keys, urls;
-	uint32_t *vend, *kend;
+	struct tl_buf data, keys, urls, ids;
+	uint32_t *vend, *kend, *iend;
 	struct hit_ans *ans;
 	size_t n, cap;
 };
@@ -129,14 +129,17 @@ static void pending_flush(struct tl_collector *c, int p)
 	memcpy(f->ans, hp->ans, n * sizeof(struct hit_ans));
 	if (hp->urls.len)
 		memcpy(f->urls, hp->urls.data, hp->urls.len);
-	uint32_t v0 = 0, k0 = 0;
+	uint32_t v0 = 0, k0 = 0, i0 = 0;
 	for (size_t i = 0; i < n; i++) {
 		recs[i] = (struct tl_record){.key = hp->keys.data + k0,
 					     .key_len = hp->kend[i] - k0,
 					     .value = hp->data.data + v0,
-					     .value_len = hp->vend[i] - v0};
+					     .value_len = hp->vend[i] - v0,
+					     .msg_id = hp->ids.data + i0, /* the collector's unique hit id */
+					     .msg_id_len = hp->iend[i] - i0};
 		k0 = hp->kend[i];
 		v0 = hp->vend[i];
+		i0 = hp->iend[i];
 	}
 	int rc = tl_stream_append(c->o.stream, TL_TOPIC_EVENTS, p, recs, n, flight_done, f);
 	if (rc) { /* not queued: flight_done will not run */
@@ -147,6 +150,7 @@ out:
 	tl_buf_reset(&hp->data);
 	tl_buf_reset(&hp->keys);
 	tl_buf_reset(&hp->urls);
+	tl_buf_reset(&hp->ids);
 }
 
 /* Appends every partition's gathered hits (loop thread, once per iteration). */
@@ -171,6 +175,10 @@ static int pending_reserve(struct hit_pending *hp)
 	if (!k)
 		return -TL_ENOMEM;
 	hp->kend = k;
+	uint32_t *ie = realloc(hp->iend, ncap * sizeof *ie);
+	if (!ie)
+		return -TL_ENOMEM;
+	hp->iend = ie;
 	struct hit_ans *a = realloc(hp->ans, ncap * sizeof *a);
 	if (!a)
 		return -TL_ENOMEM;
@@ -186,7 +194,7 @@ static int record_hit(struct tl_collector *c, struct tl_http_req *r, const struc
 {
 	int p = tl_stream_partition_for(key, key_len, c->parts[TP_EVENTS]);
 	struct hit_pending *hp = &c->hits[p];
-	size_t d0 = hp->data.len, k0 = hp->keys.len, u0 = hp->urls.len;
+	size_t d0 = hp->data.len, k0 = hp->keys.len, u0 = hp->urls.len, i0 = hp->ids.len;
 	struct tl_http_deferred *d = NULL;
 	if (!c->hits_scheduled) {
 		if (tl_http_server_soon(c->srv, flush_hits, c) != 0)
@@ -194,14 +202,17 @@ static int record_hit(struct tl_collector *c, struct tl_http_req *r, const struc
 		c->hits_scheduled = true;
 	}
 	if (pending_reserve(hp) || tl_event_encode(ev, &hp->data) || tl_buf_append(&hp->keys, key, key_len) ||
-	    (url && tl_buf_append(&hp->urls, url->p, url->n)) || !(d = tl_http_defer(r))) {
+	    tl_buf_append(&hp->ids, ev->id.p, ev->id.n) || (url && tl_buf_append(&hp->urls, url->p, url->n)) ||
+	    !(d = tl_http_defer(r))) {
 		hp->data.len = d0; /* undo the partial add */
 		hp->keys.len = k0;
 		hp->urls.len = u0;
+		hp->ids.len = i0;
 		goto now;
 	}
 	hp->vend[hp->n] = (uint32_t)hp->data.len;
 	hp->kend[hp->n] = (uint32_t)hp->keys.len;
+	hp->iend[hp->n] = (uint32_t)hp->ids.len;
 	hp->ans[hp->n] = (struct hit_ans){.d = d, .url_off = (uint32_t)u0, .url_len = url ? url->n : 0};
 	hp->n++;
 	if (hp->n >= HIT_GROUP_MAX)
@@ -233,6 +244,7 @@ int col_hits_init(struct tl_collector *c)
 		tl_buf_init(&c->hits[p].data, 0);
 		tl_buf_init(&c->hits[p].keys, 0);
 		tl_buf_init(&c->hits[p].urls, 0);
+		tl_buf_init(&c->hits[p].ids, 0);
 	}
 	return TL_OK;
 }
@@ -245,6 +257,8 @@ void col_hits_free(struct tl_collector *c)
 			tl_buf_free(&hp->data);
 			tl_buf_free(&hp->keys);
 			tl_buf_free(&hp->urls);
+			tl_buf_free(&hp->ids);
+			free(hp->iend);
 			free(hp->vend);
 			free(hp->kend);
 			free(hp->ans);

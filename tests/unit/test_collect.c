@@ -39,6 +39,7 @@ struct frec {
 	size_t key_len;
 	unsigned char val[20000];
 	size_t val_len;
+	char msg_id[512];
 };
 
 struct fake {
@@ -92,6 +93,9 @@ static int fake_append(struct tl_stream *s, const char *topic, int partition, co
 			r->key_len = recs[i].key_len;
 			memcpy(r->val, recs[i].value, recs[i].value_len);
 			r->val_len = recs[i].value_len;
+			assert_true(recs[i].msg_id_len < sizeof r->msg_id);
+			memcpy(r->msg_id, recs[i].msg_id, recs[i].msg_id_len);
+			r->msg_id[recs[i].msg_id_len] = '\0';
 		}
 	}
 	int status = f->done_status;
@@ -383,6 +387,8 @@ static void test_pixel(void **state)
 	assert_int_equal(ev.user_agent.n, strlen("test-agent/1.0"));
 	assert_memory_equal(ev.ip.p, "127.0.0.1", ev.ip.n);
 	assert_true(ev.id.n > 16 && ev.id.p[0] == 'c');
+	assert_int_equal(strlen(rec->msg_id), ev.id.n); /* the hit id is the stream msg id */
+	assert_memory_equal(rec->msg_id, ev.id.p, ev.id.n);
 	assert_true(ev.ts_ms > 0 && ev.ts_ms == ev.arrival_ms);
 	(void)h;
 	assert_string_equal(rec->key, "r-1842"); /* keyed by the recipient in the token */
@@ -537,6 +543,9 @@ static void test_events_api(void **state)
 		assert_int_equal(ev.recipient.n, TL_RCPT_HASH_LEN);
 		assert_memory_equal(ev.recipient.p, want, TL_RCPT_HASH_LEN);
 		assert_string_equal(rec->key, want);
+		char mid[64];
+		snprintf(mid, sizeof mid, "acme:%.*s", (int)ev.id.n, ev.id.p);
+		assert_string_equal(rec->msg_id, mid); /* per-tenant idempotency id */
 		assert_int_equal(rec->partition, tl_stream_partition_for(want, TL_RCPT_HASH_LEN, 8));
 		if (ev.type == TL_EV_OPEN) {
 			assert_string_equal(rec->topic, "events");
