@@ -819,51 +819,18 @@ static int pg_last_seq(struct tl_store *st, int64_t *seq)
 	return meta_get(pg(st), "seq", seq);
 }
 
-const struct tl_store_ops tl_store_postgres_ops = {
-    .scheme = "postgres",
-    .open = pg_open,
-    .close = pg_close,
-    .tenant_add = pg_tenant_add,
-    .tenant_set = pg_tenant_set,
-    .tenants_load = pg_tenants_load,
-    .tenants_version = pg_tenants_version,
-    .begin = tl_pg_begin,
-    .dedupe = tl_pg_dedupe,
-    .uniques = tl_pg_uniques,
-    .add_counts = tl_pg_add_counts,
-    .offsets_set = tl_pg_offsets_set,
-    .commit = tl_pg_commit,
-    .rollback = tl_pg_rollback,
-    .offset_get = pg_offset_get,
-    .prune_dedupe = tl_pg_prune_dedupe,
-    .clear_source = tl_pg_clear_source,
-    .campaigns = pg_campaigns,
-    .campaign = pg_campaign,
-    .series = pg_series,
-    .last_seq = pg_last_seq,
-};
+/* The backend's operations; registered in store.c for both URI schemes. */
+#define PG_OPS(name)                                                                                         \
+	{                                                                                                    \
+		.scheme = name, .open = pg_open, .close = pg_close, .tenant_add = pg_tenant_add,             \
+		.tenant_set = pg_tenant_set, .tenants_load = pg_tenants_load,                                \
+		.tenants_version = pg_tenants_version, .begin = tl_pg_begin, .dedupe = tl_pg_dedupe,         \
+		.uniques = tl_pg_uniques, .add_counts = tl_pg_add_counts, .offsets_set = tl_pg_offsets_set,  \
+		.commit = tl_pg_commit, .rollback = tl_pg_rollback, .offset_get = pg_offset_get,             \
+		.prune_dedupe = tl_pg_prune_dedupe, .clear_source = tl_pg_clear_source,                      \
+		.campaigns = pg_campaigns, .campaign = pg_campaign, .series = pg_series,                     \
+		.last_seq = pg_last_seq,                                                                     \
+	}
 
-/* The same backend under the URI scheme "postgresql://". */
-const struct tl_store_ops tl_store_postgresql_ops = {
-    .scheme = "postgresql",
-    .open = pg_open,
-    .close = pg_close,
-    .tenant_add = pg_tenant_add,
-    .tenant_set = pg_tenant_set,
-    .tenants_load = pg_tenants_load,
-    .tenants_version = pg_tenants_version,
-    .begin = tl_pg_begin,
-    .dedupe = tl_pg_dedupe,
-    .uniques = tl_pg_uniques,
-    .add_counts = tl_pg_add_counts,
-    .offsets_set = tl_pg_offsets_set,
-    .commit = tl_pg_commit,
-    .rollback = tl_pg_rollback,
-    .offset_get = pg_offset_get,
-    .prune_dedupe = tl_pg_prune_dedupe,
-    .clear_source = tl_pg_clear_source,
-    .campaigns = pg_campaigns,
-    .campaign = pg_campaign,
-    .series = pg_series,
-    .last_seq = pg_last_seq,
-};
+const struct tl_store_ops tl_store_postgres_ops = PG_OPS("postgres");
+const struct tl_store_ops tl_store_postgresql_ops = PG_OPS("postgresql");
