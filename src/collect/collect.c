@@ -429,7 +429,6 @@ int tl_collector_create(const struct tl_collector_opts *o, struct tl_collector *
 	c->id_prefix = random_prefix();
 
 	tl_arena_init(&c->arena, ARENA_BLOCK, 8 * c->o.limits.max_body + (1u << 20));
-	tl_buf_init(&c->enc, 0);
 	for (int t = 0; t < TP__COUNT; t++) {
 		int p = tl_stream_partitions(c->o.stream, topic_names[t]);
 		if (p <= 0) {
@@ -517,7 +516,6 @@ void tl_collector_destroy(struct tl_collector *c)
 		free(c->groups[t]);
 	}
 	col_hits_free(c);
-	tl_buf_free(&c->enc);
 	tl_arena_free(&c->arena);
 	free(c->addr);
 	free(c->db_uri);

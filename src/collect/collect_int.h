@@ -47,7 +47,6 @@ struct tl_collector {
 
 	/* loop-thread scratch */
 	struct tl_arena arena;	      /* per request, reset at its start */
-	struct tl_buf enc;	      /* one encoded hit */
 	unsigned char token_scratch[TL_MAX_TOKEN];
 	struct col_group *groups[TP__COUNT]; /* [topic][partition] */
 	struct hit_pending *hits;	      /* [partition of events]: hits of this iteration */

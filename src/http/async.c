@@ -26,6 +26,7 @@
 
 #include "core/buf.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -60,13 +61,45 @@ struct tl_http_deferred {
 	_Alignas(void *) char small[256];
 };
 
+#define DEFERRED_FREE_MAX 1024 /* recycled deferred objects kept by a server */
+
 static void deferred_release(struct tl_http_deferred *d)
 {
-	if (atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) == 1) {
-		if (d->data != d->small)
-			free(d->data);
+	if (atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	if (d->data != d->small)
+		free(d->data);
+	struct tl_http_server *srv = d->srv;
+	/* the loop thread recycles (a burst of deferred responses otherwise
+	 * churns malloc); any other thread frees */
+	if (pthread_equal(pthread_self(), srv->loop_thread) && srv->ctx_ready && srv->n_free_deferred < DEFERRED_FREE_MAX) {
+		d->next = srv->free_deferred;
+		srv->free_deferred = d;
+		srv->n_free_deferred++;
+		return;
+	}
+	free(d);
+}
+
+static struct tl_http_deferred *deferred_alloc(struct tl_http_server *srv)
+{
+	struct tl_http_deferred *d = srv->free_deferred;
+	if (!d)
+		return calloc(1, sizeof *d);
+	srv->free_deferred = d->next;
+	srv->n_free_deferred--;
+	memset(d, 0, offsetof(struct tl_http_deferred, small));
+	return d;
+}
+
+void tl_http__deferred_free_all(struct tl_http_server *srv)
+{
+	while (srv->free_deferred) {
+		struct tl_http_deferred *d = srv->free_deferred;
+		srv->free_deferred = d->next;
 		free(d);
 	}
+	srv->n_free_deferred = 0;
 }
 
 static void deferred_uncount(struct tl_http_deferred *d)
@@ -140,7 +173,7 @@ struct tl_http_deferred *tl_http_defer(struct tl_http_req *r)
 {
 	if (!r || r->responded)
 		return NULL;
-	struct tl_http_deferred *d = calloc(1, sizeof *d);
+	struct tl_http_deferred *d = deferred_alloc(r->srv);
 	if (!d)
 		return NULL;
 	struct deferred_guard *g = h2o_mem_alloc_shared(&r->h->pool, sizeof *g, guard_dispose);

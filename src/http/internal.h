@@ -62,6 +62,9 @@ struct tl_http_server {
 	h2o_multithread_receiver_t receiver; /* deferred completions + wake-ups */
 	size_t n_deferred;		     /* deferred responses not yet completed */
 	struct tl_http_deferred *deferred;   /* those, listed */
+	struct tl_http_deferred *free_deferred; /* recycled objects (loop thread) */
+	size_t n_free_deferred;
+	pthread_t loop_thread;
 	struct tl_http_timer *timers;
 	struct tl_http_stream *streams; /* live streaming responses */
 	bool ctx_ready;
@@ -96,6 +99,8 @@ void tl_http__send(h2o_req_t *h, bool is_head, int status, const char *content_t
 
 /* async.c */
 void tl_http__on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+/* Frees the recycled deferred objects (loop teardown). */
+void tl_http__deferred_free_all(struct tl_http_server *srv);
 /* Answers 503 to every deferred response still waiting (stop deadline passed). */
 void tl_http__deferred_abandon(struct tl_http_server *srv);
 bool tl_http__is_stream_generator(const h2o_generator_t *g);

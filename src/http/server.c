@@ -448,6 +448,7 @@ static void teardown(struct tl_http_server *srv)
 	for (int i = 0; i < 100 && !h2o_linklist_is_empty(&srv->ctx.zero_timeout._entries); i++)
 		h2o_evloop_run(srv->loop, 0);
 	srv->ctx_ready = false;
+	tl_http__deferred_free_all(srv);
 
 	if (has_conns(srv) || has_messages(srv) || !h2o_linklist_is_empty(&srv->ctx.zero_timeout._entries)) {
 		/* a connection h2o cannot close: leave the loop allocated rather
@@ -474,6 +475,7 @@ int tl_http_server_run(struct tl_http_server *srv)
 {
 	if (!srv || srv->fd < 0 || srv->loop)
 		return -TL_EINVAL;
+	srv->loop_thread = pthread_self();
 	srv->loop = h2o_evloop_create();
 	h2o_context_init(&srv->ctx, srv->loop, &srv->config);
 	h2o_multithread_register_receiver(srv->ctx.queue, &srv->receiver, tl_http__on_messages);

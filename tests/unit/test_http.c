@@ -865,6 +865,64 @@ static void test_sse_stream(void **state)
 	close(fd);
 }
 
+/* tl_http_server_soon: handlers gather, one callback per loop iteration answers */
+static struct tl_http_deferred *gathered[256];
+static int n_gathered;
+static atomic_int soon_runs;
+static bool soon_due;
+
+static void answer_gathered(void *arg)
+{
+	(void)arg;
+	soon_due = false;
+	atomic_fetch_add(&soon_runs, 1);
+	char body[32];
+	int n = snprintf(body, sizeof body, "batch of %d", n_gathered);
+	for (int i = 0; i < n_gathered; i++)
+		tl_http_deferred_complete(gathered[i], 200, "text/plain", body, (size_t)n, NULL);
+	n_gathered = 0;
+}
+
+static int h_gather(void *arg, struct tl_http_req *r)
+{
+	struct tl_http_server **srv = arg;
+	if (!soon_due) {
+		assert_int_equal(tl_http_server_soon(*srv, answer_gathered, NULL), 0);
+		soon_due = true;
+	}
+	gathered[n_gathered++] = tl_http_defer(r);
+	return TL_HTTP_ASYNC;
+}
+
+static void test_soon(void **state)
+{
+	(void)state;
+	static struct tl_http_server *srvp;
+	struct tl_http_route routes[] = {{"GET", "/g", h_gather, &srvp}};
+	struct tsrv t;
+	tsrv_start(&t, routes, 1, NULL);
+	srvp = t.srv;
+	atomic_store(&soon_runs, 0);
+	/* requests that arrive together are handled in one iteration, answered together */
+	int fds[8];
+	for (int i = 0; i < 8; i++)
+		fds[i] = cli_connect(t.port);
+	for (int i = 0; i < 8; i++)
+		cli_sends(fds[i], "GET /g HTTP/1.1\r\nHost: x\r\n\r\n");
+	static struct resp r;
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(cli_read_response(fds[i], &r, false), 0);
+		assert_int_equal(r.status, 200);
+		assert_non_null(strstr(r.body, "batch of "));
+		close(fds[i]);
+	}
+	int runs = atomic_load(&soon_runs);
+	assert_true(runs >= 1 && runs <= 8);
+	/* a missing server is refused */
+	assert_int_not_equal(tl_http_server_soon(NULL, answer_gathered, NULL), 0);
+	tsrv_stop(&t);
+}
+
 static atomic_int ticks;
 static void count_tick(void *arg)
 {
@@ -917,6 +975,7 @@ int main(void)
 		cmocka_unit_test(test_read_timeout),
 		cmocka_unit_test(test_sse_stream),
 		cmocka_unit_test(test_every_and_port),
+		cmocka_unit_test(test_soon),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
