@@ -11,7 +11,7 @@
 /* Per-tenant settings `tenant set` accepts (DESIGN.md §6). */
 static const char *const known_settings[] = {
 	"sendgrid_public_key", "mailgun_signing_key", "postmark_auth",  "sparkpost_auth", "sendgrid_verify",
-	"ses_verify",	       "campaign_field",      "variant_field",	"recipient_field", NULL,
+	"ses_verify",	       "ses_topic_arn",       "campaign_field",	"variant_field", "recipient_field", NULL,
 };
 
 static int print_json_str(const char *s)
@@ -123,7 +123,7 @@ int tl_cmd_tenant(int argc, char **argv)
 	int ec = tl_settings_load(&s,
 				  "tally tenant add NAME | list | set NAME KEY=VALUE…\n"
 				  "  KEY: sendgrid_public_key mailgun_signing_key postmark_auth sparkpost_auth\n"
-				  "       sendgrid_verify ses_verify campaign_field variant_field recipient_field\n"
+				  "       sendgrid_verify ses_verify ses_topic_arn campaign_field variant_field recipient_field\n"
 				  "       (an empty VALUE removes the setting)",
 				  flags, argc, argv, &res);
 	if (ec >= 0)
