@@ -22,8 +22,7 @@
 
 #define ARENA_BLOCK (64 * 1024)
 
-static const char *const route_names[RT__COUNT] = {"pixel",   "click",   "events", "webhook",
-						   "healthz", "metrics", "other"};
+static const char *const route_names[RT__COUNT] = {"pixel", "click", "events", "webhook", "healthz", "metrics"};
 static const char *const reject_names[RJ__COUNT] = {"bad_token", "bad_signature", "unknown_tenant", "token_kind"};
 static const char *const topic_names[TP__COUNT] = {TL_TOPIC_EVENTS, TL_TOPIC_DELIVERY, TL_TOPIC_DEAD};
 static const char *const batch_names[BT__COUNT] = {"accepted", "bad_request", "unauthorized", "too_large",

@@ -21,6 +21,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#define TL_HTTP_MAX_HEAD (64 * 1024) /* request line + headers, bytes */
+
 struct tl_http_timer {
 	struct tl_http_timer *next;
 	struct tl_http_server *srv;

@@ -45,6 +45,7 @@ const char *tl_http__reason(int status)
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Entity";
 	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
@@ -186,6 +187,16 @@ static void allow_add(char *allow, size_t cap, const char *m)
 	snprintf(allow + len, cap - len, "%s%s", len ? ", " : "", m);
 }
 
+/* Bytes of the request head as received (near enough: separators counted
+ * as in HTTP/1.1). */
+static size_t head_bytes(const h2o_req_t *req)
+{
+	size_t n = req->input.method.len + req->input.path.len + req->input.authority.len + 32;
+	for (size_t i = 0; i < req->headers.size; i++)
+		n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+	return n;
+}
+
 int tl_http__on_req(h2o_handler_t *self, h2o_req_t *req)
 {
 	struct tl_http_server *srv = ((struct tl_http_handler *)self)->srv;
@@ -193,6 +204,17 @@ int tl_http__on_req(h2o_handler_t *self, h2o_req_t *req)
 	bool is_head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
 	bool path_found = false;
 	char allow[128] = "";
+
+	/* h2o itself caps a request head at 100 header lines and drops the
+	 * connection beyond its buffer; tally answers anything over
+	 * TL_HTTP_MAX_HEAD with a JSON 431 and closes */
+	if (head_bytes(req) > TL_HTTP_MAX_HEAD) {
+		req->http1_is_persistent = 0;
+		char msg[64];
+		snprintf(msg, sizeof msg, "request head over %d bytes", TL_HTTP_MAX_HEAD);
+		send_error(req, is_head, 431, "too_large", msg, NULL);
+		return 0;
+	}
 
 	for (size_t i = 0; i < srv->n_routes; i++) {
 		const struct tl_http_route *rt = &srv->routes[i];

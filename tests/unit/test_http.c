@@ -448,6 +448,24 @@ static void test_413_body_limit(void **state)
 	assert_non_null(strstr(r.body, "\"too_large\""));
 	assert_int_equal(atomic_load(&calls), 0);
 
+	/* headers over the head limit: 431 JSON, before any handler */
+	static char big[80 * 1024];
+	int bn = snprintf(big, sizeof big, "POST /echo HTTP/1.1\r\nHost: x\r\n");
+	for (int i = 0; i < 40; i++) {
+		bn += snprintf(big + bn, sizeof big - (size_t)bn, "X-Pad-%d: ", i);
+		memset(big + bn, 'p', 1800);
+		bn += 1800;
+		bn += snprintf(big + bn, sizeof big - (size_t)bn, "\r\n");
+	}
+	bn += snprintf(big + bn, sizeof big - (size_t)bn, "Content-Length: 0\r\n\r\n");
+	fd = cli_connect(t.port);
+	cli_send(fd, big, (size_t)bn);
+	assert_int_equal(cli_read_response(fd, &r, false), 0);
+	close(fd);
+	assert_int_equal(r.status, 431);
+	assert_non_null(strstr(r.body, "\"code\":\"too_large\""));
+	assert_int_equal(atomic_load(&calls), 0);
+
 	/* at the limit: accepted */
 	char req[512];
 	char body[101];
