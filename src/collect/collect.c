@@ -22,11 +22,13 @@
 
 #define ARENA_BLOCK (64 * 1024)
 
-static const char *const route_names[RT__COUNT] = {"pixel", "click", "events", "webhook", "healthz", "metrics"};
-static const char *const reject_names[RJ__COUNT] = {"bad_token", "bad_signature", "unknown_tenant", "token_kind"};
+static const char *const route_names[RT__COUNT] = {"pixel",   "click",   "events",
+                                                   "webhook", "healthz", "metrics"};
+static const char *const reject_names[RJ__COUNT] = {"bad_token", "bad_signature", "unknown_tenant",
+                                                    "token_kind"};
 static const char *const topic_names[TP__COUNT] = {TL_TOPIC_EVENTS, TL_TOPIC_DELIVERY, TL_TOPIC_DEAD};
 static const char *const batch_names[BT__COUNT] = {"accepted", "bad_request", "unauthorized", "too_large",
-						   "unavailable"};
+                                                   "unavailable"};
 
 const char *col_topic_name(enum col_topic t)
 {
@@ -142,7 +144,7 @@ static int group_push(struct col_group *g, const char *key, size_t key_len)
 }
 
 int col_groups_add(struct tl_collector *c, enum col_topic t, const struct tl_event *ev, const char *key,
-		   size_t key_len)
+                   size_t key_len)
 {
 	struct col_group *g = group_for(c, t, key, key_len);
 	size_t i0 = g->ids.len;
@@ -163,7 +165,7 @@ int col_groups_add(struct tl_collector *c, enum col_topic t, const struct tl_eve
 }
 
 int col_groups_add_raw(struct tl_collector *c, enum col_topic t, const void *val, size_t len, const char *key,
-		       size_t key_len)
+                       size_t key_len)
 {
 	struct col_group *g = group_for(c, t, key, key_len);
 	int rc = group_reserve(g);
@@ -190,10 +192,11 @@ static void batch_answer(struct batch_ctx *b)
 	int n;
 	if (status) {
 		col_count(&c->batches[BT_UNAVAILABLE]);
-		n = snprintf(body, sizeof body,
-			     "{\"error\":{\"code\":\"unavailable\",\"message\":\"the events could not be made durable "
-			     "(%s); retry the whole batch (ids make it idempotent)\"}}",
-			     tl_strerror(status));
+		n = snprintf(
+		    body, sizeof body,
+		    "{\"error\":{\"code\":\"unavailable\",\"message\":\"the events could not be made durable "
+		    "(%s); retry the whole batch (ids make it idempotent)\"}}",
+		    tl_strerror(status));
 		tl_http_deferred_complete(b->d, 503, "application/json", body, (size_t)n, retry_headers);
 		return;
 	}
@@ -202,7 +205,8 @@ static void batch_answer(struct batch_ctx *b)
 		atomic_fetch_add_explicit(&c->accepted[t], b->info.per_topic[t], memory_order_relaxed);
 	if (b->info.kind == ANS_WEBHOOK) {
 		tl_webhook_replay_commit(c->replay, &b->info.replay, tl_now_ms());
-		n = snprintf(body, sizeof body, "{\"accepted\":%zu,\"dead\":%zu}", b->info.n_events, b->info.n_dead);
+		n = snprintf(body, sizeof body, "{\"accepted\":%zu,\"dead\":%zu}", b->info.n_events,
+		             b->info.n_dead);
 		tl_http_deferred_complete(b->d, b->info.ok_status, "application/json", body, (size_t)n, NULL);
 	} else {
 		n = snprintf(body, sizeof body, "{\"accepted\":%zu}", b->info.n_events);
@@ -270,11 +274,11 @@ int col_batch_commit(struct tl_collector *c, struct tl_http_req *r, const struct
 			uint32_t v0 = 0, k0 = 0, i0 = 0;
 			for (size_t i = 0; i < g->n; i++) {
 				recs[i] = (struct tl_record){.key = g->keys.data + k0,
-							     .key_len = g->kend[i] - k0,
-							     .value = g->data.data + v0,
-							     .value_len = g->vend[i] - v0,
-							     .msg_id = g->ids.data + i0,
-							     .msg_id_len = g->iend[i] - i0};
+				                             .key_len = g->kend[i] - k0,
+				                             .value = g->data.data + v0,
+				                             .value_len = g->vend[i] - v0,
+				                             .msg_id = g->ids.data + i0,
+				                             .msg_id_len = g->iend[i] - i0};
 				k0 = g->kend[i];
 				v0 = g->vend[i];
 				i0 = g->iend[i];
@@ -322,58 +326,66 @@ static uint64_t load(atomic_uint_fast64_t *v)
 
 int tl_collector_metrics(struct tl_collector *c, struct tl_buf *out)
 {
-	int rc = tl_buf_puts(out, "# HELP tally_collector_requests_total Requests to the collector by route.\n"
-				  "# TYPE tally_collector_requests_total counter\n");
+	int rc =
+	    tl_buf_puts(out, "# HELP tally_collector_requests_total Requests to the collector by route.\n"
+	                     "# TYPE tally_collector_requests_total counter\n");
 	for (int i = 0; !rc && i < RT__COUNT; i++)
 		rc = tl_buf_printf(out, "tally_collector_requests_total{route=\"%s\"} %llu\n", route_names[i],
-				   (unsigned long long)load(&c->requests[i]));
+		                   (unsigned long long)load(&c->requests[i]));
 	if (!rc)
-		rc = tl_buf_puts(out, "# HELP tally_rejected_total Tracking hits refused by the collector, by reason.\n"
-				      "# TYPE tally_rejected_total counter\n");
+		rc = tl_buf_puts(
+		    out, "# HELP tally_rejected_total Tracking hits refused by the collector, by reason.\n"
+		         "# TYPE tally_rejected_total counter\n");
 	for (int i = 0; !rc && i < RJ__COUNT; i++)
 		rc = tl_buf_printf(out, "tally_rejected_total{reason=\"%s\"} %llu\n", reject_names[i],
-				   (unsigned long long)load(&c->rejected[i]));
+		                   (unsigned long long)load(&c->rejected[i]));
 	if (!rc)
-		rc = tl_buf_puts(out, "# HELP tally_events_accepted_total Records made durable by the collector, by topic.\n"
-				      "# TYPE tally_events_accepted_total counter\n");
+		rc = tl_buf_puts(
+		    out,
+		    "# HELP tally_events_accepted_total Records made durable by the collector, by topic.\n"
+		    "# TYPE tally_events_accepted_total counter\n");
 	for (int i = 0; !rc && i < TP__COUNT; i++)
 		rc = tl_buf_printf(out, "tally_events_accepted_total{topic=\"%s\"} %llu\n", topic_names[i],
-				   (unsigned long long)load(&c->accepted[i]));
+		                   (unsigned long long)load(&c->accepted[i]));
 	if (!rc)
-		rc = tl_buf_puts(out, "# HELP tally_collector_batches_total Event API and webhook batches by outcome.\n"
-				      "# TYPE tally_collector_batches_total counter\n");
+		rc = tl_buf_puts(
+		    out, "# HELP tally_collector_batches_total Event API and webhook batches by outcome.\n"
+		         "# TYPE tally_collector_batches_total counter\n");
 	for (int i = 0; !rc && i < BT__COUNT; i++)
 		rc = tl_buf_printf(out, "tally_collector_batches_total{result=\"%s\"} %llu\n", batch_names[i],
-				   (unsigned long long)load(&c->batches[i]));
+		                   (unsigned long long)load(&c->batches[i]));
 	if (!rc)
 		rc = tl_buf_printf(
-			out,
-			"# HELP tally_pixel_dropped_total Open-pixel hits answered but not recorded (stream failing).\n"
-			"# TYPE tally_pixel_dropped_total counter\n"
-			"tally_pixel_dropped_total %llu\n"
-			"# HELP tally_click_dropped_total Clicks redirected but not recorded (stream failing).\n"
-			"# TYPE tally_click_dropped_total counter\n"
-			"tally_click_dropped_total %llu\n"
-			"# HELP tally_collector_append_errors_total Stream appends that failed.\n"
-			"# TYPE tally_collector_append_errors_total counter\n"
-			"tally_collector_append_errors_total %llu\n"
-			"# HELP tally_collector_tenant_refresh_errors_total Failed tenant reloads.\n"
-			"# TYPE tally_collector_tenant_refresh_errors_total counter\n"
-			"tally_collector_tenant_refresh_errors_total %llu\n"
-			"# HELP tally_webhook_subscribe_errors_total SNS subscription confirmations that failed.\n"
-			"# TYPE tally_webhook_subscribe_errors_total counter\n"
-			"tally_webhook_subscribe_errors_total %llu\n",
-			(unsigned long long)load(&c->pixel_dropped), (unsigned long long)load(&c->click_dropped),
-			(unsigned long long)load(&c->append_errors),
-			(unsigned long long)load(&c->tenant_refresh_errors),
-			(unsigned long long)load(&c->webhook_subscribe_errors));
+		    out,
+		    "# HELP tally_pixel_dropped_total Open-pixel hits answered but not recorded (stream "
+		    "failing).\n"
+		    "# TYPE tally_pixel_dropped_total counter\n"
+		    "tally_pixel_dropped_total %llu\n"
+		    "# HELP tally_click_dropped_total Clicks redirected but not recorded (stream failing).\n"
+		    "# TYPE tally_click_dropped_total counter\n"
+		    "tally_click_dropped_total %llu\n"
+		    "# HELP tally_collector_append_errors_total Stream appends that failed.\n"
+		    "# TYPE tally_collector_append_errors_total counter\n"
+		    "tally_collector_append_errors_total %llu\n"
+		    "# HELP tally_collector_tenant_refresh_errors_total Failed tenant reloads.\n"
+		    "# TYPE tally_collector_tenant_refresh_errors_total counter\n"
+		    "tally_collector_tenant_refresh_errors_total %llu\n"
+		    "# HELP tally_webhook_subscribe_errors_total SNS subscription confirmations that "
+		    "failed.\n"
+		    "# TYPE tally_webhook_subscribe_errors_total counter\n"
+		    "tally_webhook_subscribe_errors_total %llu\n",
+		    (unsigned long long)load(&c->pixel_dropped), (unsigned long long)load(&c->click_dropped),
+		    (unsigned long long)load(&c->append_errors),
+		    (unsigned long long)load(&c->tenant_refresh_errors),
+		    (unsigned long long)load(&c->webhook_subscribe_errors));
 	if (!rc && c->replay)
-		rc = tl_buf_printf(out,
-				   "# HELP tally_webhook_replay_evicted_total Unexpired Mailgun tokens evicted "
-				   "from a full replay cache.\n"
-				   "# TYPE tally_webhook_replay_evicted_total counter\n"
-				   "tally_webhook_replay_evicted_total %llu\n",
-				   (unsigned long long)tl_webhook_replay_evicted(c->replay));
+		rc = tl_buf_printf(
+		    out,
+		    "# HELP tally_webhook_replay_evicted_total Unexpired Mailgun tokens evicted "
+		    "from a full replay cache.\n"
+		    "# TYPE tally_webhook_replay_evicted_total counter\n"
+		    "tally_webhook_replay_evicted_total %llu\n",
+		    (unsigned long long)tl_webhook_replay_evicted(c->replay));
 	return rc;
 }
 
@@ -458,15 +470,13 @@ int tl_collector_create(const struct tl_collector_opts *o, struct tl_collector *
 		goto fail;
 
 	const struct tl_http_route routes[] = {
-		{"GET", "/o/*", col_on_pixel, c},	    /* GET and HEAD */
-		{"GET", "/c/*", col_on_click, c},	    /* GET and HEAD */
-		{"POST", "/v1/events", col_on_events, c},
-		{"POST", "/v1/webhooks/*", col_on_webhook, c},
-		{"GET", "/healthz", on_healthz, c},
-		{"GET", "/metrics", on_metrics, c},
+	    {"GET", "/o/*", col_on_pixel, c}, /* GET and HEAD */
+	    {"GET", "/c/*", col_on_click, c}, /* GET and HEAD */
+	    {"POST", "/v1/events", col_on_events, c}, {"POST", "/v1/webhooks/*", col_on_webhook, c},
+	    {"GET", "/healthz", on_healthz, c},       {"GET", "/metrics", on_metrics, c},
 	};
-	if ((rc = tl_http_server_create("collector", c->addr, &c->o.limits, routes, sizeof routes / sizeof routes[0],
-					&c->srv)))
+	if ((rc = tl_http_server_create("collector", c->addr, &c->o.limits, routes,
+	                                sizeof routes / sizeof routes[0], &c->srv)))
 		goto fail;
 	if ((rc = tl_http_server_every(c->srv, c->o.tenant_refresh_ms, refresh_tenants, c)))
 		goto fail;

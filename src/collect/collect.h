@@ -14,14 +14,14 @@
 struct tl_collector;
 
 struct tl_collector_opts {
-	const char *addr;	    /* "127.0.0.1:8080" */
-	const char *db_uri;	    /* tenants (keys, settings) */
-	struct tl_stream *stream;   /* shared, not owned */
+	const char *addr;         /* "127.0.0.1:8080" */
+	const char *db_uri;       /* tenants (keys, settings) */
+	struct tl_stream *stream; /* shared, not owned */
 	struct tl_http_limits limits;
-	size_t max_batch_events;    /* lines per POST /v1/events (default 10000) */
-	int tenant_refresh_ms;	    /* default 1000 */
-	int trust_forwarded_for;    /* behind one trusted reverse proxy: the client IP of a
-				       hit is the last X-Forwarded-For entry (default 0: the peer) */
+	size_t max_batch_events; /* lines per POST /v1/events (default 10000) */
+	int tenant_refresh_ms;   /* default 1000 */
+	int trust_forwarded_for; /* behind one trusted reverse proxy: the client IP of a
+	                            hit is the last X-Forwarded-For entry (default 0: the peer) */
 };
 
 int tl_collector_create(const struct tl_collector_opts *o, struct tl_collector **out) TL_MUST_CHECK;

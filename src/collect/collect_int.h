@@ -30,9 +30,9 @@ enum col_batch { BT_ACCEPTED, BT_BAD_REQUEST, BT_UNAUTHORIZED, BT_TOO_LARGE, BT_
 
 /* One (topic, partition) group of a batch being built (loop thread). */
 struct col_group {
-	struct tl_buf data;	  /* encoded values, back to back */
-	struct tl_buf keys;	  /* keys, back to back */
-	struct tl_buf ids;	  /* stream msg ids ("<tenant>:<event id>"), back to back */
+	struct tl_buf data;           /* encoded values, back to back */
+	struct tl_buf keys;           /* keys, back to back */
+	struct tl_buf ids;            /* stream msg ids ("<tenant>:<event id>"), back to back */
 	uint32_t *vend, *kend, *iend; /* end offsets of each record in data / keys / ids */
 	size_t n, cap;
 };
@@ -46,12 +46,12 @@ struct tl_collector {
 	int parts[TP__COUNT]; /* partitions of events, delivery, dead */
 
 	/* loop-thread scratch */
-	struct tl_arena arena;	      /* per request, reset at its start */
+	struct tl_arena arena; /* per request, reset at its start */
 	unsigned char token_scratch[TL_MAX_TOKEN];
 	struct col_group *groups[TP__COUNT]; /* [topic][partition] */
-	struct hit_pending *hits;	      /* [partition of events]: hits of this iteration */
-	struct tl_record *hit_recs;	      /* scratch for one group's append */
-	bool hits_scheduled;		      /* flush_hits is due at the end of the iteration */
+	struct hit_pending *hits;            /* [partition of events]: hits of this iteration */
+	struct tl_record *hit_recs;          /* scratch for one group's append */
+	bool hits_scheduled;                 /* flush_hits is due at the end of the iteration */
 
 	/* ids: random boot prefix + counter (loop thread) */
 	uint64_t id_prefix;
@@ -102,11 +102,11 @@ void col_groups_reset(struct tl_collector *c);
  * ids are per tenant, tenant names have no ':'). 0 or -TL_ENOMEM /
  * -TL_ETOOBIG. */
 int col_groups_add(struct tl_collector *c, enum col_topic t, const struct tl_event *ev, const char *key,
-		   size_t key_len) TL_MUST_CHECK;
+                   size_t key_len) TL_MUST_CHECK;
 
 /* Adds a raw value (already serialised) to the group of (topic, key). */
 int col_groups_add_raw(struct tl_collector *c, enum col_topic t, const void *val, size_t len, const char *key,
-		       size_t key_len) TL_MUST_CHECK;
+                       size_t key_len) TL_MUST_CHECK;
 
 /* What to answer once every group of a batch is durable (or failed). */
 enum col_answer { ANS_EVENTS, ANS_WEBHOOK };
@@ -117,7 +117,7 @@ struct col_batch_info {
 	size_t n_dead;
 	size_t per_topic[TP__COUNT];
 	struct tl_webhook_out replay; /* ANS_WEBHOOK: the replay token to commit (pointers cleared) */
-	int ok_status;		       /* ANS_WEBHOOK: status on success */
+	int ok_status;                /* ANS_WEBHOOK: status on success */
 };
 
 /* Appends every non-empty group and defers r; answers 202 {"accepted":N}

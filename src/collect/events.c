@@ -21,7 +21,7 @@
 #define API_FLAGS (TL_EVF_HEAD | TL_EVF_PROVIDER_MACHINE)
 
 static int bad_request(struct tl_collector *c, struct tl_http_req *r, enum col_batch why, int status,
-		       const char *code, const char *msg)
+                       const char *code, const char *msg)
 {
 	col_count(&c->batches[why]);
 	tl_http_respond_error(r, status, code, "%s", msg);
@@ -47,7 +47,7 @@ int col_on_events(void *arg, struct tl_http_req *r)
 		col_count(&c->batches[BT_UNAUTHORIZED]);
 		const char *hdrs[] = {"WWW-Authenticate", "Bearer", NULL};
 		static const char body[] =
-			"{\"error\":{\"code\":\"unauthorized\",\"message\":\"missing or unknown API key\"}}";
+		    "{\"error\":{\"code\":\"unauthorized\",\"message\":\"missing or unknown API key\"}}";
 		tl_http_respond(r, 401, "application/json", body, sizeof body - 1, hdrs);
 		return TL_HTTP_DONE;
 	}
@@ -81,10 +81,12 @@ int col_on_events(void *arg, struct tl_http_req *r)
 		if (rc == -TL_ENOMEM)
 			return bad_request(c, r, BT_TOO_LARGE, 413, "too_large", "batch too large to parse");
 		if (!rc && (ev.flags & TL_EVF_HIT)) {
-			snprintf(err, sizeof err, "raw hits (\"token\") are recorded by /o/ and /c/, not here");
+			snprintf(err, sizeof err,
+			         "raw hits (\"token\") are recorded by /o/ and /c/, not here");
 			rc = -TL_EINVAL;
 		}
-		if (!rc && ev.tenant.n && (ev.tenant.n != tnl || memcmp(ev.tenant.p, tenant->name, tnl) != 0)) {
+		if (!rc && ev.tenant.n &&
+		    (ev.tenant.n != tnl || memcmp(ev.tenant.p, tenant->name, tnl) != 0)) {
 			snprintf(err, sizeof err, "tenant does not match API key");
 			rc = -TL_EINVAL;
 		}
@@ -105,13 +107,15 @@ int col_on_events(void *arg, struct tl_http_req *r)
 		tl_recipient_hash(tenant->salt, sizeof tenant->salt, ev.recipient.p, ev.recipient.n, h);
 		ev.recipient = tl_str_of(h, TL_RCPT_HASH_LEN);
 		ev.flags |= TL_EVF_HASHED;
-		enum col_topic t = (ev.type == TL_EV_OPEN || ev.type == TL_EV_CLICK) ? TP_EVENTS : TP_DELIVERY;
+		enum col_topic t =
+		    (ev.type == TL_EV_OPEN || ev.type == TL_EV_CLICK) ? TP_EVENTS : TP_DELIVERY;
 		if ((rc = col_groups_add(c, t, &ev, h, TL_RCPT_HASH_LEN)))
 			return bad_request(c, r, BT_TOO_LARGE, 413, "too_large", "batch too large to encode");
 		info.per_topic[t]++;
 		info.n_events++;
 	}
 	if (info.n_events == 0)
-		return bad_request(c, r, BT_BAD_REQUEST, 400, "bad_request", "empty body: send NDJSON, one event a line");
+		return bad_request(c, r, BT_BAD_REQUEST, 400, "bad_request",
+		                   "empty body: send NDJSON, one event a line");
 	return col_batch_commit(c, r, &info);
 }

@@ -29,17 +29,20 @@
 #include <string.h>
 
 static const unsigned char gif43[43] = {
-	0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-	0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-	0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
+    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 };
-static const char *const gif_headers[] = {"Cache-Control", "no-cache, no-store, must-revalidate, private",
-					  "Pragma",	   "no-cache",
-					  "Expires",	   "0",
-					  NULL};
+static const char *const gif_headers[] = {"Cache-Control",
+                                          "no-cache, no-store, must-revalidate, private",
+                                          "Pragma",
+                                          "no-cache",
+                                          "Expires",
+                                          "0",
+                                          NULL};
 static const char not_found_page[] = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Link not "
-				     "found</title></head>\n<body><h1>Link not found</h1><p>This link is not "
-				     "valid.</p></body></html>\n";
+                                     "found</title></head>\n<body><h1>Link not found</h1><p>This link is not "
+                                     "valid.</p></body></html>\n";
 
 /* How to answer one hit once its group is durable. */
 struct hit_ans {
@@ -60,7 +63,7 @@ struct hit_flight {
 	struct tl_collector *c;
 	size_t n;
 	struct hit_ans *ans; /* points into this allocation */
-	char *urls;	     /* ditto */
+	char *urls;          /* ditto */
 };
 
 #define HIT_GROUP_MAX 4096 /* hits per append; a fuller group is appended at once */
@@ -132,11 +135,11 @@ static void pending_flush(struct tl_collector *c, int p)
 	uint32_t v0 = 0, k0 = 0, i0 = 0;
 	for (size_t i = 0; i < n; i++) {
 		recs[i] = (struct tl_record){.key = hp->keys.data + k0,
-					     .key_len = hp->kend[i] - k0,
-					     .value = hp->data.data + v0,
-					     .value_len = hp->vend[i] - v0,
-					     .msg_id = hp->ids.data + i0, /* the collector's unique hit id */
-					     .msg_id_len = hp->iend[i] - i0};
+		                             .key_len = hp->kend[i] - k0,
+		                             .value = hp->data.data + v0,
+		                             .value_len = hp->vend[i] - v0,
+		                             .msg_id = hp->ids.data + i0, /* the collector's unique hit id */
+		                             .msg_id_len = hp->iend[i] - i0};
 		k0 = hp->kend[i];
 		v0 = hp->vend[i];
 		i0 = hp->iend[i];
@@ -189,8 +192,8 @@ static int pending_reserve(struct hit_pending *hp)
 
 /* Gathers the hit ev keyed by key into its partition's group and defers
  * the answer. url is the click's redirect target (NULL for the pixel). */
-static int record_hit(struct tl_collector *c, struct tl_http_req *r, const struct tl_event *ev, const char *key,
-		      size_t key_len, const struct tl_str *url)
+static int record_hit(struct tl_collector *c, struct tl_http_req *r, const struct tl_event *ev,
+                      const char *key, size_t key_len, const struct tl_str *url)
 {
 	int p = tl_stream_partition_for(key, key_len, c->parts[TP_EVENTS]);
 	struct hit_pending *hp = &c->hits[p];
@@ -202,8 +205,8 @@ static int record_hit(struct tl_collector *c, struct tl_http_req *r, const struc
 		c->hits_scheduled = true;
 	}
 	if (pending_reserve(hp) || tl_event_encode(ev, &hp->data) || tl_buf_append(&hp->keys, key, key_len) ||
-	    tl_buf_append(&hp->ids, ev->id.p, ev->id.n) || (url && tl_buf_append(&hp->urls, url->p, url->n)) ||
-	    !(d = tl_http_defer(r))) {
+	    tl_buf_append(&hp->ids, ev->id.p, ev->id.n) ||
+	    (url && tl_buf_append(&hp->urls, url->p, url->n)) || !(d = tl_http_defer(r))) {
 		hp->data.len = d0; /* undo the partial add */
 		hp->keys.len = k0;
 		hp->urls.len = u0;
@@ -269,8 +272,8 @@ void col_hits_free(struct tl_collector *c)
 }
 
 /* Fills the parts of a hit event common to both routes. */
-static void hit_event(struct tl_collector *c, struct tl_http_req *r, struct tl_event *ev, enum tl_event_type type,
-		      const char *token, size_t tn, char *id, char *ip)
+static void hit_event(struct tl_collector *c, struct tl_http_req *r, struct tl_event *ev,
+                      enum tl_event_type type, const char *token, size_t tn, char *id, char *ip)
 {
 	size_t ml, ual = 0;
 	const char *m = tl_http_method(r, &ml);
@@ -361,7 +364,7 @@ int col_on_click(void *arg, struct tl_http_req *r)
 	if (!tenant)
 		return click_not_found(c, r, RJ_UNKNOWN_TENANT);
 	int rc = tl_token_verify(token, tn, tenant->link_key, sizeof tenant->link_key, c->token_scratch,
-				 sizeof c->token_scratch, &t);
+	                         sizeof c->token_scratch, &t);
 	if (rc)
 		return click_not_found(c, r, rc == -TL_EAUTH ? RJ_BAD_SIGNATURE : RJ_BAD_TOKEN);
 	if (t.kind != TL_TOKEN_CLICK)

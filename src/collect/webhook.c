@@ -74,7 +74,8 @@ int col_on_webhook(void *arg, struct tl_http_req *r)
 	const char *prov = path + sizeof prefix - 1;
 	const char *end = path + pl;
 	const char *slash = memchr(prov, '/', (size_t)(end - prov));
-	if (!slash || slash == prov || slash + 1 == end || memchr(slash + 1, '/', (size_t)(end - slash - 1))) {
+	if (!slash || slash == prov || slash + 1 == end ||
+	    memchr(slash + 1, '/', (size_t)(end - slash - 1))) {
 		tl_http_respond_error(r, 404, "not_found", "use /v1/webhooks/<provider>/<tenant>");
 		return TL_HTTP_DONE;
 	}
@@ -83,14 +84,14 @@ int col_on_webhook(void *arg, struct tl_http_req *r)
 
 	tl_arena_reset(&c->arena);
 	struct tl_webhook_req req = {
-		.body = NULL,
-		.header = header_of,
-		.header_arg = r,
-		.tenant = tenant,
-		.now_ms = tl_now_ms(),
-		.arena = &c->arena,
-		.replay = c->replay,
-		.sns_certs = c->sns,
+	    .body = NULL,
+	    .header = header_of,
+	    .header_arg = r,
+	    .tenant = tenant,
+	    .now_ms = tl_now_ms(),
+	    .arena = &c->arena,
+	    .replay = c->replay,
+	    .sns_certs = c->sns,
 	};
 	req.body = tl_http_body(r, &req.len);
 	struct tl_webhook_out out;
@@ -99,9 +100,9 @@ int col_on_webhook(void *arg, struct tl_http_req *r)
 	int rc = tl_webhook_handle(prov, (size_t)(slash - prov), &req, &out, &status, err, sizeof err);
 	if (rc) {
 		col_count(&c->batches[status == 401 || status == 403 ? BT_UNAUTHORIZED
-				      : status == 413		       ? BT_TOO_LARGE
-				      : status >= 500		       ? BT_UNAVAILABLE
-								       : BT_BAD_REQUEST]);
+		                      : status == 413                ? BT_TOO_LARGE
+		                      : status >= 500                ? BT_UNAVAILABLE
+		                                                     : BT_BAD_REQUEST]);
 		tl_http_respond_error(r, status, tl_webhook_status_code(status), "%s", err);
 		return TL_HTTP_DONE;
 	}
@@ -110,7 +111,8 @@ int col_on_webhook(void *arg, struct tl_http_req *r)
 	col_groups_reset(c);
 	for (size_t i = 0; i < out.n && !rc; i++) {
 		const struct tl_event *ev = &out.events[i];
-		enum col_topic t = (ev->type == TL_EV_OPEN || ev->type == TL_EV_CLICK) ? TP_EVENTS : TP_DELIVERY;
+		enum col_topic t =
+		    (ev->type == TL_EV_OPEN || ev->type == TL_EV_CLICK) ? TP_EVENTS : TP_DELIVERY;
 		rc = col_groups_add(c, t, ev, ev->recipient.p, ev->recipient.n);
 		info.per_topic[t]++;
 	}
@@ -121,7 +123,8 @@ int col_on_webhook(void *arg, struct tl_http_req *r)
 		tl_buf_reset(&dj);
 		rc = tl_webhook_dead_to_json(dl, &dj);
 		if (!rc)
-			rc = col_groups_add_raw(c, TP_DEAD, dj.data, dj.len, dl->ev.recipient.p, dl->ev.recipient.n);
+			rc = col_groups_add_raw(c, TP_DEAD, dj.data, dj.len, dl->ev.recipient.p,
+			                        dl->ev.recipient.n);
 		info.per_topic[TP_DEAD]++;
 	}
 	tl_buf_free(&dj);

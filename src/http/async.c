@@ -45,8 +45,8 @@ struct tl_http_deferred {
 	atomic_int refs;
 	/* loop thread only */
 	struct tl_http_deferred *prev, *next; /* srv->deferred while counted */
-	h2o_req_t *req; /* NULL once the request is gone */
-	h2o_socket_t *sock; /* parked connection socket (valid while req is) */
+	h2o_req_t *req;                       /* NULL once the request is gone */
+	h2o_socket_t *sock;                   /* parked connection socket (valid while req is) */
 	struct deferred_guard *guard;
 	bool counted; /* still counted in srv->n_deferred */
 	bool is_head;
@@ -72,7 +72,8 @@ static void deferred_release(struct tl_http_deferred *d)
 	struct tl_http_server *srv = d->srv;
 	/* the loop thread recycles (a burst of deferred responses otherwise
 	 * churns malloc); any other thread frees */
-	if (pthread_equal(pthread_self(), srv->loop_thread) && srv->ctx_ready && srv->n_free_deferred < DEFERRED_FREE_MAX) {
+	if (pthread_equal(pthread_self(), srv->loop_thread) && srv->ctx_ready &&
+	    srv->n_free_deferred < DEFERRED_FREE_MAX) {
 		d->next = srv->free_deferred;
 		srv->free_deferred = d;
 		srv->n_free_deferred++;
@@ -196,7 +197,7 @@ struct tl_http_deferred *tl_http_defer(struct tl_http_req *r)
 
 /* Copies the response into one allocation owned by d. On failure d answers 500. */
 static void deferred_fill(struct tl_http_deferred *d, int status, const char *content_type, const void *body,
-			  size_t len, const char *const *extra_headers)
+                          size_t len, const char *const *extra_headers)
 {
 	size_t n_hdr = 0, hdr_bytes = 0;
 	if (extra_headers)
@@ -239,8 +240,8 @@ static void deferred_fill(struct tl_http_deferred *d, int status, const char *co
 	d->status = status;
 }
 
-void tl_http_deferred_complete(struct tl_http_deferred *d, int status, const char *content_type, const void *body,
-			       size_t len, const char *const *extra_headers)
+void tl_http_deferred_complete(struct tl_http_deferred *d, int status, const char *content_type,
+                               const void *body, size_t len, const char *const *extra_headers)
 {
 	if (!d)
 		return;
@@ -276,14 +277,15 @@ void tl_http__on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *
 {
 	(void)receiver;
 	while (!h2o_linklist_is_empty(messages)) {
-		h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+		h2o_multithread_message_t *m =
+		    H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
 		h2o_linklist_unlink(&m->link);
 		struct tl_http_deferred *d = H2O_STRUCT_FROM_MEMBER(struct tl_http_deferred, msg, m);
 		/* detach from the request first: sending may free it */
 		h2o_req_t *req = deferred_detach(d);
 		if (req)
 			tl_http__send(req, d->is_head, d->status, d->ctype, d->ctype_len, d->body, d->len,
-				      d->headers);
+			              d->headers);
 		deferred_release(d); /* the completer's reference */
 	}
 }
@@ -297,7 +299,8 @@ void tl_http__deferred_abandon(struct tl_http_server *srv)
 		/* the completer still holds its reference: d stays valid */
 		h2o_req_t *req = deferred_detach(d);
 		if (req)
-			tl_http__send(req, is_head, 503, H2O_STRLIT("application/json"), body, sizeof body - 1, NULL);
+			tl_http__send(req, is_head, 503, H2O_STRLIT("application/json"), body,
+			              sizeof body - 1, NULL);
 	}
 }
 
@@ -307,15 +310,15 @@ struct tl_http_stream {
 	h2o_generator_t gen; /* h2o calls proceed/stop with &gen */
 	struct tl_http_server *srv;
 	struct tl_http_stream *prev, *next; /* srv's live streams */
-	h2o_req_t *req;			    /* NULL once the response ended */
+	h2o_req_t *req;                     /* NULL once the response ended */
 	void (*on_close)(void *arg);
 	void *arg;
-	struct tl_buf pending;	/* queued, not yet handed to h2o */
+	struct tl_buf pending;  /* queued, not yet handed to h2o */
 	struct tl_buf inflight; /* handed to h2o, write not finished */
-	bool writing;		/* waiting for proceed */
+	bool writing;           /* waiting for proceed */
 	bool user_closed;
-	bool failed;	   /* aborting (slow client / no memory) */
-	bool in_on_close;  /* on_close is running */
+	bool failed;                /* aborting (slow client / no memory) */
+	bool in_on_close;           /* on_close is running */
 	h2o_timeout_entry_t notify; /* runs on_close from the loop */
 };
 
@@ -431,7 +434,7 @@ static void stream_stop(h2o_generator_t *g, h2o_req_t *req)
 }
 
 struct tl_http_stream *tl_http_stream_start(struct tl_http_req *r, const char *content_type,
-					    void (*on_close)(void *arg), void *arg)
+                                            void (*on_close)(void *arg), void *arg)
 {
 	if (!r || r->responded)
 		return NULL;

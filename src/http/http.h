@@ -24,15 +24,15 @@ struct tl_http_deferred;
 struct tl_http_stream; /* a long-lived streaming response (SSE) */
 
 struct tl_http_limits {
-	size_t max_body;	  /* bytes, default 1 MiB */
-	int read_timeout_ms;	  /* header + body read timeout, default 10000 */
+	size_t max_body;          /* bytes, default 1 MiB */
+	int read_timeout_ms;      /* header + body read timeout, default 10000 */
 	int keepalive_timeout_ms; /* idle keep-alive, default 30000 */
 };
 
 void tl_http_limits_defaults(struct tl_http_limits *l);
 
 /* Handler return values. */
-#define TL_HTTP_DONE 0	/* responded */
+#define TL_HTTP_DONE 0  /* responded */
 #define TL_HTTP_ASYNC 1 /* deferred: will respond via tl_http_deferred_complete */
 
 typedef int (*tl_http_handler_fn)(void *arg, struct tl_http_req *req);
@@ -53,8 +53,8 @@ struct tl_http_route {
  * "listening <role> <addr>:<port>" printed by tl_http_server_run once it
  * accepts connections. */
 int tl_http_server_create(const char *role, const char *addr, const struct tl_http_limits *limits,
-			  const struct tl_http_route *routes, size_t n_routes,
-			  struct tl_http_server **out) TL_MUST_CHECK;
+                          const struct tl_http_route *routes, size_t n_routes,
+                          struct tl_http_server **out) TL_MUST_CHECK;
 
 /* The bound port (after create). */
 int tl_http_server_port(const struct tl_http_server *srv);
@@ -68,7 +68,8 @@ void tl_http_server_stop(struct tl_http_server *srv);
 
 /* Runs fn(arg) on the loop thread every interval_ms (e.g. SSE pushes).
  * Call before tl_http_server_run or from the loop thread. */
-int tl_http_server_every(struct tl_http_server *srv, int interval_ms, void (*fn)(void *arg), void *arg) TL_MUST_CHECK;
+int tl_http_server_every(struct tl_http_server *srv, int interval_ms, void (*fn)(void *arg),
+                         void *arg) TL_MUST_CHECK;
 
 /* Runs fn(arg) once on the loop thread as soon as the requests that arrived
  * in the current loop iteration have been handled: handlers can gather work
@@ -80,8 +81,8 @@ void tl_http_server_destroy(struct tl_http_server *srv); /* NULL-safe, after run
 
 /* ---- request accessors (loop thread, valid until responded/deferred completes) */
 const char *tl_http_method(struct tl_http_req *r, size_t *len);
-const char *tl_http_path(struct tl_http_req *r, size_t *len);	/* without the query */
-const char *tl_http_query(struct tl_http_req *r, size_t *len);	/* after '?', or NULL */
+const char *tl_http_path(struct tl_http_req *r, size_t *len);                     /* without the query */
+const char *tl_http_query(struct tl_http_req *r, size_t *len);                    /* after '?', or NULL */
 const char *tl_http_header(struct tl_http_req *r, const char *name, size_t *len); /* case-insensitive */
 const char *tl_http_body(struct tl_http_req *r, size_t *len);
 /* Peer IP as text into buf (>= 64). */
@@ -94,17 +95,17 @@ int tl_http_query_param(struct tl_http_req *r, const char *name, char *buf, size
 /* Sends status with body; extra_headers is NULL or an array of name/value
  * pairs terminated by NULL ("Location", url, NULL). The body is copied. */
 void tl_http_respond(struct tl_http_req *r, int status, const char *content_type, const void *body,
-		     size_t len, const char *const *extra_headers);
+                     size_t len, const char *const *extra_headers);
 /* {"error":{"code":code,"message":message}} with status. */
 void tl_http_respond_error(struct tl_http_req *r, int status, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 /* Defers the response; the handler then returns TL_HTTP_ASYNC. */
 struct tl_http_deferred *tl_http_defer(struct tl_http_req *r);
 /* Completes a deferred response from any thread (body copied). If the client
  * went away meanwhile, the response is dropped silently. */
 void tl_http_deferred_complete(struct tl_http_deferred *d, int status, const char *content_type,
-			       const void *body, size_t len, const char *const *extra_headers);
+                               const void *body, size_t len, const char *const *extra_headers);
 
 /* Starts a streaming response (e.g. text/event-stream) with status 200.
  * Loop thread only. on_close(arg) runs exactly once, from the loop (never
@@ -114,7 +115,7 @@ void tl_http_deferred_complete(struct tl_http_deferred *d, int status, const cha
  * tl_http_stream_close was called; until then a send on an ended stream
  * returns -TL_ECLOSED. A client that went away is noticed at the next send. */
 struct tl_http_stream *tl_http_stream_start(struct tl_http_req *r, const char *content_type,
-					    void (*on_close)(void *arg), void *arg);
+                                            void (*on_close)(void *arg), void *arg);
 /* Queues bytes on a stream (loop thread). Returns 0 or -TL_ECLOSED /
  * -TL_ETOOBIG (slow client: too much unsent data; the stream is closed). */
 int tl_http_stream_send(struct tl_http_stream *s, const void *data, size_t len) TL_MUST_CHECK;

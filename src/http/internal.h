@@ -61,9 +61,9 @@ struct tl_http_server {
 	h2o_context_t ctx;
 	h2o_accept_ctx_t accept_ctx;
 	h2o_socket_t *listener;
-	h2o_multithread_receiver_t receiver; /* deferred completions + wake-ups */
-	size_t n_deferred;		     /* deferred responses not yet completed */
-	struct tl_http_deferred *deferred;   /* those, listed */
+	h2o_multithread_receiver_t receiver;    /* deferred completions + wake-ups */
+	size_t n_deferred;                      /* deferred responses not yet completed */
+	struct tl_http_deferred *deferred;      /* those, listed */
 	struct tl_http_deferred *free_deferred; /* recycled objects (loop thread) */
 	size_t n_free_deferred;
 	pthread_t loop_thread;
@@ -97,7 +97,7 @@ const char *tl_http__reason(int status);
 /* Sends a complete response on h (loop thread). headers: NULL-terminated
  * name/value pairs. The body is copied into the request pool. */
 void tl_http__send(h2o_req_t *h, bool is_head, int status, const char *content_type, size_t ctype_len,
-		   const void *body, size_t len, const char *const *headers);
+                   const void *body, size_t len, const char *const *headers);
 
 /* async.c */
 void tl_http__on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);

@@ -25,32 +25,58 @@ h2o_generator_t tl_http_plain_generator = {NULL, NULL};
 const char *tl_http__reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 202: return "Accepted";
-	case 204: return "No Content";
-	case 301: return "Moved Permanently";
-	case 302: return "Found";
-	case 303: return "See Other";
-	case 304: return "Not Modified";
-	case 307: return "Temporary Redirect";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 413: return "Payload Too Large";
-	case 415: return "Unsupported Media Type";
-	case 422: return "Unprocessable Entity";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	default: break;
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 202:
+		return "Accepted";
+	case 204:
+		return "No Content";
+	case 301:
+		return "Moved Permanently";
+	case 302:
+		return "Found";
+	case 303:
+		return "See Other";
+	case 304:
+		return "Not Modified";
+	case 307:
+		return "Temporary Redirect";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 409:
+		return "Conflict";
+	case 413:
+		return "Payload Too Large";
+	case 415:
+		return "Unsupported Media Type";
+	case 422:
+		return "Unprocessable Entity";
+	case 429:
+		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	default:
+		break;
 	}
 	if (status >= 200 && status < 300)
 		return "OK";
@@ -81,7 +107,7 @@ static void add_header(h2o_req_t *h, const char *name, const char *value)
 }
 
 void tl_http__send(h2o_req_t *h, bool is_head, int status, const char *content_type, size_t ctype_len,
-		   const void *body, size_t len, const char *const *headers)
+                   const void *body, size_t len, const char *const *headers)
 {
 	h->res.status = status;
 	h->res.reason = tl_http__reason(status);
@@ -103,14 +129,14 @@ void tl_http__send(h2o_req_t *h, bool is_head, int status, const char *content_t
 	h2o_send(h, &buf, 1, H2O_SEND_STATE_FINAL);
 }
 
-void tl_http_respond(struct tl_http_req *r, int status, const char *content_type, const void *body, size_t len,
-		     const char *const *extra_headers)
+void tl_http_respond(struct tl_http_req *r, int status, const char *content_type, const void *body,
+                     size_t len, const char *const *extra_headers)
 {
 	if (r->responded)
 		return;
 	r->responded = true;
-	tl_http__send(r->h, r->is_head, status, content_type, content_type ? strlen(content_type) : 0, body, len,
-		      extra_headers);
+	tl_http__send(r->h, r->is_head, status, content_type, content_type ? strlen(content_type) : 0, body,
+	              len, extra_headers);
 }
 
 /* Appends {"error":{"code":…,"message":…}} to b. */
@@ -129,14 +155,15 @@ static int error_json(struct tl_buf *b, const char *code, const char *msg, size_
 }
 
 static void send_error(h2o_req_t *h, bool is_head, int status, const char *code, const char *msg,
-		       const char *const *headers)
+                       const char *const *headers)
 {
 	struct tl_buf b;
 	tl_buf_init(&b, 0);
 	if (error_json(&b, code, msg, strlen(msg)) == 0)
 		tl_http__send(h, is_head, status, H2O_STRLIT("application/json"), b.data, b.len, headers);
 	else
-		tl_http__send(h, is_head, 500, H2O_STRLIT("application/json"), H2O_STRLIT("{\"error\":{}}"), headers);
+		tl_http__send(h, is_head, 500, H2O_STRLIT("application/json"), H2O_STRLIT("{\"error\":{}}"),
+		              headers);
 	tl_buf_free(&b);
 }
 
@@ -237,9 +264,9 @@ int tl_http__on_req(h2o_handler_t *self, h2o_req_t *req)
 			/* a handler bug: never leave the client hanging */
 			r->responded = true;
 			send_error(req, is_head, 500, "internal",
-				   rc == TL_HTTP_ASYNC ? "handler deferred without tl_http_defer"
-						       : "handler did not respond",
-				   NULL);
+			           rc == TL_HTTP_ASYNC ? "handler deferred without tl_http_defer"
+			                               : "handler did not respond",
+			           NULL);
 		}
 		return 0;
 	}
@@ -262,19 +289,27 @@ struct errjson_ostream {
 static const char *error_code(int status)
 {
 	switch (status) {
-	case 400: return "bad_request";
-	case 404: return "not_found";
-	case 405: return "method_not_allowed";
-	case 408: return "timeout";
-	case 413: return "too_large";
-	case 417: return "expectation_failed";
-	case 503: return "unavailable";
-	default: return status >= 500 ? "internal" : "bad_request";
+	case 400:
+		return "bad_request";
+	case 404:
+		return "not_found";
+	case 405:
+		return "method_not_allowed";
+	case 408:
+		return "timeout";
+	case 413:
+		return "too_large";
+	case 417:
+		return "expectation_failed";
+	case 503:
+		return "unavailable";
+	default:
+		return status >= 500 ? "internal" : "bad_request";
 	}
 }
 
 static void errjson_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *inbufs, size_t inbufcnt,
-			    h2o_send_state_t state)
+                            h2o_send_state_t state)
 {
 	struct errjson_ostream *os = (struct errjson_ostream *)self;
 	if (h2o_send_state_is_in_progress(state)) {
@@ -285,7 +320,8 @@ static void errjson_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *in
 	char msg[256];
 	size_t n = 0;
 	if (req->res.status == 413) {
-		n = (size_t)snprintf(msg, sizeof msg, "request body over %zu bytes", os->srv->limits.max_body);
+		n = (size_t)snprintf(msg, sizeof msg, "request body over %zu bytes",
+		                     os->srv->limits.max_body);
 	} else {
 		for (size_t i = 0; i < inbufcnt && n < sizeof msg - 1; i++) {
 			size_t k = inbufs[i].len < sizeof msg - 1 - n ? inbufs[i].len : sizeof msg - 1 - n;
@@ -295,7 +331,8 @@ static void errjson_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *in
 		while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 			n--;
 		if (n == 0)
-			n = (size_t)snprintf(msg, sizeof msg, "%s", req->res.reason ? req->res.reason : "error");
+			n = (size_t)snprintf(msg, sizeof msg, "%s",
+			                     req->res.reason ? req->res.reason : "error");
 	}
 	if (n >= sizeof msg)
 		n = sizeof msg - 1;
@@ -320,7 +357,8 @@ void tl_http__filter_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **s
 		struct errjson_ostream *os = (void *)h2o_add_ostream(req, sizeof *os, slot);
 		os->super.do_send = errjson_do_send;
 		os->srv = f->srv;
-		h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/json"), 1);
+		h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+		               H2O_STRLIT("application/json"), 1);
 		slot = &os->super.next;
 	}
 	h2o_setup_next_ostream(req, slot);

@@ -155,7 +155,7 @@ static void ignore_sigpipe(void)
 }
 
 int tl_http_server_create(const char *role, const char *addr, const struct tl_http_limits *limits,
-			  const struct tl_http_route *routes, size_t n_routes, struct tl_http_server **out)
+                          const struct tl_http_route *routes, size_t n_routes, struct tl_http_server **out)
 {
 	*out = NULL;
 	if (!role || !addr || (n_routes && !routes))
@@ -419,15 +419,15 @@ static void teardown(struct tl_http_server *srv)
 	/* 2. let deferred responses complete (bounded) */
 	run_while(srv, has_deferred, STOP_DEFERRED_MS);
 	if (srv->n_deferred) {
-		tl_warn("%s: stopping: %zu deferred responses not completed in time, answering 503", srv->role,
-			srv->n_deferred);
+		tl_warn("%s: stopping: %zu deferred responses not completed in time, answering 503",
+		        srv->role, srv->n_deferred);
 		tl_http__deferred_abandon(srv);
 	}
 
 	/* 3. end streams, close idle connections (their next read sees EOF) */
 	tl_http__streams_shutdown(srv);
 	int (*each)(h2o_context_t *, int (*)(h2o_req_t *, void *), void *) =
-		srv->ctx.globalconf->http1.callbacks.foreach_request;
+	    srv->ctx.globalconf->http1.callbacks.foreach_request;
 	int how = SHUT_RD;
 	if (each)
 		each(&srv->ctx, shut_read_cb, &how);

@@ -45,7 +45,7 @@ struct frec {
 struct fake {
 	struct tl_stream base;
 	pthread_mutex_t mu;
-	int append_rc;	 /* what append returns (0 = queued) */
+	int append_rc;   /* what append returns (0 = queued) */
 	int done_status; /* what the durability callback reports */
 	struct frec recs[64];
 	size_t n;
@@ -75,8 +75,8 @@ static int fake_partitions(struct tl_stream *s, const char *topic)
 	return 8;
 }
 
-static int fake_append(struct tl_stream *s, const char *topic, int partition, const struct tl_record *recs, size_t n,
-		       tl_stream_done_fn done, void *arg)
+static int fake_append(struct tl_stream *s, const char *topic, int partition, const struct tl_record *recs,
+                       size_t n, tl_stream_done_fn done, void *arg)
 {
 	struct fake *f = (struct fake *)s;
 	pthread_mutex_lock(&f->mu);
@@ -112,9 +112,9 @@ static int fake_append(struct tl_stream *s, const char *topic, int partition, co
 }
 
 static const struct tl_stream_ops fake_ops = {
-	.scheme = "fake",
-	.partitions = fake_partitions,
-	.append = fake_append,
+    .scheme = "fake",
+    .partitions = fake_partitions,
+    .append = fake_append,
 };
 
 static void fake_set(struct fake *f, int append_rc, int done_status)
@@ -166,11 +166,11 @@ static int setup(void **state)
 	assert_int_equal(tl_store_tenant_add(x->st, "acme", &x->acme, x->acme_key), 0);
 
 	struct tl_collector_opts o = {
-		.addr = "127.0.0.1:0",
-		.db_uri = x->db,
-		.stream = &x->f.base,
-		.max_batch_events = 5,
-		.tenant_refresh_ms = 50,
+	    .addr = "127.0.0.1:0",
+	    .db_uri = x->db,
+	    .stream = &x->f.base,
+	    .max_batch_events = 5,
+	    .tenant_refresh_ms = 50,
 	};
 	tl_http_limits_defaults(&o.limits);
 	assert_int_equal(tl_collector_create(&o, &x->col), 0);
@@ -279,7 +279,8 @@ static void http(int port, const char *raw, struct resp *r)
 static void get(int port, const char *method, const char *path, struct resp *r)
 {
 	char raw[16384];
-	snprintf(raw, sizeof raw, "%s %s HTTP/1.1\r\nHost: x\r\nUser-Agent: test-agent/1.0\r\n\r\n", method, path);
+	snprintf(raw, sizeof raw, "%s %s HTTP/1.1\r\nHost: x\r\nUser-Agent: test-agent/1.0\r\n\r\n", method,
+	         path);
 	http(port, raw, r);
 }
 
@@ -289,30 +290,30 @@ static void post_events(int port, const char *key, const char *body, struct resp
 	char auth[160] = "";
 	if (key)
 		snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", key);
-	snprintf(raw, sizeof raw, "POST /v1/events HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n%s", auth,
-		 strlen(body), body);
+	snprintf(raw, sizeof raw, "POST /v1/events HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n%s",
+	         auth, strlen(body), body);
 	http(port, raw, r);
 }
 
 /* Mints a token path ("/o/<token>.gif" or "/c/<token>") with key. */
 static void mint(const unsigned char *key, const char *tenant, enum tl_token_kind kind, const char *url,
-		 char *out, size_t cap)
+                 char *out, size_t cap)
 {
 	struct tl_token t = {
-		.kind = kind,
-		.issued_ms = tl_now_ms(),
-		.tenant = tl_str_of(tenant, strlen(tenant)),
-		.campaign = TL_STR("spring"),
-		.variant = TL_STR("B"),
-		.message = TL_STR("m-1"),
-		.recipient = TL_STR("r-1842"),
-		.url = url ? tl_str_of(url, strlen(url)) : TL_STR_NULL,
+	    .kind = kind,
+	    .issued_ms = tl_now_ms(),
+	    .tenant = tl_str_of(tenant, strlen(tenant)),
+	    .campaign = TL_STR("spring"),
+	    .variant = TL_STR("B"),
+	    .message = TL_STR("m-1"),
+	    .recipient = TL_STR("r-1842"),
+	    .url = url ? tl_str_of(url, strlen(url)) : TL_STR_NULL,
 	};
 	struct tl_buf b;
 	tl_buf_init(&b, 0);
 	assert_int_equal(tl_token_mint(&t, key, TL_LINK_KEY_LEN, &b), 0);
 	snprintf(out, cap, "/%c/%.*s%s", kind == TL_TOKEN_OPEN ? 'o' : 'c', (int)b.len, b.data,
-		 kind == TL_TOKEN_OPEN ? ".gif" : "");
+	         kind == TL_TOKEN_OPEN ? ".gif" : "");
 	tl_buf_free(&b);
 }
 
@@ -337,9 +338,9 @@ static long metric(struct fix *x, const char *name)
 }
 
 static const unsigned char gif43[43] = {
-	0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-	0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-	0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
+    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 };
 
 static void assert_gif(const struct resp *r)
@@ -483,12 +484,14 @@ static void test_events_api(void **state)
 	struct fix *x = *state;
 	static struct resp r;
 	char v[64];
-	const char *open =
-		"{\"type\":\"open\",\"campaign\":\"spring\",\"recipient\":\"r-1\",\"id\":\"e1\",\"ts\":\"2026-12-03T18:00:00Z\"}";
-	const char *deliv = "{\"type\":\"delivered\",\"tenant\":\"acme\",\"campaign\":\"spring\",\"recipient\":\"r-2\","
-			    "\"id\":\"e2\",\"ts\":\"2026-12-03T18:00:01Z\"}";
-	const char *bounce = "{\"type\":\"bounced\",\"campaign\":\"spring\",\"recipient\":\"r-3\",\"id\":\"e3\","
-			     "\"ts\":\"2026-12-03T18:00:02Z\",\"bounce_class\":\"hard\"}";
+	const char *open = "{\"type\":\"open\",\"campaign\":\"spring\",\"recipient\":\"r-1\",\"id\":\"e1\","
+	                   "\"ts\":\"2026-12-03T18:00:00Z\"}";
+	const char *deliv =
+	    "{\"type\":\"delivered\",\"tenant\":\"acme\",\"campaign\":\"spring\",\"recipient\":\"r-2\","
+	    "\"id\":\"e2\",\"ts\":\"2026-12-03T18:00:01Z\"}";
+	const char *bounce =
+	    "{\"type\":\"bounced\",\"campaign\":\"spring\",\"recipient\":\"r-3\",\"id\":\"e3\","
+	    "\"ts\":\"2026-12-03T18:00:02Z\",\"bounce_class\":\"hard\"}";
 	char body[4096];
 
 	post_events(x->port, NULL, open, &r);
@@ -502,17 +505,24 @@ static void test_events_api(void **state)
 	assert_int_equal(r.status, 400);
 
 	/* one bad line rejects the batch, naming the line */
-	snprintf(body, sizeof body, "%s\n{\"type\":\"opne\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"x\","
-				    "\"ts\":\"2026-12-03T18:00:00Z\"}\n%s\n", open, deliv);
+	snprintf(body, sizeof body,
+	         "%s\n{\"type\":\"opne\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"x\","
+	         "\"ts\":\"2026-12-03T18:00:00Z\"}\n%s\n",
+	         open, deliv);
 	post_events(x->port, x->acme_key, body, &r);
 	assert_int_equal(r.status, 400);
-	assert_string_equal(r.body, "{\"error\":{\"code\":\"bad_event\",\"message\":\"line 2: unknown type \\\"opne\\\"\"}}");
-	snprintf(body, sizeof body, "%s\n%s\n{\"type\":\"open\",\"tenant\":\"other\",\"campaign\":\"c\","
-				    "\"recipient\":\"r\",\"id\":\"x\",\"ts\":\"2026-12-03T18:00:00Z\"}\n", open, deliv);
+	assert_string_equal(
+	    r.body, "{\"error\":{\"code\":\"bad_event\",\"message\":\"line 2: unknown type \\\"opne\\\"\"}}");
+	snprintf(body, sizeof body,
+	         "%s\n%s\n{\"type\":\"open\",\"tenant\":\"other\",\"campaign\":\"c\","
+	         "\"recipient\":\"r\",\"id\":\"x\",\"ts\":\"2026-12-03T18:00:00Z\"}\n",
+	         open, deliv);
 	post_events(x->port, x->acme_key, body, &r);
 	assert_int_equal(r.status, 400);
 	assert_non_null(strstr(r.body, "line 3: tenant does not match API key"));
-	snprintf(body, sizeof body, "%s\n{\"type\":\"open\",\"campaign\":\"c\",\"id\":\"x\",\"ts\":\"2026-12-03T18:00:00Z\"}\n", open);
+	snprintf(body, sizeof body,
+	         "%s\n{\"type\":\"open\",\"campaign\":\"c\",\"id\":\"x\",\"ts\":\"2026-12-03T18:00:00Z\"}\n",
+	         open);
 	post_events(x->port, x->acme_key, body, &r);
 	assert_int_equal(r.status, 400);
 	assert_non_null(strstr(r.body, "line 2: missing recipient"));
@@ -539,7 +549,11 @@ static void test_events_api(void **state)
 		assert_true(ev.flags & TL_EVF_HASHED);
 		assert_true(ev.arrival_ms > 0);
 		char want[TL_RCPT_HASH_LEN + 1];
-		rcpt_hash(x, ev.type == TL_EV_OPEN ? "r-1" : ev.type == TL_EV_DELIVERED ? "r-2" : "r-3", want);
+		rcpt_hash(x,
+		          ev.type == TL_EV_OPEN        ? "r-1"
+		          : ev.type == TL_EV_DELIVERED ? "r-2"
+		                                       : "r-3",
+		          want);
 		assert_int_equal(ev.recipient.n, TL_RCPT_HASH_LEN);
 		assert_memory_equal(ev.recipient.p, want, TL_RCPT_HASH_LEN);
 		assert_string_equal(rec->key, want);
@@ -569,8 +583,8 @@ static void test_stream_failures(void **state)
 	char opath[1024], cpath[1024], v[256];
 	mint(x->acme.link_key, "acme", TL_TOKEN_OPEN, NULL, opath, sizeof opath);
 	mint(x->acme.link_key, "acme", TL_TOKEN_CLICK, "https://shop.example/", cpath, sizeof cpath);
-	const char *open =
-		"{\"type\":\"open\",\"campaign\":\"spring\",\"recipient\":\"r-1\",\"id\":\"e1\",\"ts\":\"2026-12-03T18:00:00Z\"}";
+	const char *open = "{\"type\":\"open\",\"campaign\":\"spring\",\"recipient\":\"r-1\",\"id\":\"e1\","
+	                   "\"ts\":\"2026-12-03T18:00:00Z\"}";
 	const int modes[][2] = {{-TL_EAGAIN, 0}, {-TL_ENOSPC, 0}, {0, -TL_EIO}};
 	for (int m = 0; m < 3; m++) {
 		fake_set(&x->f, modes[m][0], modes[m][1]);
@@ -629,8 +643,8 @@ static void test_tenant_refresh(void **state)
 	char key[TL_API_KEY_MAX];
 	assert_int_equal(tl_store_tenant_add(x->st, "newco", &t, key), 0);
 	free(t.settings);
-	const char *open =
-		"{\"type\":\"open\",\"campaign\":\"spring\",\"recipient\":\"r-1\",\"id\":\"e1\",\"ts\":\"2026-12-03T18:00:00Z\"}";
+	const char *open = "{\"type\":\"open\",\"campaign\":\"spring\",\"recipient\":\"r-1\",\"id\":\"e1\","
+	                   "\"ts\":\"2026-12-03T18:00:00Z\"}";
 	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
 	do {
 		post_events(x->port, key, open, &r);
@@ -645,12 +659,12 @@ static void test_tenant_refresh(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_pixel, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_click, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_events_api, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stream_failures, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tenant_refresh, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pixel, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_click, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_events_api, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_failures, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tenant_refresh, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

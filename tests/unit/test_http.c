@@ -41,7 +41,8 @@ static void *run_thread(void *arg)
 	return NULL;
 }
 
-static void tsrv_start(struct tsrv *t, const struct tl_http_route *routes, size_t n, const struct tl_http_limits *lim)
+static void tsrv_start(struct tsrv *t, const struct tl_http_route *routes, size_t n,
+                       const struct tl_http_limits *lim)
 {
 	memset(t, 0, sizeof *t);
 	assert_int_equal(tl_http_server_create("test", "127.0.0.1:0", lim, routes, n, &t->srv), 0);
@@ -296,8 +297,9 @@ static int h_echo(void *arg, struct tl_http_req *r)
 	char peer[64];
 	tl_http_peer(r, peer, sizeof peer);
 	char out[4096];
-	int n = snprintf(out, sizeof out, "m=%.*s p=%.*s q=%.*s h=%.*s qp=%s peer=%s b=%.*s", (int)ml, m, (int)pl, p,
-			 (int)ql, q ? q : "", (int)hl, h ? h : "", qpl >= 0 ? qp : "(none)", peer, (int)bl, b);
+	int n =
+	    snprintf(out, sizeof out, "m=%.*s p=%.*s q=%.*s h=%.*s qp=%s peer=%s b=%.*s", (int)ml, m, (int)pl,
+	             p, (int)ql, q ? q : "", (int)hl, h ? h : "", qpl >= 0 ? qp : "(none)", peer, (int)bl, b);
 	tl_http_respond(r, 200, "text/plain", out, (size_t)n, NULL);
 	return TL_HTTP_DONE;
 }
@@ -322,12 +324,9 @@ static void test_routing(void **state)
 {
 	(void)state;
 	struct tl_http_route routes[] = {
-		{"GET", "/healthz", h_text, "ok"},
-		{"GET", "/o/*", h_echo, NULL},
-		{"POST", "/echo", h_echo, NULL},
-		{NULL, "/any", h_text, "any"},
-		{"GET", "/err", h_error, NULL},
-		{"GET", "/forgets", h_forgets, NULL},
+	    {"GET", "/healthz", h_text, "ok"}, {"GET", "/o/*", h_echo, NULL},
+	    {"POST", "/echo", h_echo, NULL},   {NULL, "/any", h_text, "any"},
+	    {"GET", "/err", h_error, NULL},    {"GET", "/forgets", h_forgets, NULL},
 	};
 	struct tsrv t;
 	tsrv_start(&t, routes, sizeof routes / sizeof routes[0], NULL);
@@ -368,7 +367,8 @@ static void test_routing(void **state)
 
 	request(t.port, "GET /err HTTP/1.1\r\nHost: x\r\n\r\n", &r);
 	assert_int_equal(r.status, 400);
-	assert_string_equal(r.body, "{\"error\":{\"code\":\"bad_event\",\"message\":\"line 7: unknown type \\\"opne\\\"\"}}");
+	assert_string_equal(
+	    r.body, "{\"error\":{\"code\":\"bad_event\",\"message\":\"line 7: unknown type \\\"opne\\\"\"}}");
 
 	/* a handler that forgets to answer still gets the client an answer */
 	request(t.port, "GET /forgets HTTP/1.1\r\nHost: x\r\n\r\n", &r);
@@ -380,8 +380,8 @@ static void test_404_405_json(void **state)
 {
 	(void)state;
 	struct tl_http_route routes[] = {
-		{"GET", "/healthz", h_text, "ok"},
-		{"POST", "/v1/events", h_echo, NULL},
+	    {"GET", "/healthz", h_text, "ok"},
+	    {"POST", "/v1/events", h_echo, NULL},
 	};
 	struct tsrv t;
 	tsrv_start(&t, routes, 2, NULL);
@@ -432,7 +432,8 @@ static void test_413_body_limit(void **state)
 	/* chunked body growing over the limit */
 	fd = cli_connect(t.port);
 	char creq[1024];
-	size_t cn = (size_t)snprintf(creq, sizeof creq, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+	size_t cn = (size_t)snprintf(creq, sizeof creq,
+	                             "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
 	for (int i = 0; i < 3; i++) { /* one send: the server may close once it has seen enough */
 		memcpy(creq + cn, "50\r\n", 4);
 		cn += 4;
@@ -557,7 +558,8 @@ static void complete_parked(void)
 static void test_deferred_from_thread(void **state)
 {
 	(void)state;
-	struct tl_http_route routes[] = {{"GET", "/d", h_defer_thread, NULL}, {"GET", "/p", h_defer_park, NULL}};
+	struct tl_http_route routes[] = {{"GET", "/d", h_defer_thread, NULL},
+	                                 {"GET", "/p", h_defer_park, NULL}};
 	struct tsrv t;
 	tsrv_start(&t, routes, 2, NULL);
 	static struct resp r;
@@ -599,7 +601,8 @@ static void test_deferred_from_thread(void **state)
 static void test_deferred_pipelined(void **state)
 {
 	(void)state;
-	struct tl_http_route routes[] = {{"GET", "/p", h_defer_park, NULL}, {"GET", "/healthz", h_text, "ok"}};
+	struct tl_http_route routes[] = {{"GET", "/p", h_defer_park, NULL},
+	                                 {"GET", "/healthz", h_text, "ok"}};
 	struct tsrv t;
 	tsrv_start(&t, routes, 2, NULL);
 	static struct resp r;
@@ -609,7 +612,8 @@ static void test_deferred_pipelined(void **state)
 		cli_sends(fd, "GET /p HTTP/1.1\r\nHost: x\r\n\r\n");
 		assert_true(poll_until(&parked_count, 1));
 		cli_sends(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-		usleep(20000); /* let the loop see the bytes while the first request waits (not a correctness wait) */
+		usleep(20000); /* let the loop see the bytes while the first request waits (not a correctness
+		                  wait) */
 		complete_parked();
 		assert_int_equal(cli_read_response(fd, &r, false), 0);
 		assert_int_equal(r.status, 202);
@@ -632,7 +636,8 @@ static void test_deferred_pipelined(void **state)
 static void test_deferred_client_gone(void **state)
 {
 	(void)state;
-	struct tl_http_route routes[] = {{"GET", "/p", h_defer_park, NULL}, {"GET", "/healthz", h_text, "ok"}};
+	struct tl_http_route routes[] = {{"GET", "/p", h_defer_park, NULL},
+	                                 {"GET", "/healthz", h_text, "ok"}};
 	struct tsrv t;
 	tsrv_start(&t, routes, 2, NULL);
 	static struct resp r;
@@ -705,7 +710,8 @@ static void test_stop_graceful(void **state)
 static void test_stop_drops_late_completion(void **state)
 {
 	(void)state;
-	struct tl_http_route routes[] = {{"GET", "/p", h_defer_park, NULL}, {"GET", "/healthz", h_text, "ok"}};
+	struct tl_http_route routes[] = {{"GET", "/p", h_defer_park, NULL},
+	                                 {"GET", "/healthz", h_text, "ok"}};
 	struct tsrv t;
 	tsrv_start(&t, routes, 2, NULL);
 
@@ -813,7 +819,8 @@ static void live_tick(void *arg)
 static void test_sse_stream(void **state)
 {
 	(void)state;
-	struct tl_http_route routes[] = {{"GET", "/v1/live", h_live, NULL}, {"GET", "/healthz", h_text, "ok"}};
+	struct tl_http_route routes[] = {{"GET", "/v1/live", h_live, NULL},
+	                                 {"GET", "/healthz", h_text, "ok"}};
 	struct tsrv t;
 	memset(&t, 0, sizeof t);
 	assert_int_equal(tl_http_server_create("test", "127.0.0.1:0", NULL, routes, 2, &t.srv), 0);
@@ -835,7 +842,7 @@ static void test_sse_stream(void **state)
 	assert_non_null(resp_header(&r, "content-type", v, sizeof v));
 	assert_string_equal(v, "text/event-stream");
 	assert_string_equal(r.body, "retry: 1000\n\ndata: tick 0\n\ndata: tick 1\n\ndata: tick 2\n\n"
-				    "data: tick 3\n\ndata: tick 4\n\n");
+	                            "data: tick 3\n\ndata: tick 4\n\n");
 	/* the connection stays usable after the stream ended */
 	cli_sends(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
 	assert_int_equal(cli_read_response(fd, &r, false), 0);
@@ -981,19 +988,19 @@ static void test_every_and_port(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_routing),
-		cmocka_unit_test(test_404_405_json),
-		cmocka_unit_test(test_413_body_limit),
-		cmocka_unit_test(test_keepalive),
-		cmocka_unit_test(test_deferred_from_thread),
-		cmocka_unit_test(test_deferred_pipelined),
-		cmocka_unit_test(test_deferred_client_gone),
-		cmocka_unit_test(test_stop_graceful),
-		cmocka_unit_test(test_stop_drops_late_completion),
-		cmocka_unit_test(test_read_timeout),
-		cmocka_unit_test(test_sse_stream),
-		cmocka_unit_test(test_every_and_port),
-		cmocka_unit_test(test_soon),
+	    cmocka_unit_test(test_routing),
+	    cmocka_unit_test(test_404_405_json),
+	    cmocka_unit_test(test_413_body_limit),
+	    cmocka_unit_test(test_keepalive),
+	    cmocka_unit_test(test_deferred_from_thread),
+	    cmocka_unit_test(test_deferred_pipelined),
+	    cmocka_unit_test(test_deferred_client_gone),
+	    cmocka_unit_test(test_stop_graceful),
+	    cmocka_unit_test(test_stop_drops_late_completion),
+	    cmocka_unit_test(test_read_timeout),
+	    cmocka_unit_test(test_sse_stream),
+	    cmocka_unit_test(test_every_and_port),
+	    cmocka_unit_test(test_soon),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
