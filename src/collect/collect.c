@@ -273,11 +273,11 @@ int col_batch_commit(struct tl_collector *c, struct tl_http_req *r, const struct
 				continue;
 			uint32_t v0 = 0, k0 = 0, i0 = 0;
 			for (size_t i = 0; i < g->n; i++) {
-				recs[i] = (struct tl_record){.key = g->keys.data + k0,
+				recs[i] = (struct tl_record){.key = col_at(&g->keys, k0, g->kend[i] - k0),
 				                             .key_len = g->kend[i] - k0,
 				                             .value = g->data.data + v0,
 				                             .value_len = g->vend[i] - v0,
-				                             .msg_id = g->ids.data + i0,
+				                             .msg_id = col_at(&g->ids, i0, g->iend[i] - i0),
 				                             .msg_id_len = g->iend[i] - i0};
 				k0 = g->kend[i];
 				v0 = g->vend[i];

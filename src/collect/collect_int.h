@@ -79,6 +79,12 @@ static inline void col_count(atomic_uint_fast64_t *c)
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
+/* The bytes [off, off + len) of b, or NULL when len is 0 (b may be empty). */
+static inline const void *col_at(const struct tl_buf *b, uint32_t off, uint32_t len)
+{
+	return len ? b->data + off : NULL;
+}
+
 /* Stream topic name of a col_topic. */
 const char *col_topic_name(enum col_topic t);
 

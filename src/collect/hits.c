@@ -134,12 +134,13 @@ static void pending_flush(struct tl_collector *c, int p)
 		memcpy(f->urls, hp->urls.data, hp->urls.len);
 	uint32_t v0 = 0, k0 = 0, i0 = 0;
 	for (size_t i = 0; i < n; i++) {
-		recs[i] = (struct tl_record){.key = hp->keys.data + k0,
-		                             .key_len = hp->kend[i] - k0,
-		                             .value = hp->data.data + v0,
-		                             .value_len = hp->vend[i] - v0,
-		                             .msg_id = hp->ids.data + i0, /* the collector's unique hit id */
-		                             .msg_id_len = hp->iend[i] - i0};
+		recs[i] = (struct tl_record){
+		    .key = col_at(&hp->keys, k0, hp->kend[i] - k0),
+		    .key_len = hp->kend[i] - k0,
+		    .value = hp->data.data + v0,
+		    .value_len = hp->vend[i] - v0,
+		    .msg_id = col_at(&hp->ids, i0, hp->iend[i] - i0), /* the collector's unique hit id */
+		    .msg_id_len = hp->iend[i] - i0};
 		k0 = hp->kend[i];
 		v0 = hp->vend[i];
 		i0 = hp->iend[i];

@@ -88,13 +88,15 @@ static int fake_append(struct tl_stream *s, const char *topic, int partition, co
 			snprintf(r->topic, sizeof r->topic, "%s", topic);
 			r->partition = partition;
 			assert_true(recs[i].key_len < sizeof r->key && recs[i].value_len <= sizeof r->val);
-			memcpy(r->key, recs[i].key, recs[i].key_len);
+			if (recs[i].key_len)
+				memcpy(r->key, recs[i].key, recs[i].key_len);
 			r->key[recs[i].key_len] = '\0';
 			r->key_len = recs[i].key_len;
 			memcpy(r->val, recs[i].value, recs[i].value_len);
 			r->val_len = recs[i].value_len;
 			assert_true(recs[i].msg_id_len < sizeof r->msg_id);
-			memcpy(r->msg_id, recs[i].msg_id, recs[i].msg_id_len);
+			if (recs[i].msg_id_len)
+				memcpy(r->msg_id, recs[i].msg_id, recs[i].msg_id_len);
 			r->msg_id[recs[i].msg_id_len] = '\0';
 		}
 	}
@@ -634,6 +636,77 @@ static void test_routes(void **state)
 	assert_int_equal(r.status, 404);
 }
 
+static void post_webhook(int port, const char *path, const char *body, struct resp *r)
+{
+	static char raw[65536];
+	snprintf(
+	    raw, sizeof raw,
+	    "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+	    path, strlen(body), body);
+	http(port, raw, r);
+}
+
+/* The webhook route: credential check first, then events and dead letters
+ * appended, answered once durable. */
+static void test_webhook(void **state)
+{
+	struct fix *x = *state;
+	static struct resp r;
+	char body[1024];
+	long now_s = (long)(tl_now_ms() / 1000);
+	snprintf(body, sizeof body,
+	         "[{\"event\":\"delivered\",\"email\":\"a@example.com\",\"timestamp\":%ld,\"sg_event_id\":"
+	         "\"sg-1\","
+	         "\"tally_campaign\":\"spring\"},"
+	         "{\"event\":\"group_resubscribe\",\"email\":\"b@example.com\",\"timestamp\":%ld,\"sg_event_"
+	         "id\":\"sg-2\","
+	         "\"tally_campaign\":\"spring\"}]",
+	         now_s, now_s);
+	/* no key configured and verification on: refused, nothing written */
+	post_webhook(x->port, "/v1/webhooks/sendgrid/acme", body, &r);
+	assert_int_equal(r.status, 401);
+	assert_non_null(strstr(r.body, "\"code\":\"unauthorized\""));
+	post_webhook(x->port, "/v1/webhooks/sendgrid/nobody", body, &r);
+	assert_int_equal(r.status, 404);
+	assert_int_equal(fake_count(&x->f), 0);
+
+	assert_int_equal(tl_store_tenant_set(x->st, "acme", "sendgrid_verify", "false"), 0);
+	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
+	do { /* the collector picks the setting up within its refresh period */
+		post_webhook(x->port, "/v1/webhooks/sendgrid/acme", body, &r);
+		if (r.status != 401)
+			break;
+		usleep(10000);
+	} while (tl_mono_ms() < deadline);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"accepted\":1,\"dead\":1}");
+	assert_int_equal(fake_count(&x->f), 2);
+	bool delivery = false, dead = false;
+	for (size_t i = 0; i < 2; i++) {
+		struct frec *rec = &x->f.recs[i];
+		if (!strcmp(rec->topic, "delivery")) {
+			struct tl_event ev;
+			assert_int_equal(tl_event_decode(rec->val, rec->val_len, &ev), 0);
+			assert_int_equal(ev.type, TL_EV_DELIVERED);
+			assert_true(ev.flags & TL_EVF_HASHED);
+			assert_string_equal(rec->msg_id, "acme:sg-1");
+			delivery = true;
+		} else {
+			assert_string_equal(rec->topic, "dead");
+			assert_int_equal(rec->val[0], '{'); /* a JSON dead letter */
+			dead = true;
+		}
+	}
+	assert_true(delivery && dead);
+	assert_int_equal(metric(x, "tally_events_accepted_total{topic=\"dead\"}"), 1);
+
+	/* a failing stream: 503, so the provider retries */
+	fake_set(&x->f, -TL_EUNAVAIL, 0);
+	post_webhook(x->port, "/v1/webhooks/sendgrid/acme", body, &r);
+	assert_int_equal(r.status, 503);
+	fake_set(&x->f, 0, 0);
+}
+
 /* A tenant added while the collector runs is usable within the refresh period. */
 static void test_tenant_refresh(void **state)
 {
@@ -664,6 +737,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_events_api, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_webhook, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tenant_refresh, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
