@@ -26,6 +26,7 @@
 
 #include "core/buf.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,6 +321,7 @@ struct tl_http_stream {
 	bool failed;                /* aborting (slow client / no memory) */
 	bool in_on_close;           /* on_close is running */
 	h2o_timeout_entry_t notify; /* runs on_close from the loop */
+	h2o_socket_t *sock;         /* parked: polled to notice the client leaving */
 };
 
 static void stream_proceed(h2o_generator_t *g, h2o_req_t *req);
@@ -362,6 +364,7 @@ static void stream_notify_cb(h2o_timeout_entry_t *e)
 static void stream_ended(struct tl_http_stream *s)
 {
 	s->req = NULL;
+	s->sock = NULL; /* goes with the connection; unparked already if still open */
 	s->writing = false;
 	if (s->user_closed) {
 		stream_free(s);
@@ -369,6 +372,67 @@ static void stream_ended(struct tl_http_stream *s)
 	}
 	if (!h2o_timeout_is_linked(&s->notify))
 		h2o_timeout_link(s->srv->ctx.loop, &s->srv->ctx.zero_timeout, &s->notify);
+}
+
+/* Streams park their socket like deferred responses do (see park()): a
+ * client that goes away while nothing is being written is noticed at once
+ * instead of at the next send. Before the response ends (final or error
+ * chunk) the socket is handed back as h2o left it. */
+static void stream_park_cb(h2o_socket_t *sock, const char *err);
+
+static void stream_park(struct tl_http_stream *s)
+{
+	h2o_conn_t *conn = s->req->conn;
+	h2o_socket_t *sock = conn->callbacks->get_socket ? conn->callbacks->get_socket(conn) : NULL;
+	if (!sock || h2o_socket_is_reading(sock))
+		return;
+	h2o_socket_dont_read(sock, 1);
+	h2o_socket_read_start(sock, stream_park_cb);
+	s->sock = sock;
+}
+
+static void stream_unpark(struct tl_http_stream *s)
+{
+	h2o_socket_t *sock = s->sock;
+	if (!sock)
+		return;
+	s->sock = NULL;
+	if (sock->_cb.read == stream_park_cb)
+		h2o_socket_read_stop(sock);
+	h2o_socket_dont_read(sock, 0);
+}
+
+/* Ends the response as an error (the connection closes); the user hears
+ * on_close. Nothing may be in flight. */
+static void stream_error_end(struct tl_http_stream *s)
+{
+	h2o_req_t *req = s->req;
+	stream_unpark(s);
+	stream_ended(s);
+	h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+}
+
+static void stream_park_cb(h2o_socket_t *sock, const char *err)
+{
+	(void)err;
+	h2o_socket_read_stop(sock);
+	h2o_conn_t *conn = sock->data;
+	struct tl_http_server *srv = H2O_STRUCT_FROM_MEMBER(struct tl_http_server, ctx, conn->ctx);
+	struct tl_http_stream *s = srv->streams;
+	while (s && s->sock != sock)
+		s = s->next;
+	if (!s || !s->req || s->failed)
+		return;
+	char c;
+	ssize_t n = recv(h2o_socket_get_fd(sock), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+		return; /* the client sent something: stop watching, h2o reads it later */
+	/* EOF or reset: the client is gone */
+	s->failed = true;
+	if (s->writing)
+		(void)shutdown(h2o_socket_get_fd(sock), SHUT_RDWR); /* the write fails, h2o stops us */
+	else
+		stream_error_end(s);
 }
 
 static void stream_flush(struct tl_http_stream *s)
@@ -386,6 +450,7 @@ static void stream_flush(struct tl_http_stream *s)
 static void stream_finish(struct tl_http_stream *s)
 {
 	h2o_req_t *req = s->req;
+	stream_unpark(s);
 	h2o_iovec_t iov = h2o_strdup(&req->pool, s->pending.data ? s->pending.data : "", s->pending.len);
 	tl_buf_reset(&s->pending);
 	s->req = NULL;
@@ -400,12 +465,8 @@ static void stream_abort(struct tl_http_stream *s)
 	h2o_socket_t *sock = s->req->conn->callbacks->get_socket(s->req->conn);
 	if (sock)
 		(void)shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
-	if (!s->writing) {
-		/* nothing in flight to fail: end the response as an error */
-		h2o_req_t *req = s->req;
-		stream_ended(s);
-		h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
-	}
+	if (!s->writing)
+		stream_error_end(s); /* nothing in flight to fail */
 }
 
 static void stream_proceed(h2o_generator_t *g, h2o_req_t *req)
@@ -415,9 +476,7 @@ static void stream_proceed(h2o_generator_t *g, h2o_req_t *req)
 	s->writing = false;
 	tl_buf_reset(&s->inflight);
 	if (s->failed) {
-		h2o_req_t *r = s->req;
-		stream_ended(s);
-		h2o_send(r, NULL, 0, H2O_SEND_STATE_ERROR);
+		stream_error_end(s);
 	} else if (s->user_closed) {
 		stream_finish(s);
 		stream_free(s);
@@ -474,6 +533,8 @@ struct tl_http_stream *tl_http_stream_start(struct tl_http_req *r, const char *c
 	/* send the headers now so the client sees the stream open */
 	s->writing = true;
 	h2o_send(h, NULL, 0, H2O_SEND_STATE_IN_PROGRESS);
+	if (s->req)
+		stream_park(s);
 	return s;
 }
 
@@ -527,6 +588,7 @@ void tl_http__streams_shutdown(struct tl_http_server *srv)
 			continue;
 		}
 		h2o_req_t *req = s->req;
+		stream_unpark(s);
 		stream_ended(s);
 		h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
 	}

@@ -113,7 +113,8 @@ void tl_http_deferred_complete(struct tl_http_deferred *d, int status, const cha
  * tl_http_stream_close: client gone, write error, slow client, server
  * stopping. The handle is invalid once on_close returned or
  * tl_http_stream_close was called; until then a send on an ended stream
- * returns -TL_ECLOSED. A client that went away is noticed at the next send. */
+ * returns -TL_ECLOSED. A client that goes away is noticed when it closes
+ * its side of the connection (or at the next send). */
 struct tl_http_stream *tl_http_stream_start(struct tl_http_req *r, const char *content_type,
                                             void (*on_close)(void *arg), void *arg);
 /* Queues bytes on a stream (loop thread). Returns 0 or -TL_ECLOSED /

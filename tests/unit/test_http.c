@@ -771,7 +771,8 @@ static struct tl_http_stream *live;
 static atomic_int live_closed;
 static atomic_int live_ticks;
 static atomic_int live_toobig;
-static int live_chunk; /* bytes per tick; 0 = small text */
+static int live_chunk;            /* bytes per tick; 0 = small text */
+static volatile bool live_paused; /* ticks send nothing */
 
 static void live_on_close(void *arg)
 {
@@ -793,7 +794,7 @@ static int h_live(void *arg, struct tl_http_req *r)
 static void live_tick(void *arg)
 {
 	(void)arg;
-	if (!live)
+	if (!live || live_paused)
 		return;
 	int n = atomic_fetch_add(&live_ticks, 1);
 	if (live_chunk) {
@@ -850,7 +851,24 @@ static void test_sse_stream(void **state)
 	close(fd);
 	assert_int_equal(atomic_load(&live_closed), 0); /* closed by us: no on_close */
 
-	/* 2. the client goes away: on_close runs */
+	/* 2a. the client goes away while nothing is being sent: on_close runs at once */
+	atomic_store(&live_closed, 0);
+	live_paused = true;
+	fd = cli_connect(t.port);
+	cli_sends(fd, "GET /v1/live HTTP/1.1\r\nHost: x\r\n\r\n");
+	{
+		char b[4096] = "";
+		size_t bl = 0;
+		int64_t dl = tl_mono_ms() + DEADLINE_MS;
+		while (!strstr(b, "retry: 1000"))
+			assert_true(cli_read_some(fd, b, sizeof b, &bl, dl) > 0);
+	}
+	close(fd);
+	assert_true(poll_until(&live_closed, 1));
+	live_paused = false;
+
+	/* 2b. the client goes away while events are being sent: on_close runs */
+	atomic_store(&live_closed, 0);
 	atomic_store(&live_ticks, -1000000); /* never reaches the close */
 	fd = cli_connect(t.port);
 	cli_sends(fd, "GET /v1/live HTTP/1.1\r\nHost: x\r\n\r\n");
