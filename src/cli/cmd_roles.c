@@ -12,6 +12,7 @@ enum {
 	ROLE_ENRICH = 2,
 	ROLE_AGGREGATE = 4,
 	ROLE_API = 8,
+	ROLE_ARCHIVE = 16,
 };
 
 static int run_roles(int argc, char **argv, unsigned roles, const char *usage, const char *const *flags)
@@ -42,10 +43,17 @@ static int run_roles(int argc, char **argv, unsigned roles, const char *usage, c
 		goto out;
 	if ((roles & ROLE_AGGREGATE) && tl_wire_aggregator(&w, &rs))
 		goto out;
+	if ((roles & ROLE_ARCHIVE) && s.archive && tl_wire_archiver(&w, &rs))
+		goto out;
 	if ((roles & ROLE_API) && tl_wire_api(&w, &rs))
 		goto out;
-	if (roles == (ROLE_COLLECT | ROLE_ENRICH | ROLE_AGGREGATE | ROLE_API) && tl_demo_first_start(&w))
+	if ((roles & ~ROLE_ARCHIVE) == (ROLE_COLLECT | ROLE_ENRICH | ROLE_AGGREGATE | ROLE_API) &&
+	    tl_demo_first_start(&w))
 		goto out;
+	/* SIGHUP re-reads read_source (tally.conf, TALLY_READ_SOURCE, the flags) */
+	struct tl_wire_reload reload = {&w, argc, argv, flags};
+	rs.reload = tl_wire_reload;
+	rs.reload_arg = &reload;
 	ec = tl_roles_run(&rs);
 out:
 	tl_wire_destroy(&w);
@@ -55,9 +63,10 @@ out:
 
 int tl_cmd_serve(int argc, char **argv)
 {
-	static const char *const flags[] = {TL_COMMON_FLAGS, TL_COLLECT_FLAGS, TL_PIPE_FLAGS, TL_ENRICH_FLAGS,
-					    TL_AGG_FLAGS,    TL_API_FLAGS,     NULL};
-	return run_roles(argc, argv, ROLE_COLLECT | ROLE_ENRICH | ROLE_AGGREGATE | ROLE_API,
+	static const char *const flags[] = {TL_COMMON_FLAGS, TL_COLLECT_FLAGS, TL_PIPE_FLAGS,	 TL_ENRICH_FLAGS,
+					    TL_AGG_FLAGS,    TL_API_FLAGS,     TL_ARCHIVE_FLAGS, "archive",
+					    NULL};
+	return run_roles(argc, argv, ROLE_COLLECT | ROLE_ENRICH | ROLE_AGGREGATE | ROLE_API | ROLE_ARCHIVE,
 			 "tally serve [flags]   every role in one process", flags);
 }
 

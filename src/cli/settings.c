@@ -29,7 +29,16 @@ const struct tl_opt tl_settings_table[] = {
 	{"machine-open-window", TL_OPT_MS, S(machine_open_window_ms), "2s",
 	 "an open this soon after send is a machine open"},
 	{"bot-click-window", TL_OPT_MS, S(bot_click_window_ms), "2s", "a click this soon after send is a bot click"},
-	{"read-source", TL_OPT_STR, S(read_source), "realtime", "what the API serves by default: realtime|batch"},
+	{"read-source", TL_OPT_STR, S(read_source), "realtime",
+	 "what the API serves by default: realtime|batch (re-read on SIGHUP)"},
+	{"archive", TL_OPT_BOOL, S(archive), "true", "serve: run the archiver too"},
+	{"archive-dir", TL_OPT_STR, S(archive_dir), NULL, "archive of raw events (default <data>/archive)"},
+	{"archive-roll-bytes", TL_OPT_SIZE, S(archive_roll_bytes), "64M",
+	 "archiver: commit a partition's files at this many uncompressed bytes"},
+	{"archive-roll-interval", TL_OPT_MS, S(archive_roll_interval_ms), "60s",
+	 "archiver: commit a partition's files at least this often"},
+	{"batch-dir", TL_OPT_STR, S(batch_dir), NULL, "batch recompute state (default <data>/batch)"},
+	{"batch-threads", TL_OPT_INT, S(batch_threads), "2", "batch recompute worker threads"},
 	{"tenant", TL_OPT_STR, S(tenant), NULL, "tenant name"},
 	{"campaign", TL_OPT_STR, S(campaign), NULL, "campaign"},
 	{"recipient", TL_OPT_STR, S(recipient), NULL, "recipient id"},
@@ -71,6 +80,18 @@ int tl_settings_load(struct tl_settings *s, const char *usage_line, const char *
 		size_t n = strlen(s->data) + 32;
 		s->db = malloc(n);
 		snprintf(s->db, n, "sqlite:%s/tally.db", s->data);
+	}
+	if (!*s->archive_dir) {
+		free(s->archive_dir);
+		size_t n = strlen(s->data) + 32;
+		s->archive_dir = malloc(n);
+		snprintf(s->archive_dir, n, "%s/archive", s->data);
+	}
+	if (!*s->batch_dir) {
+		free(s->batch_dir);
+		size_t n = strlen(s->data) + 32;
+		s->batch_dir = malloc(n);
+		snprintf(s->batch_dir, n, "%s/batch", s->data);
 	}
 	if (s->topic_partitions < 1 || s->topic_partitions > 64) {
 		fprintf(stderr, "tally %s: --topic-partitions: must be 1..64\n", argv[0]);

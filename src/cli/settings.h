@@ -27,6 +27,12 @@ struct tl_settings {
 	int64_t machine_open_window_ms;
 	int64_t bot_click_window_ms;
 	char *read_source;
+	int archive;		      /* serve: run the archiver */
+	char *archive_dir;	      /* default <data>/archive */
+	int64_t archive_roll_bytes;
+	int64_t archive_roll_interval_ms;
+	char *batch_dir;	      /* batch state, default <data>/batch */
+	int64_t batch_threads;
 	char *replicas_unused; /* reserved */
 	/* tenant / link */
 	char *tenant, *campaign, *recipient, *variant, *message, *url, *base_url;

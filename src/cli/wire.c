@@ -12,6 +12,8 @@ static int run_enricher(void *o) { return tl_enricher_run(o); }
 static void stop_enricher(void *o) { tl_enricher_stop(o); }
 static int run_aggregator(void *o) { return tl_aggregator_run(o); }
 static void stop_aggregator(void *o) { tl_aggregator_stop(o); }
+static int run_archiver(void *o) { return tl_archiver_run(o); }
+static void stop_archiver(void *o) { tl_archiver_stop(o); }
 static int run_api(void *o) { return tl_api_run(o); }
 static void stop_api(void *o) { tl_api_stop(o); }
 
@@ -147,6 +149,8 @@ static int extra_metrics(void *arg, struct tl_buf *out)
 		rc = tl_enricher_metrics(w->enricher, out);
 	if (w->aggregator && !rc)
 		rc = tl_aggregator_metrics(w->aggregator, out);
+	if (w->archiver && !rc)
+		rc = tl_archiver_metrics(w->archiver, out);
 	return rc;
 }
 
@@ -170,12 +174,55 @@ int tl_wire_api(struct tl_wired *w, struct tl_roles *rs)
 	return 0;
 }
 
+int tl_wire_archiver(struct tl_wired *w, struct tl_roles *rs)
+{
+	struct tl_archiver_opts o = {
+		.stream = w->stream,
+		.dir = w->s->archive_dir,
+		.roll_bytes = w->s->archive_roll_bytes,
+		.roll_interval_ms = w->s->archive_roll_interval_ms,
+	};
+	if (partitions(w, TL_TOPIC_EVENTS, &o.partitions))
+		return 1;
+	int rc = tl_archiver_create(&o, &w->archiver);
+	if (rc) {
+		if (rc == -TL_ELOCKED)
+			tl_error("archiver on %s: another archiver holds these partitions", w->s->archive_dir);
+		else
+			tl_error("archiver on %s: %s", w->s->archive_dir, tl_strerror(rc));
+		return 1;
+	}
+	tl_roles_add(rs, "archiver", run_archiver, stop_archiver, w->archiver);
+	return 0;
+}
+
+void tl_wire_reload(void *arg)
+{
+	struct tl_wire_reload *r = arg;
+	struct tl_settings s;
+	struct tl_config_result res;
+	char err[512];
+	memset(&s, 0, sizeof s);
+	if (tl_config_load(&s, tl_settings_table, tl_settings_count, r->flags, r->argc, r->argv, &res, err,
+			   sizeof err)) {
+		tl_warn("SIGHUP: settings not reloaded: %s", err);
+	} else if (strcmp(s.read_source, "realtime") && strcmp(s.read_source, "batch")) {
+		tl_warn("SIGHUP: read_source must be realtime or batch, not '%s'; unchanged", s.read_source);
+	} else if (r->w->api) {
+		bool batch = !strcmp(s.read_source, "batch");
+		tl_api_set_default_source(r->w->api, batch ? TL_SOURCE_BATCH : TL_SOURCE_REALTIME);
+		tl_info("SIGHUP: the API now serves %s by default", batch ? "batch" : "realtime");
+	}
+	tl_settings_free(&s);
+}
+
 void tl_wire_destroy(struct tl_wired *w)
 {
 	tl_collector_destroy(w->collector);
 	tl_enricher_destroy(w->enricher);
 	tl_aggregator_destroy(w->aggregator);
 	tl_api_destroy(w->api);
+	tl_archiver_destroy(w->archiver);
 	tl_stream_close(w->stream);
 	memset(w, 0, sizeof *w);
 }

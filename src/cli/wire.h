@@ -8,6 +8,7 @@
 #include "cli/settings.h"
 #include "collect/collect.h"
 #include "pipeline/aggregate.h"
+#include "pipeline/archive.h"
 #include "pipeline/enrich.h"
 #include "stream/stream.h"
 
@@ -17,6 +18,7 @@ struct tl_wired {
 	struct tl_collector *collector;
 	struct tl_enricher *enricher;
 	struct tl_aggregator *aggregator;
+	struct tl_archiver *archiver;
 	struct tl_api *api;
 };
 
@@ -26,6 +28,7 @@ struct tl_wired {
 #define TL_ENRICH_FLAGS "machine-open-window", "bot-click-window"
 #define TL_AGG_FLAGS "poll-interval", "batch-max-events", "dedupe-window"
 #define TL_API_FLAGS "api", "read-source"
+#define TL_ARCHIVE_FLAGS "archive-dir", "archive-roll-bytes", "archive-roll-interval"
 
 /* Opens the stream named by the settings (read_only for consumers in their
  * own process). Creates the data directory. Logs and returns non-zero on failure. */
@@ -36,6 +39,18 @@ int tl_wire_collector(struct tl_wired *w, struct tl_roles *rs);
 int tl_wire_enricher(struct tl_wired *w, struct tl_roles *rs);
 int tl_wire_aggregator(struct tl_wired *w, struct tl_roles *rs);
 int tl_wire_api(struct tl_wired *w, struct tl_roles *rs);
+int tl_wire_archiver(struct tl_wired *w, struct tl_roles *rs);
+
+/* SIGHUP: re-reads the settings (tally.conf, TALLY_*, the same flags) and
+ * applies what can change at run time: read_source of the API. Register with
+ * tl_roles.reload; arg is a struct tl_wire_reload that outlives the roles. */
+struct tl_wire_reload {
+	struct tl_wired *w;
+	int argc;
+	char **argv;
+	const char *const *flags;
+};
+void tl_wire_reload(void *arg);
 
 /* Frees every role created and closes the stream. */
 void tl_wire_destroy(struct tl_wired *w);

@@ -791,7 +791,7 @@ int tl_archiver_run(struct tl_archiver *a)
 
 int tl_archiver_metrics(struct tl_archiver *a, struct tl_buf *out)
 {
-	return tl_buf_printf(
+	int rc = tl_buf_printf(
 	    out,
 	    "# TYPE tally_archive_records_total counter\ntally_archive_records_total %llu\n"
 	    "# TYPE tally_archive_files_total counter\ntally_archive_files_total %llu\n"
@@ -802,10 +802,21 @@ int tl_archiver_metrics(struct tl_archiver *a, struct tl_buf *out)
 	    "# TYPE tally_archive_errors_total counter\ntally_archive_errors_total %llu\n"
 	    "# TYPE tally_archive_recovered_total counter\n"
 	    "tally_archive_recovered_total{action=\"rolled_forward\"} %llu\n"
-	    "tally_archive_recovered_total{action=\"deleted\"} %llu\n",
+	    "tally_archive_recovered_total{action=\"deleted\"} %llu\n"
+	    "# TYPE tally_archive_lag_records gauge\n",
 	    (unsigned long long)atomic_load(&a->records), (unsigned long long)atomic_load(&a->files),
 	    (unsigned long long)atomic_load(&a->rolls), (unsigned long long)atomic_load(&a->raw_bytes),
 	    (unsigned long long)atomic_load(&a->zbytes), (unsigned long long)atomic_load(&a->undecodable),
 	    (unsigned long long)atomic_load(&a->errors), (unsigned long long)atomic_load(&a->rolled_forward),
 	    (unsigned long long)atomic_load(&a->deleted));
+	/* records of the stream not yet in a committed roll, per partition */
+	for (size_t i = 0; i < a->n_parts && !rc; i++) {
+		const struct part *p = &a->parts[i];
+		uint64_t end, next = atomic_load(&p->next);
+		if (tl_stream_end_offset(a->o.stream, p->topic, p->partition, &end))
+			continue;
+		rc = tl_buf_printf(out, "tally_archive_lag_records{topic=\"%s\",partition=\"%d\"} %llu\n", p->topic,
+				   p->partition, (unsigned long long)(end > next ? end - next : 0));
+	}
+	return rc;
 }

@@ -1,0 +1,775 @@
+/* memstore.c — the batch's in-memory staging store (see memstore.h). */
+#include "batch/memstore.h"
+
+#include "core/hmap.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define NSHARD 256
+#define SHARD_MIN 1024 /* slots */
+
+/* ---- sharded fingerprint sets -------------------------------------------- */
+
+/* A slot is `stride` words: lo, hi (the fingerprint; 0,0 = empty) and, for
+ * the member set, a value. */
+struct shard {
+	pthread_mutex_t mu;
+	uint64_t *slots;
+	size_t cap, count;
+} __attribute__((aligned(64)));
+
+struct fpset {
+	unsigned stride;
+	struct shard sh[NSHARD];
+};
+
+static void set_init(struct fpset *s, unsigned stride)
+{
+	s->stride = stride;
+	for (int i = 0; i < NSHARD; i++) {
+		pthread_mutex_init(&s->sh[i].mu, NULL);
+		s->sh[i].slots = NULL;
+		s->sh[i].cap = s->sh[i].count = 0;
+	}
+}
+
+static void set_free(struct fpset *s)
+{
+	for (int i = 0; i < NSHARD; i++) {
+		pthread_mutex_destroy(&s->sh[i].mu);
+		free(s->sh[i].slots);
+	}
+}
+
+static size_t set_count(const struct fpset *s)
+{
+	size_t n = 0;
+	for (int i = 0; i < NSHARD; i++)
+		n += s->sh[i].count;
+	return n;
+}
+
+static inline unsigned shard_of(uint64_t hi)
+{
+	return (unsigned)(hi >> 56);
+}
+
+static int shard_grow(struct shard *s, unsigned stride)
+{
+	size_t ncap = s->cap ? s->cap * 2 : SHARD_MIN;
+	uint64_t *ns = calloc(ncap * stride, sizeof *ns);
+	if (!ns)
+		return -TL_ENOMEM;
+	for (size_t i = 0; i < s->cap; i++) {
+		const uint64_t *o = &s->slots[i * stride];
+		if (!o[0] && !o[1])
+			continue;
+		size_t j = o[0] & (ncap - 1);
+		while (ns[j * stride] || ns[j * stride + 1])
+			j = (j + 1) & (ncap - 1);
+		memcpy(&ns[j * stride], o, stride * sizeof *o);
+	}
+	free(s->slots);
+	s->slots = ns;
+	s->cap = ncap;
+	return TL_OK;
+}
+
+/* Inserts (lo, hi) with val; returns 1 when new, 0 when present (*old = its
+ * value), or -TL_ENOMEM. Caller holds s->mu. */
+static int shard_insert(struct shard *s, unsigned stride, uint64_t lo, uint64_t hi, uint64_t val, uint64_t *old)
+{
+	if (!lo && !hi)
+		lo = 1; /* (0,0) marks an empty slot */
+	if ((s->count + 1) * 10 > s->cap * 7) {
+		int rc = shard_grow(s, stride);
+		if (rc)
+			return rc;
+	}
+	size_t j = lo & (s->cap - 1);
+	for (;;) {
+		uint64_t *sl = &s->slots[j * stride];
+		if (!sl[0] && !sl[1]) {
+			sl[0] = lo;
+			sl[1] = hi;
+			if (stride > 2)
+				sl[2] = val;
+			s->count++;
+			return 1;
+		}
+		if (sl[0] == lo && sl[1] == hi) {
+			if (old)
+				*old = stride > 2 ? sl[2] : 0;
+			return 0;
+		}
+		j = (j + 1) & (s->cap - 1);
+	}
+}
+
+/* ---- campaigns and connections ------------------------------------------- */
+
+enum { M_NONE, M_LOADING, M_READY };
+
+struct camp {
+	uint32_t cid;
+	uint64_t seed;
+	char *tenant, *campaign;
+	size_t tn, cn;
+	int mstate; /* members of other days: M_* (under tl_mem.mu) */
+	int load_rc;
+	char **variants; /* under tl_mem.mu */
+	size_t n_var, cap_var;
+};
+
+struct row {
+	uint32_t cid, vid;
+	int64_t minute;
+	int64_t d[TL_M__COUNT];
+	int64_t first, last;
+};
+
+struct rowset {
+	struct row *v;
+	size_t n, cap;
+	struct tl_hmap map;
+};
+
+struct cached_camp {
+	struct camp *c;
+	bool ready; /* its other days' members are loaded */
+};
+
+struct cached_var {
+	uint32_t cid, vid;
+	const char *name; /* the camp's copy */
+	size_t len;
+};
+
+struct conn {
+	struct tl_store base; /* first */
+	struct tl_mem *m;
+	struct tl_hmap cmap; /* campaign cache */
+	struct cached_camp *cc;
+	size_t n_cc, cap_cc;
+	struct tl_hmap vmap; /* variant cache */
+	struct cached_var *cv;
+	size_t n_cv, cap_cv;
+	struct rowset rows;
+	/* scratch of one call */
+	uint64_t *lo, *hi, *val, *old;
+	uint32_t *order;
+	size_t scap;
+	struct conn *next;
+};
+
+struct tl_mem {
+	tl_mem_preload_fn preload;
+	void *arg;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct camp **camps; /* by cid; grows under mu (readers use struct camp pointers) */
+	size_t n_camps, cap_camps;
+	struct tl_hmap cmap;
+	struct fpset ids, members;
+	struct conn *conns;
+};
+
+struct ckey {
+	struct tl_str tenant, campaign;
+};
+
+static inline bool str_is(const char *p, size_t n, struct tl_str s)
+{
+	return n == s.n && (n == 0 || memcmp(p, s.p, n) == 0);
+}
+
+static int mem_camp_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct tl_mem *m = arg;
+	const struct ckey *k = key;
+	const struct camp *c = m->camps[idx];
+	return str_is(c->campaign, c->cn, k->campaign) && str_is(c->tenant, c->tn, k->tenant);
+}
+
+static int conn_camp_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct conn *c = arg;
+	const struct ckey *k = key;
+	const struct camp *p = c->cc[idx].c;
+	return str_is(p->campaign, p->cn, k->campaign) && str_is(p->tenant, p->tn, k->tenant);
+}
+
+uint64_t tl_mem_campaign_seed(struct tl_str tenant, struct tl_str campaign)
+{
+	return XXH3_64bits_withSeed(campaign.p, campaign.n, XXH3_64bits(tenant.p, tenant.n));
+}
+
+static void member_hash(uint64_t seed, uint8_t kind, struct tl_str rcpt, uint64_t *lo, uint64_t *hi)
+{
+	XXH128_hash_t h = XXH3_128bits_withSeed(rcpt.p, rcpt.n, seed ^ kind);
+	*lo = h.low64;
+	*hi = h.high64;
+}
+
+void tl_mem_member_fp(uint64_t campaign_seed, uint8_t kind, struct tl_str recipient, uint8_t fp[TL_FP_BYTES])
+{
+	XXH128_hash_t h;
+	member_hash(campaign_seed, kind, recipient, &h.low64, &h.high64);
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, h);
+	memcpy(fp, c.digest, TL_FP_BYTES);
+}
+
+static int grow_arr(void **p, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return TL_OK;
+	size_t nc = *cap ? *cap : 16;
+	while (nc < need)
+		nc *= 2;
+	void *q = realloc(*p, nc * size);
+	if (!q)
+		return -TL_ENOMEM;
+	*p = q;
+	*cap = nc;
+	return TL_OK;
+}
+
+/* Finds or registers a campaign (under m->mu). */
+static int mem_camp(struct tl_mem *m, uint64_t seed, struct ckey *k, struct camp **out)
+{
+	pthread_mutex_lock(&m->mu);
+	int rc = TL_OK;
+	long idx = tl_hmap_find(&m->cmap, seed, k, mem_camp_eq, m);
+	if (idx >= 0) {
+		*out = m->camps[idx];
+		goto out;
+	}
+	struct camp *c = calloc(1, sizeof *c);
+	if (!c || grow_arr((void **)&m->camps, &m->cap_camps, m->n_camps + 1, sizeof *m->camps)) {
+		free(c);
+		rc = -TL_ENOMEM;
+		goto out;
+	}
+	c->cid = (uint32_t)m->n_camps;
+	c->seed = seed;
+	c->tn = k->tenant.n;
+	c->cn = k->campaign.n;
+	c->tenant = strndup(k->tenant.p ? k->tenant.p : "", k->tenant.n);
+	c->campaign = strndup(k->campaign.p ? k->campaign.p : "", k->campaign.n);
+	if (!c->tenant || !c->campaign) {
+		free(c->tenant);
+		free(c->campaign);
+		free(c);
+		rc = -TL_ENOMEM;
+		goto out;
+	}
+	int ins;
+	long r = tl_hmap_upsert(&m->cmap, seed, k, mem_camp_eq, m, c->cid, &ins);
+	if (r < 0) {
+		free(c->tenant);
+		free(c->campaign);
+		free(c);
+		rc = (int)r;
+		goto out;
+	}
+	m->camps[m->n_camps++] = c;
+	*out = c;
+out:
+	pthread_mutex_unlock(&m->mu);
+	return rc;
+}
+
+/* The connection's cached entry for (tenant, campaign). */
+static int conn_camp(struct conn *c, struct tl_str tenant, struct tl_str campaign, struct cached_camp **out)
+{
+	struct ckey k = {tenant, campaign};
+	uint64_t seed = tl_mem_campaign_seed(tenant, campaign);
+	long idx = tl_hmap_find(&c->cmap, seed, &k, conn_camp_eq, c);
+	if (idx >= 0) {
+		*out = &c->cc[idx];
+		return TL_OK;
+	}
+	struct camp *p = NULL;
+	int rc = mem_camp(c->m, seed, &k, &p);
+	if (rc || (rc = grow_arr((void **)&c->cc, &c->cap_cc, c->n_cc + 1, sizeof *c->cc)))
+		return rc;
+	c->cc[c->n_cc] = (struct cached_camp){p, false};
+	int ins;
+	long r = tl_hmap_upsert(&c->cmap, seed, &k, conn_camp_eq, c, (uint32_t)c->n_cc, &ins);
+	if (r < 0)
+		return (int)r;
+	*out = &c->cc[c->n_cc++];
+	return TL_OK;
+}
+
+/* Runs the preload of a campaign once (other threads wait for it). */
+static int ensure_members(struct conn *c, struct cached_camp *cc)
+{
+	if (cc->ready)
+		return TL_OK;
+	struct tl_mem *m = c->m;
+	struct camp *p = cc->c;
+	pthread_mutex_lock(&m->mu);
+	while (p->mstate == M_LOADING)
+		pthread_cond_wait(&m->cv, &m->mu);
+	if (p->mstate == M_NONE) {
+		p->mstate = M_LOADING;
+		pthread_mutex_unlock(&m->mu);
+		int rc = m->preload ? m->preload(m->arg, m, p->cid, p->tenant, p->campaign) : TL_OK;
+		pthread_mutex_lock(&m->mu);
+		p->load_rc = rc;
+		p->mstate = M_READY;
+		pthread_cond_broadcast(&m->cv);
+	}
+	int rc = p->load_rc;
+	pthread_mutex_unlock(&m->mu);
+	cc->ready = rc == TL_OK;
+	return rc;
+}
+
+static int var_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct conn *c = arg;
+	const struct cached_var *a = &c->cv[idx], *b = key;
+	return a->cid == b->cid && a->len == b->len && (a->len == 0 || memcmp(a->name, b->name, a->len) == 0);
+}
+
+/* Variant index of v in campaign p (interned in p, cached per connection). */
+static int conn_variant(struct conn *c, struct camp *p, struct tl_str v, uint32_t *vid)
+{
+	struct cached_var key = {.cid = p->cid, .name = v.p, .len = v.n};
+	uint64_t h = XXH3_64bits_withSeed(v.p, v.n, p->seed);
+	long idx = tl_hmap_find(&c->vmap, h, &key, var_eq, c);
+	if (idx >= 0) {
+		*vid = c->cv[idx].vid;
+		return TL_OK;
+	}
+	struct tl_mem *m = c->m;
+	int rc = TL_OK;
+	pthread_mutex_lock(&m->mu);
+	size_t i = 0;
+	while (i < p->n_var && !(strlen(p->variants[i]) == v.n && memcmp(p->variants[i], v.p, v.n) == 0))
+		i++;
+	if (i == p->n_var) {
+		char *s = strndup(v.p ? v.p : "", v.n);
+		if (!s || grow_arr((void **)&p->variants, &p->cap_var, p->n_var + 1, sizeof *p->variants)) {
+			free(s);
+			rc = -TL_ENOMEM;
+		} else {
+			p->variants[p->n_var++] = s;
+		}
+	}
+	const char *name = rc ? NULL : p->variants[i];
+	pthread_mutex_unlock(&m->mu);
+	if (rc || (rc = grow_arr((void **)&c->cv, &c->cap_cv, c->n_cv + 1, sizeof *c->cv)))
+		return rc;
+	c->cv[c->n_cv] = (struct cached_var){p->cid, (uint32_t)i, name, v.n};
+	int ins;
+	long r = tl_hmap_upsert(&c->vmap, h, &key, var_eq, c, (uint32_t)c->n_cv, &ins);
+	if (r < 0)
+		return (int)r;
+	c->n_cv++;
+	*vid = (uint32_t)i;
+	return TL_OK;
+}
+
+/* ---- rows ----------------------------------------------------------------- */
+
+static int row_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct rowset *rs = arg;
+	const struct row *a = &rs->v[idx], *b = key;
+	return a->cid == b->cid && a->vid == b->vid && a->minute == b->minute;
+}
+
+static inline uint64_t row_hash(uint32_t cid, uint32_t vid, int64_t minute)
+{
+	uint64_t x = ((uint64_t)cid << 32 | vid) * 0x9E3779B97F4A7C15ULL;
+	return (x ^ (uint64_t)minute * 0xC2B2AE3D27D4EB4FULL) + 1;
+}
+
+static int rows_add(struct rowset *rs, uint32_t cid, uint32_t vid, int64_t minute, const int64_t *d, int64_t first,
+		    int64_t last)
+{
+	struct row key = {.cid = cid, .vid = vid, .minute = minute};
+	int rc = grow_arr((void **)&rs->v, &rs->cap, rs->n + 1, sizeof *rs->v);
+	if (rc)
+		return rc;
+	int ins;
+	long r = tl_hmap_upsert(&rs->map, row_hash(cid, vid, minute), &key, row_eq, rs, (uint32_t)rs->n, &ins);
+	if (r < 0)
+		return (int)r;
+	struct row *row = &rs->v[r];
+	if (ins) {
+		*row = key;
+		row->first = first;
+		row->last = last;
+		rs->n++;
+	}
+	for (int k = 0; k < TL_M__COUNT; k++)
+		row->d[k] += d[k];
+	if (first < row->first)
+		row->first = first;
+	if (last > row->last)
+		row->last = last;
+	return TL_OK;
+}
+
+/* ---- the store ops --------------------------------------------------------- */
+
+static inline struct conn *cn(struct tl_store *st)
+{
+	return (struct conn *)st;
+}
+
+static int scratch(struct conn *c, size_t n)
+{
+	if (n <= c->scap)
+		return TL_OK;
+	size_t nc = c->scap ? c->scap : 1024;
+	while (nc < n)
+		nc *= 2;
+	uint64_t *lo = realloc(c->lo, nc * sizeof *lo);
+	if (lo)
+		c->lo = lo;
+	uint64_t *hi = realloc(c->hi, nc * sizeof *hi);
+	if (hi)
+		c->hi = hi;
+	uint64_t *val = realloc(c->val, nc * sizeof *val);
+	if (val)
+		c->val = val;
+	uint64_t *old = realloc(c->old, nc * sizeof *old);
+	if (old)
+		c->old = old;
+	uint32_t *order = realloc(c->order, nc * sizeof *order);
+	if (order)
+		c->order = order;
+	if (!lo || !hi || !val || !old || !order)
+		return -TL_ENOMEM;
+	c->scap = nc;
+	return TL_OK;
+}
+
+/* Inserts c->lo/hi/val[0..n) into set, one lock per shard touched. */
+static int insert_many(struct conn *c, struct fpset *set, size_t n, uint8_t *is_new)
+{
+	size_t start[NSHARD + 1] = {0};
+	for (size_t i = 0; i < n; i++)
+		start[shard_of(c->hi[i]) + 1]++;
+	for (int s = 0; s < NSHARD; s++)
+		start[s + 1] += start[s];
+	size_t pos[NSHARD];
+	memcpy(pos, start, sizeof pos);
+	for (size_t i = 0; i < n; i++)
+		c->order[pos[shard_of(c->hi[i])]++] = (uint32_t)i;
+	for (int s = 0; s < NSHARD; s++) {
+		if (start[s] == start[s + 1])
+			continue;
+		struct shard *sh = &set->sh[s];
+		pthread_mutex_lock(&sh->mu);
+		int rc = TL_OK;
+		for (size_t j = start[s]; j < start[s + 1] && rc >= 0; j++) {
+			uint32_t i = c->order[j];
+			rc = shard_insert(sh, set->stride, c->lo[i], c->hi[i], c->val[i], &c->old[i]);
+			is_new[i] = rc == 1;
+		}
+		pthread_mutex_unlock(&sh->mu);
+		if (rc < 0)
+			return rc;
+	}
+	return TL_OK;
+}
+
+static int op_begin(struct tl_store *st, enum tl_source src)
+{
+	(void)st;
+	return src == TL_SOURCE_BATCH ? TL_OK : -TL_EINVAL;
+}
+
+static int op_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size_t n, uint8_t *is_new)
+{
+	struct conn *c = cn(st);
+	int rc = scratch(c, n);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		XXH128_hash_t h = XXH3_128bits_withSeed(keys[i].id.p, keys[i].id.n,
+							 XXH3_64bits(keys[i].tenant.p, keys[i].tenant.n));
+		c->lo[i] = h.low64;
+		c->hi[i] = h.high64;
+		c->val[i] = 0;
+	}
+	return insert_many(c, &c->m->ids, n, is_new);
+}
+
+static int64_t day_of(int64_t ms)
+{
+	int64_t d = ms / 86400000LL;
+	return ms < 0 && d * 86400000LL != ms ? d - 1 : d;
+}
+
+static int op_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t n, uint8_t *is_new)
+{
+	struct conn *c = cn(st);
+	int rc = scratch(c, n);
+	if (rc)
+		return rc;
+	struct cached_camp *cc = NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct tl_unique_key *k = &keys[i];
+		if (!cc || !str_is(cc->c->campaign, cc->c->cn, k->campaign) || !str_is(cc->c->tenant, cc->c->tn, k->tenant)) {
+			if ((rc = conn_camp(c, k->tenant, k->campaign, &cc)) || (rc = ensure_members(c, cc)))
+				return rc;
+		}
+		member_hash(cc->c->seed, k->kind, k->recipient, &c->lo[i], &c->hi[i]);
+		c->val[i] = (uint64_t)cc->c->cid << 32 | (uint32_t)(int32_t)day_of(k->ts_ms);
+	}
+	return insert_many(c, &c->m->members, n, is_new);
+}
+
+static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, size_t n)
+{
+	struct conn *c = cn(st);
+	struct cached_camp *cc = NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct tl_count_row *r = &rows[i];
+		int rc;
+		if (!cc || !str_is(cc->c->campaign, cc->c->cn, r->campaign) || !str_is(cc->c->tenant, cc->c->tn, r->tenant))
+			if ((rc = conn_camp(c, r->tenant, r->campaign, &cc)))
+				return rc;
+		uint32_t vid = 0;
+		if ((rc = conn_variant(c, cc->c, r->variant, &vid)))
+			return rc;
+		int64_t first = r->first_ts_ms ? r->first_ts_ms : r->minute_ms;
+		int64_t last = r->last_ts_ms ? r->last_ts_ms : r->minute_ms;
+		if ((rc = rows_add(&c->rows, cc->c->cid, vid, r->minute_ms, r->delta, first, last)))
+			return rc;
+	}
+	return TL_OK;
+}
+
+static int op_offsets_set(struct tl_store *st, const char *consumer, const struct tl_offset *o, size_t n)
+{
+	(void)st;
+	(void)consumer;
+	(void)o;
+	(void)n;
+	return TL_OK;
+}
+
+static int op_commit(struct tl_store *st)
+{
+	(void)st;
+	return TL_OK;
+}
+
+static void op_rollback(struct tl_store *st)
+{
+	(void)st; /* a failed apply is retried by the caller with the same events */
+}
+
+static void op_close(struct tl_store *st)
+{
+	struct conn *c = cn(st);
+	tl_hmap_free(&c->cmap);
+	tl_hmap_free(&c->vmap);
+	free(c->cc);
+	free(c->cv);
+	free(c->lo);
+	free(c->hi);
+	free(c->val);
+	free(c->old);
+	free(c->order);
+	/* the rows stay until tl_mem_destroy: tl_mem_rows merges them */
+}
+
+static const struct tl_store_ops mem_ops = {
+	.scheme = "mem",
+	.close = op_close,
+	.begin = op_begin,
+	.dedupe = op_dedupe,
+	.uniques = op_uniques,
+	.add_counts = op_add_counts,
+	.offsets_set = op_offsets_set,
+	.commit = op_commit,
+	.rollback = op_rollback,
+};
+
+/* ---- the shared part ------------------------------------------------------- */
+
+int tl_mem_create(tl_mem_preload_fn preload, void *arg, struct tl_mem **out)
+{
+	struct tl_mem *m = calloc(1, sizeof *m);
+	if (!m)
+		return -TL_ENOMEM;
+	m->preload = preload;
+	m->arg = arg;
+	pthread_mutex_init(&m->mu, NULL);
+	pthread_cond_init(&m->cv, NULL);
+	tl_hmap_init(&m->cmap);
+	set_init(&m->ids, 2);
+	set_init(&m->members, 3);
+	*out = m;
+	return TL_OK;
+}
+
+void tl_mem_destroy(struct tl_mem *m)
+{
+	if (!m)
+		return;
+	for (struct conn *c = m->conns, *next; c; c = next) {
+		next = c->next;
+		free(c->rows.v);
+		tl_hmap_free(&c->rows.map);
+		free(c);
+	}
+	for (size_t i = 0; i < m->n_camps; i++) {
+		struct camp *p = m->camps[i];
+		for (size_t j = 0; j < p->n_var; j++)
+			free(p->variants[j]);
+		free(p->variants);
+		free(p->tenant);
+		free(p->campaign);
+		free(p);
+	}
+	free(m->camps);
+	tl_hmap_free(&m->cmap);
+	set_free(&m->ids);
+	set_free(&m->members);
+	pthread_mutex_destroy(&m->mu);
+	pthread_cond_destroy(&m->cv);
+	free(m);
+}
+
+int tl_mem_conn_open(struct tl_mem *m, struct tl_store **out)
+{
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c)
+		return -TL_ENOMEM;
+	c->base.ops = &mem_ops;
+	c->m = m;
+	tl_hmap_init(&c->cmap);
+	tl_hmap_init(&c->vmap);
+	tl_hmap_init(&c->rows.map);
+	pthread_mutex_lock(&m->mu);
+	c->next = m->conns;
+	m->conns = c;
+	pthread_mutex_unlock(&m->mu);
+	*out = &c->base;
+	return TL_OK;
+}
+
+int tl_mem_add_preloaded(struct tl_mem *m, uint32_t cid, const uint8_t fp[TL_FP_BYTES])
+{
+	XXH128_canonical_t canon;
+	memcpy(canon.digest, fp, TL_FP_BYTES);
+	XXH128_hash_t h = XXH128_hashFromCanonical(&canon);
+	struct shard *sh = &m->members.sh[shard_of(h.high64)];
+	pthread_mutex_lock(&sh->mu);
+	uint64_t old;
+	int rc = shard_insert(sh, 3, h.low64, h.high64, (uint64_t)cid << 32 | (uint32_t)TL_MEM_PRELOADED, &old);
+	pthread_mutex_unlock(&sh->mu);
+	return rc < 0 ? rc : TL_OK;
+}
+
+size_t tl_mem_campaigns_count(const struct tl_mem *m)
+{
+	return m->n_camps;
+}
+
+void tl_mem_campaign_get(const struct tl_mem *m, uint32_t cid, struct tl_mem_campaign *out)
+{
+	const struct camp *p = m->camps[cid];
+	*out = (struct tl_mem_campaign){p->tenant, p->campaign, (const char *const *)p->variants, p->n_var};
+}
+
+int tl_mem_rows(struct tl_mem *m, struct tl_count_row **rows, uint32_t **cids, uint32_t **vids, size_t *n)
+{
+	struct rowset all = {0};
+	tl_hmap_init(&all.map);
+	int rc = TL_OK;
+	for (struct conn *c = m->conns; c && !rc; c = c->next)
+		for (size_t i = 0; i < c->rows.n && !rc; i++) {
+			const struct row *r = &c->rows.v[i];
+			rc = rows_add(&all, r->cid, r->vid, r->minute, r->d, r->first, r->last);
+		}
+	struct tl_count_row *out = NULL;
+	uint32_t *oc = NULL, *ov = NULL;
+	if (!rc && all.n) {
+		out = calloc(all.n, sizeof *out);
+		oc = malloc(all.n * sizeof *oc);
+		ov = malloc(all.n * sizeof *ov);
+		if (!out || !oc || !ov)
+			rc = -TL_ENOMEM;
+	}
+	for (size_t i = 0; !rc && i < all.n; i++) {
+		const struct row *r = &all.v[i];
+		const struct camp *p = m->camps[r->cid];
+		const char *v = p->variants[r->vid];
+		out[i] = (struct tl_count_row){.tenant = tl_str_of(p->tenant, p->tn),
+					       .campaign = tl_str_of(p->campaign, p->cn),
+					       .variant = tl_str_of(v, strlen(v)),
+					       .minute_ms = r->minute,
+					       .first_ts_ms = r->first,
+					       .last_ts_ms = r->last};
+		memcpy(out[i].delta, r->d, sizeof r->d);
+		oc[i] = r->cid;
+		ov[i] = r->vid;
+	}
+	if (rc) {
+		free(out);
+		free(oc);
+		free(ov);
+		out = NULL;
+		oc = ov = NULL;
+	}
+	*n = rc ? 0 : all.n;
+	*rows = out;
+	if (cids)
+		*cids = oc;
+	else
+		free(oc);
+	if (vids)
+		*vids = ov;
+	else
+		free(ov);
+	free(all.v);
+	tl_hmap_free(&all.map);
+	return rc;
+}
+
+int tl_mem_members(struct tl_mem *m, tl_mem_member_fn fn, void *arg)
+{
+	for (int s = 0; s < NSHARD; s++) {
+		const struct shard *sh = &m->members.sh[s];
+		for (size_t j = 0; j < sh->cap; j++) {
+			const uint64_t *sl = &sh->slots[j * 3];
+			if (!sl[0] && !sl[1])
+				continue;
+			int32_t day = (int32_t)(uint32_t)sl[2];
+			if (day == TL_MEM_PRELOADED)
+				continue;
+			XXH128_canonical_t c;
+			XXH128_canonicalFromHash(&c, (XXH128_hash_t){.low64 = sl[0], .high64 = sl[1]});
+			int rc = fn(arg, (uint32_t)(sl[2] >> 32), day, c.digest);
+			if (rc)
+				return rc;
+		}
+	}
+	return TL_OK;
+}
+
+size_t tl_mem_ids(const struct tl_mem *m)
+{
+	return set_count(&m->ids);
+}
+
+size_t tl_mem_member_count(const struct tl_mem *m)
+{
+	return set_count(&m->members);
+}

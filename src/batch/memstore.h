@@ -1,0 +1,86 @@
+/* memstore.h — the batch recompute's staging store: a struct tl_store whose
+ * transaction lives in memory, so that the batch folds with the very same
+ * tl_fold code as the streaming aggregator (pipeline/fold.h) on several
+ * threads at once, and writes the reporting DB once, in one transaction, at
+ * the end (batch.c).
+ *
+ * One struct tl_mem holds what all threads share: the event-id dedupe set,
+ * the unique-recipient sets, and the campaigns seen. Each worker thread opens
+ * its own connection (tl_mem_conn_open) and gives it to tl_fold_apply; a
+ * connection accumulates its counter rows privately. The sets are sharded
+ * hash sets of 128-bit fingerprints (XXH3-128) behind one mutex per shard:
+ *
+ *   dedupe:  XXH3_128(id, seed = XXH3_64(tenant))
+ *   member:  XXH3_128(recipient, seed = campaign_seed ^ kind)
+ *            campaign_seed = XXH3_64(campaign, seed = XXH3_64(tenant))
+ *
+ * The member fingerprint is stored in the batch state files (state.h), so
+ * this definition is a file format: never change it. Two distinct keys share
+ * a fingerprint with probability ~2^-128 per pair (~10^-24 for 20 million
+ * ids): exact for every practical purpose, at 16 bytes a key.
+ *
+ * A campaign's unique sets are complete only with the members other days
+ * already credited: the first time any thread meets a campaign's unique
+ * candidate, the preload callback runs once for it (other threads needing
+ * that campaign wait) and adds those members with tl_mem_add_preloaded; they
+ * are never new again and never written back as this run's. */
+#ifndef TL_BATCH_MEMSTORE_H
+#define TL_BATCH_MEMSTORE_H
+
+#include "store/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TL_FP_BYTES 16
+#define TL_MEM_PRELOADED INT32_MIN /* day of a member credited on another day */
+
+struct tl_mem;
+
+/* Adds, for one campaign, the members other days credited. Runs on a worker
+ * thread, once per campaign; returns 0 or an error (which fails the fold). */
+typedef int (*tl_mem_preload_fn)(void *arg, struct tl_mem *m, uint32_t cid, const char *tenant,
+				 const char *campaign);
+
+int tl_mem_create(tl_mem_preload_fn preload, void *arg, struct tl_mem **out) TL_MUST_CHECK;
+void tl_mem_destroy(struct tl_mem *m); /* after every connection is closed; NULL-safe */
+
+/* A connection for one thread (close it with tl_store_close). */
+int tl_mem_conn_open(struct tl_mem *m, struct tl_store **out) TL_MUST_CHECK;
+
+/* Campaign seed and member fingerprint (see above); fp is 16 bytes, the
+ * XXH128 canonical (big-endian) form. */
+uint64_t tl_mem_campaign_seed(struct tl_str tenant, struct tl_str campaign);
+void tl_mem_member_fp(uint64_t campaign_seed, uint8_t kind, struct tl_str recipient, uint8_t fp[TL_FP_BYTES]);
+
+/* Marks a member as credited on another day (from the preload callback). */
+int tl_mem_add_preloaded(struct tl_mem *m, uint32_t cid, const uint8_t fp[TL_FP_BYTES]) TL_MUST_CHECK;
+
+/* ---- results (after every connection is closed) -------------------------- */
+
+struct tl_mem_campaign {
+	const char *tenant, *campaign;
+	const char *const *variants; /* every variant met, "" for none */
+	size_t n_variants;
+};
+
+/* Campaign cid (0 .. tl_mem_campaigns_count-1). */
+size_t tl_mem_campaigns_count(const struct tl_mem *m);
+void tl_mem_campaign_get(const struct tl_mem *m, uint32_t cid, struct tl_mem_campaign *out);
+
+/* Every counter row of every connection merged: (tenant, campaign, variant,
+ * minute) with deltas, the unique counts credited included. rows[i].tenant
+ * etc. point into m. *rows is malloc'd (free it). cids[i] and vids[i], when
+ * asked for, give the campaign and variant index of row i. */
+int tl_mem_rows(struct tl_mem *m, struct tl_count_row **rows, uint32_t **cids, uint32_t **vids,
+		size_t *n) TL_MUST_CHECK;
+
+/* Calls fn for every member this run credited (not the preloaded ones). */
+typedef int (*tl_mem_member_fn)(void *arg, uint32_t cid, int32_t day, const uint8_t fp[TL_FP_BYTES]);
+int tl_mem_members(struct tl_mem *m, tl_mem_member_fn fn, void *arg) TL_MUST_CHECK;
+
+/* Sizes, for statistics. */
+size_t tl_mem_ids(const struct tl_mem *m);
+size_t tl_mem_member_count(const struct tl_mem *m);
+
+#endif

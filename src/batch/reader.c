@@ -1,0 +1,485 @@
+/* reader.c — listing archive files, reading their lines, and the fast path
+ * of the line parser (see reader.h). */
+#include "batch/reader.h"
+
+#include "core/clock.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define LINE_MAX_BYTES (1u << 20) /* far above TL_MAX_EVENT_JSON: only corrupt data is longer */
+#define OUT_CAP (LINE_MAX_BYTES + (1u << 20))
+#define IN_CAP (1u << 20)
+
+/* ---- listing -------------------------------------------------------------- */
+
+static int cmp_size_desc(const void *a, const void *b)
+{
+	const struct tl_archive_file *x = a, *y = b;
+	if (x->size != y->size)
+		return x->size < y->size ? 1 : -1;
+	return strcmp(x->path, y->path);
+}
+
+void tl_archive_files_free(struct tl_archive_file *f, size_t n)
+{
+	if (!f)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(f[i].path);
+	free(f);
+}
+
+int tl_archive_files_list(const char *dir, int64_t from_day, int64_t to_day, struct tl_archive_file **out,
+			  size_t *n)
+{
+	struct tl_archive_file *v = NULL;
+	size_t len = 0, cap = 0;
+	int rc = TL_OK;
+	for (int64_t day = from_day; day <= to_day && !rc; day++) {
+		char dt[32], sub[PATH_MAX];
+		int k = tl_archive_day_format(day, dt, sizeof dt);
+		if (k < 0 || snprintf(sub, sizeof sub, "%s/%s", dir, dt) >= (int)sizeof sub) {
+			rc = -TL_EINVAL;
+			break;
+		}
+		DIR *d = opendir(sub);
+		if (!d) {
+			if (errno != ENOENT)
+				rc = tl_err_from_errno(errno);
+			continue;
+		}
+		struct dirent *e;
+		while (!rc && (e = readdir(d))) {
+			struct tl_archive_name nm;
+			if (tl_archive_name_parse(e->d_name, &nm) != TL_OK)
+				continue;
+			char path[PATH_MAX];
+			struct stat stt;
+			if (snprintf(path, sizeof path, "%s/%s", sub, e->d_name) >= (int)sizeof path) {
+				rc = -TL_EINVAL;
+				break;
+			}
+			if (stat(path, &stt)) {
+				rc = tl_err_from_errno(errno);
+				break;
+			}
+			if (len == cap) {
+				size_t nc = cap ? cap * 2 : 256;
+				struct tl_archive_file *nv = realloc(v, nc * sizeof *nv);
+				if (!nv) {
+					rc = -TL_ENOMEM;
+					break;
+				}
+				v = nv;
+				cap = nc;
+			}
+			v[len] = (struct tl_archive_file){.path = strdup(path), .day = day, .name = nm,
+							  .size = (uint64_t)stt.st_size};
+			if (!v[len].path) {
+				rc = -TL_ENOMEM;
+				break;
+			}
+			len++;
+		}
+		closedir(d);
+	}
+	if (rc) {
+		tl_archive_files_free(v, len);
+		return rc;
+	}
+	if (len)
+		qsort(v, len, sizeof *v, cmp_size_desc);
+	*out = v;
+	*n = len;
+	return TL_OK;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+int tl_archive_days_list(const char *dir, int64_t from_day, int64_t to_day, int64_t **out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	DIR *d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? TL_OK : tl_err_from_errno(errno);
+	int64_t *v = NULL;
+	size_t len = 0, cap = 0;
+	int rc = TL_OK;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int64_t day;
+		if (tl_archive_day_parse(e->d_name, &day) || day < from_day || day > to_day)
+			continue;
+		if (len == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			int64_t *nv = realloc(v, nc * sizeof *nv);
+			if (!nv) {
+				rc = -TL_ENOMEM;
+				break;
+			}
+			v = nv;
+			cap = nc;
+		}
+		v[len++] = day;
+	}
+	closedir(d);
+	if (rc) {
+		free(v);
+		return rc;
+	}
+	if (len)
+		qsort(v, len, sizeof *v, cmp_i64);
+	*out = v;
+	*n = len;
+	return TL_OK;
+}
+
+/* ---- reading lines ------------------------------------------------------- */
+
+struct tl_archive_reader {
+	int fd;
+	ZSTD_DCtx *d;
+	char *in;
+	ZSTD_inBuffer ib;
+	char *buf;
+	size_t pos, len; /* unread decompressed bytes: buf[pos..len) */
+	size_t scanned;	 /* buf[pos..scanned) has no newline */
+	uint64_t consumed;
+	size_t last_ret; /* last ZSTD_decompressStream result: 0 = at a frame end */
+	bool input_eof, eof;
+};
+
+int tl_archive_reader_open(const char *path, struct tl_archive_reader **out)
+{
+	struct tl_archive_reader *r = calloc(1, sizeof *r);
+	if (!r)
+		return -TL_ENOMEM;
+	r->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (r->fd < 0) {
+		int rc = tl_err_from_errno(errno);
+		free(r);
+		return rc;
+	}
+	(void)posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	r->d = ZSTD_createDCtx();
+	r->in = malloc(IN_CAP);
+	r->buf = malloc(OUT_CAP);
+	if (!r->d || !r->in || !r->buf) {
+		tl_archive_reader_close(r);
+		return -TL_ENOMEM;
+	}
+	r->ib = (ZSTD_inBuffer){r->in, 0, 0};
+	*out = r;
+	return TL_OK;
+}
+
+void tl_archive_reader_close(struct tl_archive_reader *r)
+{
+	if (!r)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	ZSTD_freeDCtx(r->d);
+	free(r->in);
+	free(r->buf);
+	free(r);
+}
+
+uint64_t tl_archive_reader_offset(const struct tl_archive_reader *r)
+{
+	return r->consumed;
+}
+
+/* Decompresses more into buf[len..). */
+static int fill(struct tl_archive_reader *r)
+{
+	for (;;) {
+		if (r->ib.pos == r->ib.size && !r->input_eof) {
+			ssize_t got = read(r->fd, r->in, IN_CAP);
+			if (got < 0) {
+				if (errno == EINTR)
+					continue;
+				return tl_err_from_errno(errno);
+			}
+			r->ib = (ZSTD_inBuffer){r->in, (size_t)got, 0};
+			r->consumed += (uint64_t)got;
+			if (got == 0)
+				r->input_eof = true;
+		}
+		if (r->ib.pos == r->ib.size && r->input_eof) {
+			if (r->last_ret != 0)
+				return -TL_ECORRUPT; /* the last frame is cut short */
+			r->eof = true;
+			return TL_OK;
+		}
+		ZSTD_outBuffer ob = {r->buf + r->len, OUT_CAP - r->len, 0};
+		size_t ret = ZSTD_decompressStream(r->d, &ob, &r->ib);
+		if (ZSTD_isError(ret))
+			return -TL_ECORRUPT;
+		r->last_ret = ret;
+		r->len += ob.pos;
+		if (ob.pos)
+			return TL_OK;
+	}
+}
+
+int tl_archive_reader_next(struct tl_archive_reader *r, const char **line, size_t *n)
+{
+	for (;;) {
+		char *start = r->buf + r->pos;
+		char *nl = memchr(r->buf + r->scanned, '\n', r->len - r->scanned);
+		if (nl) {
+			*line = start;
+			*n = (size_t)(nl - start);
+			r->pos = r->scanned = (size_t)(nl - r->buf) + 1;
+			return 1;
+		}
+		r->scanned = r->len;
+		if (r->eof) {
+			if (r->pos == r->len)
+				return 0;
+			*line = start; /* a last line without its newline */
+			*n = r->len - r->pos;
+			r->pos = r->scanned = r->len;
+			return 1;
+		}
+		if (r->len - r->pos > LINE_MAX_BYTES)
+			return -TL_ETOOBIG;
+		if (r->pos) {
+			memmove(r->buf, start, r->len - r->pos);
+			r->len -= r->pos;
+			r->scanned -= r->pos;
+			r->pos = 0;
+		}
+		int rc = fill(r);
+		if (rc)
+			return rc;
+	}
+}
+
+/* ---- the fast path of the line parser ------------------------------------ */
+
+enum key {
+	K_TYPE,
+	K_TENANT,
+	K_CAMPAIGN,
+	K_VARIANT,
+	K_RECIPIENT,
+	K_MESSAGE,
+	K_ID,
+	K_URL,
+	K_UA,
+	K_IP,
+	K_PROVIDER,
+	K_TOKEN,
+	K_TS,
+	K_ARRIVAL,
+	K_BOUNCE,
+	K_MACHINE, /* from here: "true" values */
+	K_BOT,
+	K_HEAD,
+	K_HASHED,
+	K__N
+};
+
+static const struct {
+	const char *name;
+	uint8_t len;
+	uint16_t max; /* string fields: the limit tl_event_from_json enforces */
+} keys[K__N] = {
+	[K_TYPE] = {"type", 4, 32},
+	[K_TENANT] = {"tenant", 6, TL_MAX_TENANT},
+	[K_CAMPAIGN] = {"campaign", 8, TL_MAX_CAMPAIGN},
+	[K_VARIANT] = {"variant", 7, TL_MAX_VARIANT},
+	[K_RECIPIENT] = {"recipient", 9, TL_MAX_RECIPIENT},
+	[K_MESSAGE] = {"message", 7, TL_MAX_MESSAGE},
+	[K_ID] = {"id", 2, TL_MAX_ID},
+	[K_URL] = {"url", 3, TL_MAX_URL},
+	[K_UA] = {"user_agent", 10, TL_MAX_USER_AGENT},
+	[K_IP] = {"ip", 2, TL_MAX_IP},
+	[K_PROVIDER] = {"provider", 8, TL_MAX_PROVIDER},
+	[K_TOKEN] = {"token", 5, TL_MAX_TOKEN},
+	[K_TS] = {"ts", 2, 64},
+	[K_ARRIVAL] = {"arrival", 7, 64},
+	[K_BOUNCE] = {"bounce_class", 12, 16},
+	[K_MACHINE] = {"machine", 7, 0},
+	[K_BOT] = {"bot", 3, 0},
+	[K_HEAD] = {"head", 4, 0},
+	[K_HASHED] = {"hashed", 6, 0},
+};
+
+/* Keys in the order tl_event_to_json writes them: a canonical line finds
+ * each key at the first try. */
+static const uint8_t canonical_order[K__N] = {
+	K_TYPE, K_TENANT, K_CAMPAIGN, K_VARIANT, K_RECIPIENT, K_MESSAGE, K_ID,	   K_TS,     K_ARRIVAL, K_URL,
+	K_UA,	K_IP,	  K_BOUNCE,   K_PROVIDER, K_MACHINE,	K_BOT,	   K_HEAD, K_HASHED, K_TOKEN,
+};
+
+/* Position in canonical_order of key k (n bytes), searching from hint on. */
+static int key_lookup(const char *k, size_t n, int hint)
+{
+	for (int j = 0; j < K__N; j++) {
+		int pos = (hint + j) % K__N, i = canonical_order[pos];
+		if (keys[i].len == n && memcmp(keys[i].name, k, n) == 0)
+			return pos;
+	}
+	return -1;
+}
+
+static struct tl_str *field(struct tl_event *ev, int key)
+{
+	switch (key) {
+	case K_TENANT: return &ev->tenant;
+	case K_CAMPAIGN: return &ev->campaign;
+	case K_VARIANT: return &ev->variant;
+	case K_RECIPIENT: return &ev->recipient;
+	case K_MESSAGE: return &ev->message;
+	case K_ID: return &ev->id;
+	case K_URL: return &ev->url;
+	case K_UA: return &ev->user_agent;
+	case K_IP: return &ev->ip;
+	case K_PROVIDER: return &ev->provider;
+	case K_TOKEN: return &ev->token;
+	default: return NULL;
+	}
+}
+
+/* Index of the first byte of s[0..n) that ends or spoils a plain string:
+ * '"', '\\', a control byte or a non-ASCII byte. */
+static size_t plain_span(const char *s, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, s + i, 8);
+		/* any byte that is < 0x20, >= 0x80, '"' (0x22) or '\\' (0x5c) */
+		uint64_t hi = w & 0x8080808080808080ULL;
+		uint64_t lo = (w - 0x2020202020202020ULL) & ~w & 0x8080808080808080ULL;
+		uint64_t q = w ^ 0x2222222222222222ULL, b = w ^ 0x5c5c5c5c5c5c5c5cULL;
+		uint64_t zq = (q - 0x0101010101010101ULL) & ~q & 0x8080808080808080ULL;
+		uint64_t zb = (b - 0x0101010101010101ULL) & ~b & 0x8080808080808080ULL;
+		if (hi | lo | zq | zb)
+			break;
+	}
+	for (; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80)
+			break;
+	}
+	return i;
+}
+
+int tl_batch_parse_fast(const char *s, size_t n, struct tl_event *ev)
+{
+	memset(ev, 0, sizeof *ev);
+	if (n < 2 || s[0] != '{' || s[n - 1] != '}' || n > TL_MAX_EVENT_JSON)
+		return 1;
+	const char *p = s + 1, *end = s + n - 1; /* end: the closing brace */
+	uint32_t seen = 0;
+	struct tl_str type = TL_STR_NULL, bounce = TL_STR_NULL, ts = TL_STR_NULL, arrival = TL_STR_NULL;
+	int hint = 0;
+	if (p == end)
+		return 1;
+	for (;;) {
+		if (*p != '"')
+			return 1;
+		const char *k = ++p;
+		const char *kq = memchr(k, '"', (size_t)(end - k));
+		if (!kq || kq + 1 >= end || kq[1] != ':')
+			return 1;
+		int pos = key_lookup(k, (size_t)(kq - k), hint);
+		if (pos < 0)
+			return 1; /* unknown key: the full parser decides */
+		int key = canonical_order[pos];
+		if (seen & (1u << key))
+			return 1; /* repeated key */
+		seen |= 1u << key;
+		hint = pos + 1;
+		p = kq + 2;
+		if (key >= K_MACHINE) {
+			if (end - p < 4 || memcmp(p, "true", 4) != 0)
+				return 1;
+			p += 4;
+			static const uint16_t flag[] = {TL_EVF_PROVIDER_MACHINE, TL_EVF_BOT, TL_EVF_HEAD, TL_EVF_HASHED};
+			ev->flags |= flag[key - K_MACHINE];
+		} else {
+			if (p >= end || *p != '"')
+				return 1;
+			const char *v = ++p;
+			size_t vn = plain_span(v, (size_t)(end - v));
+			if (v + vn >= end || v[vn] != '"' || vn == 0 || vn > keys[key].max)
+				return 1;
+			p = v + vn + 1;
+			struct tl_str val = tl_str_of(v, vn);
+			switch (key) {
+			case K_TYPE: type = val; break;
+			case K_TS: ts = val; break;
+			case K_ARRIVAL: arrival = val; break;
+			case K_BOUNCE: bounce = val; break;
+			default: *field(ev, key) = val;
+			}
+		}
+		if (p == end)
+			break;
+		if (*p != ',')
+			return 1;
+		p++;
+	}
+
+	/* the checks of tl_event_from_json, in any order: all must pass */
+	if (!type.n)
+		return 1;
+	ev->type = (uint8_t)tl_event_type_parse(type.p, type.n);
+	if (ev->type == TL_EV_NONE)
+		return 1;
+	bool open_or_click = ev->type == TL_EV_OPEN || ev->type == TL_EV_CLICK;
+	if (ev->token.n) {
+		if (!open_or_click)
+			return 1;
+		ev->flags |= TL_EVF_HIT;
+	} else if (!ev->campaign.n || !ev->recipient.n) {
+		return 1;
+	}
+	if (!ev->id.n || !ts.n)
+		return 1;
+	if (tl_time_parse_iso(ts.p, ts.n, &ev->ts_ms) || ev->ts_ms <= 0)
+		return 1;
+	if (arrival.n && (tl_time_parse_iso(arrival.p, arrival.n, &ev->arrival_ms) || ev->arrival_ms <= 0))
+		return 1;
+	if (bounce.n) {
+		int c = tl_bounce_class_parse(bounce.p, bounce.n);
+		if (ev->type != TL_EV_BOUNCED || c < 0)
+			return 1;
+		ev->bounce_class = (uint8_t)c;
+	}
+	if ((seen & (1u << K_MACHINE)) && ev->type != TL_EV_OPEN)
+		return 1;
+	if ((seen & (1u << K_BOT)) && ev->type != TL_EV_CLICK)
+		return 1;
+	if ((seen & (1u << K_HEAD)) && !open_or_click)
+		return 1;
+	return 0;
+}
+
+int tl_batch_parse_line(const char *line, size_t len, struct tl_arena *a, struct tl_event *ev, char *err,
+			size_t errlen)
+{
+	if (tl_batch_parse_fast(line, len, ev) == 0)
+		return TL_OK;
+	return tl_event_from_json(line, len, a, ev, err, errlen);
+}
