@@ -1,21 +1,24 @@
 /* nats_consumer.c — consumers of the `nats://` backend.
  *
- * Each subscription is a libnats ordered consumer on its partition's stream:
- * an ephemeral push consumer with no acks and no durable state on the
- * server (tally keeps the offsets), delivering from sequence start + 1, with
- * flow control and idle heartbeats; libnats re-creates it from the last
- * delivered sequence when it sees a gap or misses heartbeats. Its messages
- * land in a per-subscription ring (the delivery thread blocks while the
- * ring is full, which stops flow-control replies and so the server); polls
- * take from the rings round-robin, like the file backend.
+ * Each subscription is an ephemeral push consumer on its partition's stream
+ * with no acks and no durable state on the server (tally keeps the
+ * offsets), delivering from sequence start + 1, with flow control and idle
+ * heartbeats. Its messages land in a per-subscription ring (the delivery
+ * thread blocks while the ring is full, which holds back flow-control
+ * replies and so the server); polls take from the rings round-robin, like
+ * the file backend.
  *
- * On top of libnats' own recovery, a subscription is re-created here from
- * the next offset tally expects when: a record arrives past a gap (only the
- * first record may jump, over records removed by retention), the connection
- * reports an asynchronous error for it, or it stays silent while its stream
- * holds records it has not delivered (checked at most every
- * WATCHDOG_MS, only by polls that wait). Records before the expected offset
- * (redeliveries after a reset) are dropped, so every offset comes once. */
+ * The subscription is re-created here from the next offset tally expects
+ * when: a record arrives past a gap (only the first record may jump, over
+ * records removed by retention), the connection reports an asynchronous
+ * error for it (missed heartbeats: its server died; a sequence mismatch),
+ * or it stays silent while its stream holds records it has not delivered
+ * (checked at most every WATCHDOG_MS, only by polls that wait). Records
+ * before the expected offset (redeliveries after a reset) are dropped, so
+ * every offset comes once. libnats' own "ordered consumer" would do the
+ * resets itself, but in libnats 3.4 its reset thread races with
+ * natsSubscription_Unsubscribe (a use-after-free seen under ASan), so the
+ * resets are done here, where unsubscribing is ordered with them. */
 #include "stream/nats_int.h"
 
 #include "core/clock.h"
@@ -128,9 +131,10 @@ static int sub_start(struct tln_consumer *c, size_t i)
 		jsSubOptions so;
 		jsSubOptions_Init(&so);
 		so.Stream = sb->p->stream;
-		so.Ordered = true;
+		so.Config.AckPolicy = js_AckNone;
 		so.Config.DeliverPolicy = js_DeliverByStartSequence;
 		so.Config.OptStartSeq = sb->next + 1;
+		so.Config.FlowControl = true;
 		so.Config.Heartbeat = HEARTBEAT_NS;
 		jsOptions o;
 		jsOptions_Init(&o);
