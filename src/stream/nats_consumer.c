@@ -359,7 +359,8 @@ static void watchdog(struct tln_consumer *c)
 		jsStreamInfo *si = NULL;
 		jsErrCode jerr = 0;
 		natsStatus st = js_GetStreamInfo(&si, s->js, stream, &o, &jerr);
-		int behind = st == NATS_OK && si->State.LastSeq > next;
+		/* a stored message at a sequence past next: it should have come */
+		int behind = st == NATS_OK && si->State.Msgs > 0 && si->State.LastSeq > next;
 		jsStreamInfo_Destroy(si);
 		pthread_mutex_lock(&c->mu);
 		if (behind && sb->next == next && sb->rlen == 0)
