@@ -233,10 +233,12 @@ static void batch_fail(struct batch_ctx *b, int status)
 static void batch_done(void *arg, int status, uint64_t first_offset)
 {
 	struct batch_ctx *b = arg;
+	struct tl_collector *c = b->c;
 	(void)first_offset;
 	if (status)
 		batch_fail(b, status);
 	batch_release(b);
+	col_append_done(c); /* last: c may go right after */
 }
 
 int col_batch_commit(struct tl_collector *c, struct tl_http_req *r, const struct col_batch_info *info)
@@ -283,8 +285,10 @@ int col_batch_commit(struct tl_collector *c, struct tl_http_req *r, const struct
 				v0 = g->vend[i];
 				i0 = g->iend[i];
 			}
+			col_append_begin(c);
 			int rc = tl_stream_append(c->o.stream, topic_names[t], p, recs, g->n, batch_done, b);
 			if (rc) { /* not queued: done will not run */
+				col_append_done(c);
 				batch_fail(b, rc);
 				atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel);
 			}
@@ -503,10 +507,23 @@ void tl_collector_stop(struct tl_collector *c)
 		tl_http_server_stop(c->srv);
 }
 
+#define DESTROY_WAIT_MS 30000
+
 void tl_collector_destroy(struct tl_collector *c)
 {
 	if (!c)
 		return;
+	/* durability callbacks still to come touch c and the server's deferred
+	 * responses: wait for them (the stream is not ours to close) */
+	int64_t deadline = tl_mono_ms() + DESTROY_WAIT_MS;
+	while (atomic_load_explicit(&c->appends_inflight, memory_order_acquire) > 0 &&
+	       tl_mono_ms() < deadline)
+		usleep(1000);
+	if (atomic_load_explicit(&c->appends_inflight, memory_order_acquire) > 0) {
+		tl_error("collector: %d stream appends never completed; not freeing the collector",
+		         (int)atomic_load(&c->appends_inflight));
+		return;
+	}
 	tl_http_server_destroy(c->srv);
 	tl_sns_certs_destroy(c->sns);
 	tl_webhook_replay_destroy(c->replay);

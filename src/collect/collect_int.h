@@ -72,7 +72,22 @@ struct tl_collector {
 	atomic_uint_fast64_t append_errors;
 	atomic_uint_fast64_t tenant_refresh_errors;
 	atomic_uint_fast64_t webhook_subscribe_errors;
+
+	atomic_int appends_inflight; /* appends whose durability callback has not returned */
 };
+
+/* Bracket every tl_stream_append: begin before it, done when its callback
+ * has finished with c (or at once when the append was refused).
+ * tl_collector_destroy waits for the count to drop to zero. */
+static inline void col_append_begin(struct tl_collector *c)
+{
+	atomic_fetch_add_explicit(&c->appends_inflight, 1, memory_order_relaxed);
+}
+
+static inline void col_append_done(struct tl_collector *c)
+{
+	atomic_fetch_sub_explicit(&c->appends_inflight, 1, memory_order_release);
+}
 
 static inline void col_count(atomic_uint_fast64_t *c)
 {

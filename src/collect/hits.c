@@ -107,9 +107,11 @@ static void answer_all(struct tl_collector *c, struct hit_ans *ans, size_t n, co
 static void flight_done(void *arg, int status, uint64_t first_offset)
 {
 	struct hit_flight *f = arg;
+	struct tl_collector *c = f->c;
 	(void)first_offset;
-	answer_all(f->c, f->ans, f->n, f->urls, status);
+	answer_all(c, f->ans, f->n, f->urls, status);
 	free(f);
+	col_append_done(c); /* last: c may go right after */
 }
 
 static void pending_flush(struct tl_collector *c, int p)
@@ -145,8 +147,10 @@ static void pending_flush(struct tl_collector *c, int p)
 		v0 = hp->vend[i];
 		i0 = hp->iend[i];
 	}
+	col_append_begin(c);
 	int rc = tl_stream_append(c->o.stream, TL_TOPIC_EVENTS, p, recs, n, flight_done, f);
 	if (rc) { /* not queued: flight_done will not run */
+		col_append_done(c);
 		answer_all(c, f->ans, n, f->urls, rc);
 		free(f);
 	}

@@ -50,6 +50,9 @@ struct fake {
 	struct frec recs[64];
 	size_t n;
 	atomic_int pending_done;
+	bool hold; /* keep durability callbacks for fake_release */
+	struct done_job *held[16];
+	size_t n_held;
 };
 
 struct done_job {
@@ -107,6 +110,13 @@ static int fake_append(struct tl_stream *s, const char *topic, int partition, co
 	struct done_job *j = malloc(sizeof *j);
 	*j = (struct done_job){f, done, arg, status};
 	atomic_fetch_add(&f->pending_done, 1);
+	pthread_mutex_lock(&f->mu);
+	if (f->hold) {
+		f->held[f->n_held++] = j;
+		pthread_mutex_unlock(&f->mu);
+		return 0;
+	}
+	pthread_mutex_unlock(&f->mu);
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, done_thread, j), 0);
 	pthread_detach(th);
@@ -125,6 +135,26 @@ static void fake_set(struct fake *f, int append_rc, int done_status)
 	f->append_rc = append_rc;
 	f->done_status = done_status;
 	pthread_mutex_unlock(&f->mu);
+}
+
+static size_t fake_held(struct fake *f)
+{
+	pthread_mutex_lock(&f->mu);
+	size_t n = f->n_held;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+/* Runs the held durability callbacks on this thread. */
+static void fake_release(struct fake *f)
+{
+	pthread_mutex_lock(&f->mu);
+	size_t n = f->n_held;
+	f->n_held = 0;
+	f->hold = false;
+	pthread_mutex_unlock(&f->mu);
+	for (size_t i = 0; i < n; i++)
+		done_thread(f->held[i]);
 }
 
 static size_t fake_count(struct fake *f)
@@ -147,6 +177,7 @@ struct fix {
 	struct tl_collector *col;
 	pthread_t th;
 	int port;
+	bool stopped; /* the test stopped and destroyed the collector itself */
 };
 
 static void *run_thread(void *arg)
@@ -189,9 +220,11 @@ static int teardown(void **state)
 	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
 	while (atomic_load(&x->f.pending_done) && tl_mono_ms() < deadline)
 		usleep(1000);
-	tl_collector_stop(x->col);
-	pthread_join(x->th, NULL);
-	tl_collector_destroy(x->col);
+	if (!x->stopped) {
+		tl_collector_stop(x->col);
+		pthread_join(x->th, NULL);
+		tl_collector_destroy(x->col);
+	}
 	free(x->acme.settings);
 	tl_store_close(x->st);
 	char cmd[160];
@@ -707,6 +740,58 @@ static void test_webhook(void **state)
 	fake_set(&x->f, 0, 0);
 }
 
+struct late {
+	struct fix *x;
+	atomic_int go;
+};
+
+static void *late_release(void *arg)
+{
+	struct late *l = arg;
+	while (!atomic_load(&l->go))
+		usleep(1000);
+	usleep(50000); /* let destroy start waiting (its correctness does not depend on it) */
+	fake_release(&l->x->f);
+	return NULL;
+}
+
+/* A durability callback that arrives after the collector stopped: destroy
+ * waits for it instead of freeing what it uses (ASan would catch it). */
+static void test_destroy_waits_for_appends(void **state)
+{
+	struct fix *x = *state;
+	char path[1024];
+	mint(x->acme.link_key, "acme", TL_TOKEN_OPEN, NULL, path, sizeof path);
+	pthread_mutex_lock(&x->f.mu);
+	x->f.hold = true;
+	pthread_mutex_unlock(&x->f.mu);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {0};
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)x->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	char raw[2048];
+	int n = snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+	assert_int_equal(send(fd, raw, (size_t)n, MSG_NOSIGNAL), n);
+	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
+	while (fake_held(&x->f) == 0 && tl_mono_ms() < deadline)
+		usleep(1000);
+	assert_int_equal(fake_held(&x->f), 1);
+
+	struct late l = {.x = x};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, late_release, &l), 0);
+	tl_collector_stop(x->col); /* answers the waiting hit 503 after its grace period */
+	pthread_join(x->th, NULL);
+	atomic_store(&l.go, 1);
+	tl_collector_destroy(x->col); /* returns only after the callback ran */
+	x->stopped = true;
+	pthread_join(th, NULL);
+	assert_int_equal(atomic_load(&x->f.pending_done), 0);
+	close(fd);
+}
+
 /* A tenant added while the collector runs is usable within the refresh period. */
 static void test_tenant_refresh(void **state)
 {
@@ -739,6 +824,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_webhook, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tenant_refresh, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_destroy_waits_for_appends, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
