@@ -23,6 +23,12 @@ struct tl_http_req;
 struct tl_http_deferred;
 struct tl_http_stream; /* a long-lived streaming response (SSE) */
 
+/* With h2o 2.2's HTTP/1 one timer covers both waits: a connection is closed
+ * when no complete request (headers and body) arrived within
+ * read_timeout_ms of accepting it or of the previous response. Idle
+ * keep-alive is therefore bounded by min(read_timeout_ms,
+ * keepalive_timeout_ms) = read_timeout_ms with the defaults. Request heads
+ * are capped at 64 KiB (431 JSON) and 100 header lines (h2o closes). */
 struct tl_http_limits {
 	size_t max_body;          /* bytes, default 1 MiB */
 	int read_timeout_ms;      /* header + body read timeout, default 10000 */

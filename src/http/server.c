@@ -214,7 +214,10 @@ int tl_http_server_create(const char *role, const char *addr, const struct tl_ht
 	/* h2o 2.2 HTTP/1 has one timer per request: it starts when the server
 	 * waits for a request (also on an idle keep-alive connection) and runs
 	 * until headers and body are in. */
-	srv->config.http1.req_timeout = (uint64_t)srv->limits.read_timeout_ms;
+	int rt = srv->limits.read_timeout_ms;
+	if (srv->limits.keepalive_timeout_ms < rt)
+		rt = srv->limits.keepalive_timeout_ms;
+	srv->config.http1.req_timeout = (uint64_t)rt;
 	srv->config.http1.upgrade_to_http2 = 0;
 	srv->hostconf = h2o_config_register_host(&srv->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
 	/* No paths registered: every request lands on the fallback path, whose
