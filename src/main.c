@@ -22,6 +22,7 @@ static const struct subcommand commands[] = {
 	{"tenant", tl_cmd_tenant, "add, list and configure tenants"},
 	{"link", tl_cmd_link, "mint a signed open-pixel or click URL"},
 	{"gen", tl_cmd_gen, "simulate campaigns against a collector; write the ground truth"},
+	{"bench", tl_cmd_bench, "measure: load generator, lag probe, API data set, parser timing"},
 };
 
 static void usage(FILE *f)

@@ -17,6 +17,7 @@ int tl_cmd_gen(int argc, char **argv);
 int tl_cmd_archive(int argc, char **argv);
 int tl_cmd_batch(int argc, char **argv);
 int tl_cmd_reconcile(int argc, char **argv);
+int tl_cmd_bench(int argc, char **argv);
 
 /* For batch and reconcile (cmd_batch.c): takes --day D | --from D1 --to D2
  * (YYYY-MM-DD, today, yesterday) and, when json is not NULL, --json out of
