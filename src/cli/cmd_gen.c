@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct gen_cfg {
 	char *collector;
@@ -28,6 +30,7 @@ struct gen_cfg {
 	int64_t seed;
 	int64_t concurrency;
 	int64_t batch_lines;
+	int64_t retry_until;
 	int junk;
 	int quiet;
 	struct tl_settings common; /* so tally.conf and TALLY_* meant for other commands are understood */
@@ -52,6 +55,9 @@ static const struct tl_opt gen_table[] = {
     {"concurrency", TL_OPT_INT, G(concurrency), "8", "parallel keep-alive HTTP connections"},
     {"batch-lines", TL_OPT_INT, G(batch_lines), "800", "NDJSON lines per POST /v1/events"},
     {"junk", TL_OPT_BOOL, G(junk), "true", "duplicates, bad batches, forged and foreign tokens"},
+    {"retry-until", TL_OPT_INT, G(retry_until), "0",
+     "seconds: re-send any request left without an answer (collector killed or restarting) until it "
+     "gets one; hits then carry an Idempotency-Key so they count once (0 = off)"},
     {"quiet", TL_OPT_BOOL, G(quiet), "false", "no progress lines"},
 };
 #define N_GEN (sizeof gen_table / sizeof gen_table[0])
@@ -60,11 +66,11 @@ static const char *const gen_flags[] = {
     "collector", "tenant",     "api-key",     "link-key",    "other-tenant-link-key",
     "campaigns", "recipients", "events",      "variants",    "campaign-prefix",
     "seed",      "out",        "concurrency", "batch-lines", "junk",
-    "quiet",     NULL};
+    "quiet",     "retry-until", NULL};
 
 static const char usage_line[] =
     "tally gen --collector URL --tenant NAME --api-key KEY --link-key HEX [--events N | --recipients N] "
-    "[--campaigns N] [--variants A,B] [--seed N] [--out FILE] [flags]";
+    "[--campaigns N] [--variants A,B] [--seed N] [--out FILE] [--retry-until SECONDS] [flags]";
 
 /* gen's own options, then every shared setting it does not redefine. */
 static struct tl_opt *build_table(size_t *n)
@@ -212,6 +218,7 @@ int tl_cmd_gen(int argc, char **argv)
 	    {"campaigns", G(campaigns), 1, 100000},   {"recipients", G(recipients), 0, 100000000},
 	    {"events", G(events), 0, 10000000000LL},  {"seed", G(seed), 0, INT64_MAX},
 	    {"concurrency", G(concurrency), 1, 1024}, {"batch-lines", G(batch_lines), 1, 100000},
+	    {"retry-until", G(retry_until), 0, 86400},
 	};
 	for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
 		int64_t v = *(int64_t *)(void *)((char *)&c + ranges[i].off);
@@ -230,6 +237,15 @@ int tl_cmd_gen(int argc, char **argv)
 	o.seed = (uint64_t)c.seed;
 	o.junk = c.junk;
 	o.batch_lines = (int)c.batch_lines;
+	/* retry mode: hit keys unique to this run, so a re-sent hit counts once */
+	char hit_prefix[24];
+	if (c.retry_until > 0) {
+		uint64_t r = 0;
+		if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+			r = (uint64_t)tl_now_ms() ^ ((uint64_t)getpid() << 32);
+		snprintf(hit_prefix, sizeof hit_prefix, "g%016llx", (unsigned long long)r);
+		o.hit_id_prefix = hit_prefix;
+	}
 	int rc = tl_gen_create(&o, &g);
 	if (rc) {
 		fprintf(stderr, "tally gen: %s\n",
@@ -256,6 +272,7 @@ int tl_cmd_gen(int argc, char **argv)
 	    .collector = collector,
 	    .api_key = c.api_key,
 	    .concurrency = (int)c.concurrency,
+	    .retry_until_ms = c.retry_until * 1000,
 	    .progress = on_progress,
 	    .progress_arg = &c,
 	    .err = err,

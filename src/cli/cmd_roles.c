@@ -33,9 +33,21 @@ static int run_roles(int argc, char **argv, unsigned roles, const char *usage, c
 	struct tl_wired w = {.s = &s};
 	struct tl_roles rs = {0};
 	ec = 1;
-	/* only the process that appends holds the log's writer lock */
-	int writes = roles & (ROLE_COLLECT | ROLE_ENRICH);
-	if ((roles != ROLE_API) && tl_wire_stream(&w, !writes))
+	/* one writing process per topic: each role declares what it appends to,
+	 * so a second writer (or a stale process) is refused now, by name */
+	const char *writes[6];
+	size_t nw = 0;
+	if (roles & ROLE_COLLECT) {
+		writes[nw++] = TL_TOPIC_EVENTS;
+		writes[nw++] = TL_TOPIC_DELIVERY;
+		writes[nw++] = TL_TOPIC_DEAD_WEBHOOKS;
+	}
+	if (roles & ROLE_ENRICH) {
+		writes[nw++] = TL_TOPIC_METRICS;
+		writes[nw++] = TL_TOPIC_DEAD;
+	}
+	writes[nw] = NULL;
+	if ((roles != ROLE_API) && tl_wire_stream_for(&w, nw ? writes : NULL))
 		goto out;
 	if ((roles & ROLE_COLLECT) && tl_wire_collector(&w, &rs))
 		goto out;

@@ -1,3 +1,4 @@
+/* roles.c — runs role loops as threads and stops them on a signal (roles.h). */
 #include "cli/roles.h"
 
 #include "core/err.h"
@@ -70,6 +71,7 @@ int tl_roles_run(struct tl_roles *rs)
 			tl_info("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 		break;
 	}
+	int corrupt = 0;
 	for (int i = 0; i < rs->n; i++) {
 		if (!rs->r[i].started)
 			continue;
@@ -77,6 +79,10 @@ int tl_roles_run(struct tl_roles *rs)
 		pthread_join(rs->r[i].thread, NULL);
 		if (rs->r[i].rc)
 			failed = 1;
+		if (rs->r[i].rc == -TL_ECORRUPT)
+			corrupt = 1;
 	}
-	return failed ? 1 : 0;
+	if (corrupt)
+		tl_error("stopped on corrupt data: restarting will not help; see docs/operations.md");
+	return corrupt ? TL_ROLES_EXIT_CORRUPT : failed ? 1 : 0;
 }

@@ -33,9 +33,15 @@ void tl_roles_block_signals(void);
 /* Adds a role; run/stop take obj. */
 void tl_roles_add(struct tl_roles *rs, const char *name, int (*run)(void *), void (*stop)(void *), void *obj);
 
+/* Exit status of a process whose role stopped on corrupt stored data
+ * (-TL_ECORRUPT): a restart would stop at the same place, so supervisors
+ * should not restart on it (systemd: RestartPreventExitStatus=3). */
+#define TL_ROLES_EXIT_CORRUPT 3
+
 /* Starts every role on its own thread, waits for a stop signal (or a role
  * ending on its own), stops them in the order added and joins them. Returns
- * 0 when every role ended cleanly, else 1. */
+ * 0 when every role ended cleanly, TL_ROLES_EXIT_CORRUPT when one stopped on
+ * corrupt data, else 1. */
 int tl_roles_run(struct tl_roles *rs);
 
 #endif

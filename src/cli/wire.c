@@ -39,23 +39,35 @@ static int mkdir_p(const char *path)
 
 int tl_wire_stream(struct tl_wired *w, int read_only)
 {
+	static const char *const all[] = {TL_TOPIC_EVENTS,  TL_TOPIC_DELIVERY, TL_TOPIC_DEAD_WEBHOOKS,
+					  TL_TOPIC_METRICS, TL_TOPIC_DEAD,     NULL};
+	return tl_wire_stream_for(w, read_only ? NULL : all);
+}
+
+int tl_wire_stream_for(struct tl_wired *w, const char *const *write_topics)
+{
 	if (mkdir_p(w->s->data)) {
 		tl_error("--data %s: cannot create: %s", w->s->data, strerror(errno));
 		return 1;
 	}
+	static const char *const none[] = {NULL};
+	char detail[512] = "";
 	struct tl_stream_opts so;
 	tl_stream_opts_defaults(&so);
 	so.partitions = (int)w->s->topic_partitions;
 	so.retention_ms = w->s->retention_ms;
 	so.segment_bytes = w->s->segment_size;
-	so.read_only = read_only;
+	so.read_only = write_topics == NULL;
+	so.write_topics = write_topics ? write_topics : none;
+	so.err = detail;
+	so.err_len = sizeof detail;
 	int rc = tl_stream_open(w->s->stream, &so, &w->stream);
 	if (rc) {
 		if (rc == -TL_ELOCKED)
-			tl_error("--stream %s: another tally process is writing this log (stop it first)",
-				 w->s->stream);
+			tl_error("--stream %s: %s", w->s->stream,
+				 detail[0] ? detail : "another tally process is writing this log (stop it first)");
 		else
-			tl_error("--stream %s: %s", w->s->stream, tl_strerror(rc));
+			tl_error("--stream %s: %s%s%s", w->s->stream, tl_strerror(rc), detail[0] ? ": " : "", detail);
 		return 1;
 	}
 	return 0;

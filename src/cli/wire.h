@@ -30,8 +30,15 @@ struct tl_wired {
 #define TL_API_FLAGS "api", "read-source"
 #define TL_ARCHIVE_FLAGS "archive-dir", "archive-roll-bytes", "archive-roll-interval"
 
-/* Opens the stream named by the settings (read_only for consumers in their
- * own process). Creates the data directory. Logs and returns non-zero on failure. */
+/* Opens the stream named by the settings. write_topics (NULL-terminated)
+ * are the topics this process appends to: their writer locks are taken now,
+ * so a second process writing one of them is refused at start with a
+ * message naming the topic and the holder's pid. NULL = a consumer only
+ * (read-only). Creates the data directory. Logs and returns non-zero on
+ * failure. */
+int tl_wire_stream_for(struct tl_wired *w, const char *const *write_topics);
+
+/* tl_wire_stream_for with NULL (read_only) or every topic tally writes. */
 int tl_wire_stream(struct tl_wired *w, int read_only);
 
 /* Each creates one role (logging the reason on failure) and adds it to rs. */

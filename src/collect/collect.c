@@ -26,7 +26,10 @@ static const char *const route_names[RT__COUNT] = {"pixel",   "click",   "events
                                                    "webhook", "healthz", "metrics"};
 static const char *const reject_names[RJ__COUNT] = {"bad_token", "bad_signature", "unknown_tenant",
                                                     "token_kind"};
-static const char *const topic_names[TP__COUNT] = {TL_TOPIC_EVENTS, TL_TOPIC_DELIVERY, TL_TOPIC_DEAD};
+/* dead letters of webhooks have their own topic: `dead` is the enricher's,
+ * and a topic has one writing process */
+static const char *const topic_names[TP__COUNT] = {TL_TOPIC_EVENTS, TL_TOPIC_DELIVERY,
+                                                   TL_TOPIC_DEAD_WEBHOOKS};
 static const char *const batch_names[BT__COUNT] = {"accepted", "bad_request", "unauthorized", "too_large",
                                                    "unavailable"};
 

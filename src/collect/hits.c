@@ -18,7 +18,11 @@
  * its partition and defers; once the loop iteration's requests are handled
  * (tl_http_server_soon) each partition's group is appended in one call, and
  * its durability callback answers every hit of the group. The record key is
- * the recipient the token carries. */
+ * the recipient the token carries.
+ *
+ * A client that may re-send a hit whose answer it lost (tally gen
+ * --retry-until) sends an Idempotency-Key header: it becomes the hit's event
+ * id, so the aggregator counts the hit once however often it arrives. */
 #include "collect/collect_int.h"
 
 #include "core/clock.h"
@@ -276,6 +280,31 @@ void col_hits_free(struct tl_collector *c)
 	free(c->hit_recs);
 }
 
+/* A hit's event id: "k-" + the client's Idempotency-Key when it sends an
+ * acceptable one (1..HIT_KEY_MAX of [A-Za-z0-9_.-]), so that a hit re-sent
+ * after a lost answer carries the same id and counts once; else a fresh
+ * collector id. An unacceptable key is ignored. Returns the id's length. */
+#define HIT_KEY_MAX 64
+#define HIT_ID_CAP (HIT_KEY_MAX + 3)
+
+static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, char *id)
+{
+	size_t n = 0;
+	const char *k = tl_http_header(r, "Idempotency-Key", &n);
+	bool ok = k && n > 0 && n <= HIT_KEY_MAX;
+	for (size_t i = 0; ok && i < n; i++) {
+		char ch = k[i];
+		ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		     ch == '_' || ch == '.' || ch == '-';
+	}
+	if (!ok)
+		return col_new_id(c, id);
+	memcpy(id, "k-", 2);
+	memcpy(id + 2, k, n);
+	id[n + 2] = '\0';
+	return n + 2;
+}
+
 /* Fills the parts of a hit event common to both routes. */
 static void hit_event(struct tl_collector *c, struct tl_http_req *r, struct tl_event *ev,
                       enum tl_event_type type, const char *token, size_t tn, char *id, char *ip)
@@ -294,7 +323,7 @@ static void hit_event(struct tl_collector *c, struct tl_http_req *r, struct tl_e
 		ev->user_agent = tl_str_of(ua, ual > TL_MAX_USER_AGENT ? TL_MAX_USER_AGENT : ual);
 	col_client_ip(c, r, ip, TL_MAX_IP + 1);
 	ev->ip = tl_str_of(ip, strlen(ip));
-	ev->id = tl_str_of(id, col_new_id(c, id));
+	ev->id = tl_str_of(id, hit_id(c, r, id));
 }
 
 /* The token of /o/<token>.gif or /c/<token>: what follows the 3-byte prefix. */
@@ -329,7 +358,7 @@ int col_on_pixel(void *arg, struct tl_http_req *r)
 		return TL_HTTP_DONE;
 	}
 	struct tl_event ev;
-	char id[48], ip[TL_MAX_IP + 1];
+	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1];
 	hit_event(c, r, &ev, TL_EV_OPEN, token, tn, id, ip);
 	return record_hit(c, r, &ev, t.recipient.p, t.recipient.n, NULL);
 }
@@ -377,7 +406,7 @@ int col_on_click(void *arg, struct tl_http_req *r)
 	if (!url_ok(t.url))
 		return click_not_found(c, r, RJ_BAD_TOKEN);
 	struct tl_event ev;
-	char id[48], ip[TL_MAX_IP + 1];
+	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1];
 	hit_event(c, r, &ev, TL_EV_CLICK, token, tn, id, ip);
 	return record_hit(c, r, &ev, t.recipient.p, t.recipient.n, &t.url);
 }

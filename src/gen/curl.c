@@ -7,9 +7,12 @@
  *
  * Retries: an answer of 503 or 429, or a failure to connect (nothing was
  * sent), is retried for every request after a short backoff; any other
- * failure without an answer is retried only for deduplicated event batches —
- * a pixel or click hit whose answer was lost may have been counted, so
- * re-sending it could count it twice: that is reported as an error. */
+ * failure without an answer is retried only for retry_safe requests
+ * (deduplicated event batches, hits carrying an idempotency key) — an
+ * unkeyed pixel or click hit whose answer was lost may have been counted,
+ * so re-sending it could count it twice: that is reported as an error.
+ * With retry_until_ms (runs that kill the collector) retries are bounded by
+ * time instead of attempts, with a backoff of at most 1 s. */
 #include "gen/gen.h"
 
 #include "core/clock.h"
@@ -29,6 +32,8 @@ struct slot {
 	struct tl_gen_request *r; /* NULL = free */
 	bool running;             /* added to the multi handle */
 	int64_t retry_at_ms;      /* when !running and r: start at this time */
+	int64_t first_ms;         /* first attempt of r */
+	struct curl_slist *hit_headers; /* GET/HEAD: the Idempotency-Key of r */
 	struct tl_buf url;
 	char location[TL_MAX_URL + 1];
 	size_t location_len;
@@ -117,7 +122,15 @@ static int start(struct driver *d, struct slot *s)
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
 		curl_easy_setopt(e, CURLOPT_HTTPHEADER, d->post_headers);
 	} else {
-		curl_easy_setopt(e, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+		curl_slist_free_all(s->hit_headers);
+		s->hit_headers = NULL;
+		if (r->idempotency_key) {
+			char h[128];
+			snprintf(h, sizeof h, "Idempotency-Key: %s", r->idempotency_key);
+			if (!(s->hit_headers = curl_slist_append(NULL, h)))
+				return -TL_ENOMEM;
+		}
+		curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->hit_headers);
 		curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 		if (strcmp(r->method, "HEAD") == 0)
@@ -154,6 +167,21 @@ static void done(struct driver *d, struct slot *s, CURLcode cc)
 	else
 		snprintf(s->curl_err, sizeof s->curl_err, "%s", curl_easy_strerror(cc));
 	bool nothing_sent = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST;
+	if (d->o->retry_until_ms > 0) {
+		bool unanswered = cc != CURLE_OK || status >= 500 || status == 429;
+		if (unanswered && (nothing_sent || status == 503 || status == 429 || s->r->retry_safe)) {
+			if (tl_mono_ms() - s->first_ms < d->o->retry_until_ms) {
+				int a = s->r->attempts < 6 ? s->r->attempts : 6;
+				int64_t backoff = 20LL << a; /* 40 ms … 1.28 s */
+				s->retry_at_ms = tl_mono_ms() + (backoff > 1000 ? 1000 : backoff);
+				return;
+			}
+			set_err(d, -TL_EUNAVAIL, "%s: no answer within --retry-until (%s)", s->r->path,
+			        s->curl_err[0] ? s->curl_err : "5xx/429");
+		}
+		finish(d, s, (int)status);
+		return;
+	}
 	bool retry = status == 503 || status == 429 || nothing_sent ||
 	             (s->r->retry_safe && (cc != CURLE_OK || status == 502 || status == 504));
 	if (retry && s->r->attempts < d->o->max_attempts) {
@@ -239,6 +267,7 @@ static void teardown(struct driver *d)
 				curl_multi_remove_handle(d->multi, s->easy);
 			if (s->easy)
 				curl_easy_cleanup(s->easy);
+			curl_slist_free_all(s->hit_headers);
 			tl_buf_free(&s->url);
 		}
 	}
@@ -283,6 +312,7 @@ int tl_gen_run_http(struct tl_gen *g, const struct tl_gen_http_opts *opts)
 					continue;
 				}
 				s->retry_at_ms = 0;
+				s->first_ms = now;
 			}
 			if (s->r && !s->running) {
 				if (s->retry_at_ms <= now) {

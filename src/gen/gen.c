@@ -122,6 +122,7 @@ struct req {
 	uint64_t release_seq; /* delayed retries: hand out at or after this sequence number */
 	struct hit hit;       /* for hits: what the token says */
 	bool is_hit;
+	char key[64];         /* hits: the idempotency key (opts.hit_id_prefix) */
 	bool counts_lines; /* a good batch whose lines may feed duplicates */
 };
 
@@ -132,7 +133,7 @@ struct reqq {
 
 struct tl_gen {
 	struct tl_gen_opts o;
-	char *tenant, *prefix, *variants_str, *base_url;
+	char *tenant, *prefix, *variants_str, *base_url, *hit_id_prefix;
 	int nv;                             /* number of variants (0 = none) */
 	char *variant[TL_GEN_MAX_VARIANTS]; /* names */
 	int nslots;                         /* max(nv, 1) */
@@ -164,6 +165,7 @@ struct tl_gen {
 	uint64_t junk_seq;
 
 	struct tl_gen_stats st;
+	uint64_t hit_seq; /* keyed hits handed out */
 	struct tl_buf scratch;
 	bool estimating; /* a sample run: no fixed extras that would skew the rate */
 };
@@ -268,6 +270,12 @@ int tl_gen_create(const struct tl_gen_opts *o, struct tl_gen **out)
 	const char *prefix = o->campaign_prefix ? o->campaign_prefix : "camp";
 	if (!*prefix || strlen(prefix) > TL_MAX_CAMPAIGN - 12)
 		return -TL_EINVAL;
+	if (o->hit_id_prefix) {
+		size_t n = strlen(o->hit_id_prefix);
+		if (n == 0 || n > 40 || strspn(o->hit_id_prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		                                                  "0123456789_.-") != n)
+			return -TL_EINVAL;
+	}
 	int rc = -TL_ENOMEM;
 	struct tl_gen *g = calloc(1, sizeof *g);
 	if (!g)
@@ -278,8 +286,11 @@ int tl_gen_create(const struct tl_gen_opts *o, struct tl_gen **out)
 	g->prefix = strdup(prefix);
 	g->variants_str = strdup(o->variants ? o->variants : "");
 	g->base_url = strdup(o->base_url ? o->base_url : "https://shop.example");
-	if (!g->tenant || !g->prefix || !g->variants_str || !g->base_url)
+	g->hit_id_prefix = o->hit_id_prefix ? strdup(o->hit_id_prefix) : NULL;
+	if (!g->tenant || !g->prefix || !g->variants_str || !g->base_url ||
+	    (o->hit_id_prefix && !g->hit_id_prefix))
 		goto fail;
+	g->o.hit_id_prefix = g->hit_id_prefix;
 	g->o.tenant = g->tenant;
 	g->o.campaign_prefix = g->prefix;
 	g->o.variants = g->variants_str;
@@ -339,6 +350,7 @@ void tl_gen_destroy(struct tl_gen *g)
 	free(g->prefix);
 	free(g->variants_str);
 	free(g->base_url);
+	free(g->hit_id_prefix);
 	tl_buf_free(&g->scratch);
 	free(g);
 }
@@ -1034,7 +1046,14 @@ static int make_hit(struct tl_gen *g, const struct hit *h, struct req **out)
 	q->pub.method = h->head ? "HEAD" : "GET";
 	q->pub.user_agent = h->ua;
 	q->pub.events = 1;
-	q->pub.retry_safe = false; /* every hit counts: a lost answer cannot be retried */
+	/* every hit counts: a lost answer can only be retried when the key
+	 * makes the collector count the hit once */
+	q->pub.retry_safe = false;
+	if (g->o.hit_id_prefix) {
+		snprintf(q->key, sizeof q->key, "%s-%llx", g->o.hit_id_prefix, (unsigned long long)++g->hit_seq);
+		q->pub.idempotency_key = q->key;
+		q->pub.retry_safe = true;
+	}
 	if (h->kind == TL_TOKEN_OPEN) {
 		q->pub.expect_status = 200; /* forged or not: the GIF */
 	} else if (h->forge != FORGE_NONE) {

@@ -46,6 +46,13 @@ struct tl_gen_opts {
 	bool junk;            /* duplicates, bad batches, forged/foreign tokens (default on) */
 	int batch_lines;      /* NDJSON lines per batch (default 800) */
 	const char *base_url; /* prefix of click destinations (default https://shop.example) */
+	/* Non-NULL: every hit carries the idempotency key "<prefix>-<n>" (n
+	 * counts the run's hits; prefix up to 40 of [A-Za-z0-9_.-], unique per
+	 * run) for the collector's Idempotency-Key header. The collector makes
+	 * it the hit's event id, so a hit re-sent after a lost answer counts
+	 * once: keyed hits are retry_safe. NULL (default): no key, and a hit
+	 * whose answer was lost cannot be retried. */
+	const char *hit_id_prefix;
 };
 
 /* Fills o with the defaults above (tenant NULL, keys zero). */
@@ -79,7 +86,8 @@ struct tl_gen_request {
 	size_t events;               /* events this request submits (lines, or 1 per hit) */
 	int expect_status;           /* 400, 404, 302, 200; 0 = any 2xx */
 	const char *expect_location; /* for 302: the destination the token holds */
-	bool retry_safe;             /* safe to re-send after an ambiguous failure (deduplicated batches) */
+	bool retry_safe;             /* safe to re-send after an ambiguous failure (deduplicated batches, keyed hits) */
+	const char *idempotency_key; /* hits with opts.hit_id_prefix: send as Idempotency-Key; else NULL */
 	int attempts;                /* incremented by the driver per try */
 };
 
@@ -139,6 +147,13 @@ struct tl_gen_http_opts {
 	const char *api_key;   /* Bearer for POST /v1/events */
 	int concurrency;       /* parallel keep-alive connections (default 8) */
 	int max_attempts;      /* per request, for retryable failures (default 20) */
+	/* > 0: "retry until" mode, for runs that kill the collector: a request
+	 * that gets no answer (connection refused or reset, timeout) or a 5xx
+	 * or 429 is re-sent with a backoff of at most 1 s until it gets an
+	 * answer, for up to this long after its first attempt (max_attempts is
+	 * then ignored). Only retry_safe requests are re-sent after the request
+	 * may have reached the collector, so hits need opts.hit_id_prefix. */
+	int64_t retry_until_ms;
 	int64_t timeout_ms;    /* per attempt (default 30 s) */
 	int64_t progress_ms;   /* interval between progress calls (default 1000) */
 	tl_gen_progress_fn progress;

@@ -12,6 +12,13 @@
  * everything queued behind it, truncates the segment back to the durable end
  * and leaves the partition ready for the next append.
  *
+ * One process writes a topic: it holds <topic>/.lock (flock, released by
+ * the kernel when the process dies, however it dies). A stream locks the
+ * topics it declared in opts.write_topics at open — so a second writer is
+ * refused at start — and any other topic when it first appends to it;
+ * taking the lock recovers the topic's partitions (torn tails truncated).
+ * Topics it does not write it reads as other processes publish them.
+ *
  * Formats live in file_segment.c, consumers in file_consumer.c. */
 #include "stream/file_int.h"
 
@@ -113,31 +120,6 @@ static int write_all_fd(int fd, const void *p, size_t n)
 		done += (size_t)r;
 	}
 	return 0;
-}
-
-/* Writes dir/name atomically: a temporary file, fsync, rename, fsync dir. */
-static int write_file_atomic(const char *dir, const char *name, const void *data, size_t n)
-{
-	char tmp[4096], dst[4096];
-	int rc = tlf_path(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
-	if (!rc)
-		rc = tlf_path(dst, sizeof(dst), "%s/%s", dir, name);
-	if (rc)
-		return rc;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return tl_err_from_errno(errno);
-	rc = write_all_fd(fd, data, n);
-	if (!rc && fsync(fd) != 0)
-		rc = tl_err_from_errno(errno);
-	close(fd);
-	if (!rc && rename(tmp, dst) != 0)
-		rc = tl_err_from_errno(errno);
-	if (!rc)
-		rc = tlf_fsync_dir(dir);
-	if (rc)
-		unlink(tmp);
-	return rc;
 }
 
 /* ---- I/O of the writer threads, through the test hooks ---- */
@@ -434,6 +416,8 @@ static void retention_all(struct tlf_stream *s)
 	size_t nt = atomic_load_explicit(&s->ntopics, memory_order_acquire);
 	for (size_t i = 0; i < nt; i++) {
 		struct tlf_topic *t = s->topics[i];
+		if (!tlf_topic_writable(t))
+			continue;
 		for (int k = 0; k < t->nparts; k++) {
 			struct tlf_part *p = &t->parts[k];
 			pthread_mutex_lock(&p->mu);
@@ -552,7 +536,9 @@ static int part_open_writer(struct tlf_stream *s, struct tlf_part *p, const char
 	return 0;
 }
 
-static void part_close(struct tlf_part *p, int clean)
+/* Gives up p's write side: marks the durable file clean (when asked),
+ * closes the partition's files, frees its batches and segment list. */
+static void part_writer_close(struct tlf_part *p, int clean)
 {
 	if (p->dur_fd >= 0) {
 		if (clean) {
@@ -562,14 +548,23 @@ static void part_close(struct tlf_part *p, int clean)
 			(void)fdatasync(p->dur_fd);
 		}
 		close(p->dur_fd);
+		p->dur_fd = -1;
 	}
 	if (p->seg_fd >= 0)
 		close(p->seg_fd);
 	if (p->dir_fd >= 0)
 		close(p->dir_fd);
+	p->seg_fd = p->dir_fd = -1;
 	batch_free(&p->pending);
 	batch_free(&p->flush);
 	free(p->segs);
+	p->segs = NULL;
+	p->nsegs = p->segcap = 0;
+}
+
+static void part_close(struct tlf_part *p, int clean)
+{
+	part_writer_close(p, clean);
 	free(p->path);
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->idle);
@@ -623,10 +618,48 @@ static void topic_free(struct tlf_topic *t, int clean)
 	if (t->parts)
 		for (int i = 0; i < t->nparts; i++)
 			part_close(&t->parts[i], clean);
+	if (t->lock_fd >= 0)
+		close(t->lock_fd); /* releases the flock */
 	free(t->parts);
 	free(t);
 }
 
+/* Creates <tdir>/meta for the stream's partition count unless it exists.
+ * The content goes to a temporary file that is then linked in: creators
+ * racing in several processes all end up reading the first one's. */
+static int meta_create(struct tlf_stream *s, const char *tdir)
+{
+	char tmp[4096], dst[4096], meta[32];
+	int rc = mkdir_p(tdir);
+	if (!rc)
+		rc = tlf_fsync_dir(s->dir);
+	if (!rc)
+		rc = tlf_path(tmp, sizeof(tmp), "%s/meta.%ld.tmp", tdir, (long)getpid());
+	if (!rc)
+		rc = tlf_path(dst, sizeof(dst), "%s/meta", tdir);
+	if (rc)
+		return rc;
+	int n = snprintf(meta, sizeof(meta), "partitions=%d\n", s->opts.partitions);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return tl_err_from_errno(errno);
+	rc = write_all_fd(fd, meta, (size_t)n);
+	if (!rc && fsync(fd) != 0)
+		rc = tl_err_from_errno(errno);
+	close(fd);
+	if (!rc && link(tmp, dst) != 0 && errno != EEXIST) {
+		/* a filesystem without hard links: rename (last creator wins) */
+		if ((errno == EPERM || errno == ENOSYS || errno == EOPNOTSUPP) && rename(tmp, dst) == 0)
+			return tlf_fsync_dir(tdir);
+		rc = tl_err_from_errno(errno);
+	}
+	unlink(tmp);
+	return rc ? rc : tlf_fsync_dir(tdir);
+}
+
+/* Loads topic name from disk, creating its meta file when it does not
+ * exist yet (a stream that cannot create it gets -TL_ENOTFOUND). The
+ * topic is not locked: topic_lock makes it writable. */
 static int topic_load(struct tlf_stream *s, const char *name, struct tlf_topic **out)
 {
 	char tdir[4096];
@@ -634,16 +667,11 @@ static int topic_load(struct tlf_stream *s, const char *name, struct tlf_topic *
 	if (rc)
 		return rc;
 	int nparts = meta_read(tdir);
-	if (nparts == -TL_ENOTFOUND && s->lock_fd >= 0) {
-		if (mkdir(tdir, 0755) != 0 && errno != EEXIST)
-			return tl_err_from_errno(errno);
-		if ((rc = tlf_fsync_dir(s->dir)) != 0)
-			return rc;
-		char meta[32];
-		nparts = s->opts.partitions;
-		int n = snprintf(meta, sizeof(meta), "partitions=%d\n", nparts);
-		if ((rc = write_file_atomic(tdir, "meta", meta, (size_t)n)) != 0)
-			return rc;
+	if (nparts == -TL_ENOTFOUND) {
+		rc = meta_create(s, tdir);
+		if (rc) /* a reader that cannot create it waits for the writer */
+			return s->read_only ? -TL_ENOTFOUND : rc;
+		nparts = meta_read(tdir);
 	}
 	if (nparts < 0)
 		return nparts;
@@ -652,6 +680,7 @@ static int topic_load(struct tlf_stream *s, const char *name, struct tlf_topic *
 	if (!t)
 		return -TL_ENOMEM;
 	snprintf(t->name, sizeof(t->name), "%s", name);
+	t->lock_fd = -1;
 	t->parts = calloc((size_t)nparts, sizeof(*t->parts));
 	if (!t->parts) {
 		free(t);
@@ -667,16 +696,13 @@ static int topic_load(struct tlf_stream *s, const char *name, struct tlf_topic *
 		pthread_cond_init(&p->idle, NULL);
 	}
 	for (int i = 0; i < nparts; i++) {
-		struct tlf_part *p = &t->parts[i];
 		char pdir[4096];
 		if ((rc = tlf_path(pdir, sizeof(pdir), "%s/%d", tdir, i)) != 0)
 			goto fail;
-		if (!(p->path = strdup(pdir))) {
+		if (!(t->parts[i].path = strdup(pdir))) {
 			rc = -TL_ENOMEM;
 			goto fail;
 		}
-		if (s->lock_fd >= 0 && (rc = part_open_writer(s, p, tdir)) != 0)
-			goto fail;
 	}
 	*out = t;
 	return 0;
@@ -685,14 +711,84 @@ fail:
 	return rc;
 }
 
-int tlf_topic_get(struct tlf_stream *s, const char *name, struct tlf_topic **out)
+/* Describes the holder of the lock open on fd for an error message. */
+static void lock_detail(struct tlf_stream *s, struct tlf_topic *t, int fd, const char *path)
+{
+	if (!s->opts.err || !s->opts.err_len)
+		return;
+	char buf[32];
+	ssize_t r = pread(fd, buf, sizeof(buf) - 1, 0);
+	long pid = 0;
+	if (r > 0) {
+		buf[r] = '\0';
+		char *end;
+		pid = strtol(buf, &end, 10);
+		if (end == buf || pid <= 0)
+			pid = 0;
+	}
+	if (pid)
+		snprintf(s->opts.err, s->opts.err_len,
+		         "topic %s is written by another process (pid %ld holds %s): stop it first", t->name, pid,
+		         path);
+	else
+		snprintf(s->opts.err, s->opts.err_len, "topic %s is written by another process (it holds %s)",
+		         t->name, path);
+}
+
+/* Makes this stream the writer of t: takes <topic>/.lock (-TL_ELOCKED when
+ * another process holds it), recovers every partition and publishes their
+ * durable ends. Called with s->topics_mu held. */
+static int topic_lock(struct tlf_stream *s, struct tlf_topic *t)
+{
+	if (tlf_topic_writable(t))
+		return 0;
+	if (s->read_only)
+		return -TL_EINVAL;
+	char tdir[4096], lock[4096];
+	int rc = tlf_path(tdir, sizeof(tdir), "%s/%s", s->dir, t->name);
+	if (!rc)
+		rc = tlf_path(lock, sizeof(lock), "%s/.lock", tdir);
+	if (rc)
+		return rc;
+	int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return tl_err_from_errno(errno);
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		rc = errno == EWOULDBLOCK ? -TL_ELOCKED : tl_err_from_errno(errno);
+		if (rc == -TL_ELOCKED)
+			lock_detail(s, t, fd, lock);
+		close(fd);
+		return rc;
+	}
+	char pid[24];
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) == 0) {
+		ssize_t w = pwrite(fd, pid, (size_t)n, 0);
+		(void)w; /* only for messages */
+	}
+	for (int i = 0; i < t->nparts; i++) {
+		if ((rc = part_open_writer(s, &t->parts[i], tdir)) != 0) {
+			for (int k = 0; k <= i; k++)
+				part_writer_close(&t->parts[k], 0);
+			close(fd);
+			return rc;
+		}
+	}
+	t->lock_fd = fd;
+	atomic_store_explicit(&t->writable, 1, memory_order_release);
+	return 0;
+}
+
+/* Finds (or loads) topic name; with lock, also makes this stream its writer. */
+static int topic_get(struct tlf_stream *s, const char *name, int lock, struct tlf_topic **out)
 {
 	if (!name)
 		return -TL_EINVAL;
 	size_t n = atomic_load_explicit(&s->ntopics, memory_order_acquire);
 	for (size_t i = 0; i < n; i++) {
-		if (strcmp(s->topics[i]->name, name) == 0) {
-			*out = s->topics[i];
+		struct tlf_topic *t = s->topics[i];
+		if (strcmp(t->name, name) == 0 && (!lock || tlf_topic_writable(t))) {
+			*out = t;
 			return 0;
 		}
 	}
@@ -700,30 +796,37 @@ int tlf_topic_get(struct tlf_stream *s, const char *name, struct tlf_topic **out
 		return -TL_EINVAL;
 	pthread_mutex_lock(&s->topics_mu);
 	int rc = 0;
+	struct tlf_topic *t = NULL;
 	n = atomic_load_explicit(&s->ntopics, memory_order_relaxed);
-	for (size_t i = 0; i < n; i++) {
-		if (strcmp(s->topics[i]->name, name) == 0) {
-			*out = s->topics[i];
+	for (size_t i = 0; i < n && !t; i++)
+		if (strcmp(s->topics[i]->name, name) == 0)
+			t = s->topics[i];
+	if (!t) {
+		if (n == TLF_MAX_TOPICS) {
+			rc = -TL_ETOOBIG;
 			goto out;
 		}
-	}
-	if (n == TLF_MAX_TOPICS) {
-		rc = -TL_ETOOBIG;
-		goto out;
-	}
-	struct tlf_topic *t;
-	rc = topic_load(s, name, &t);
-	if (rc == 0) {
+		if ((rc = topic_load(s, name, &t)) != 0)
+			goto out;
 		s->topics[n] = t;
 		atomic_store_explicit(&s->ntopics, n + 1, memory_order_release);
-		*out = t;
 	}
+	if (lock)
+		rc = topic_lock(s, t);
+	if (!rc)
+		*out = t;
 out:
 	pthread_mutex_unlock(&s->topics_mu);
 	return rc;
 }
 
-/* Loads every topic already in the log directory (recovery + retention). */
+int tlf_topic_get(struct tlf_stream *s, const char *name, struct tlf_topic **out)
+{
+	return topic_get(s, name, s->write_all, out);
+}
+
+/* Loads (and locks: the stream writes every topic) every topic already in
+ * the log directory: recovery + retention. */
 static int load_existing_topics(struct tlf_stream *s)
 {
 	DIR *d = opendir(s->dir);
@@ -739,7 +842,7 @@ static int load_existing_topics(struct tlf_stream *s)
 		    access(meta, F_OK) != 0)
 			continue;
 		struct tlf_topic *t;
-		rc = tlf_topic_get(s, e->d_name, &t);
+		rc = topic_get(s, e->d_name, 1, &t);
 	}
 	closedir(d);
 	return rc;
@@ -760,9 +863,7 @@ static void file_close(struct tl_stream *base)
 		pthread_join(s->writers[i], NULL);
 	size_t nt = atomic_load(&s->ntopics);
 	for (size_t i = 0; i < nt; i++)
-		topic_free(s->topics[i], s->lock_fd >= 0);
-	if (s->lock_fd >= 0)
-		close(s->lock_fd); /* releases the flock */
+		topic_free(s->topics[i], tlf_topic_writable(s->topics[i]));
 	pthread_mutex_destroy(&s->topics_mu);
 	pthread_mutex_destroy(&s->wmu);
 	pthread_cond_destroy(&s->wcond);
@@ -800,7 +901,9 @@ static int file_open(const char *uri, const struct tl_stream_opts *opts, struct 
 		return -TL_ENOMEM;
 	s->base.ops = &tl_stream_file_ops;
 	s->opts = *opts;
-	s->lock_fd = -1;
+	s->opts.write_topics = NULL; /* the caller's array: used here only */
+	s->read_only = opts->read_only;
+	s->write_all = !opts->read_only && !opts->write_topics;
 	pthread_mutex_init(&s->topics_mu, NULL);
 	pthread_mutex_init(&s->wmu, NULL);
 	cond_init_mono(&s->wcond);
@@ -816,20 +919,17 @@ static int file_open(const char *uri, const struct tl_stream_opts *opts, struct 
 		goto fail;
 	}
 	if (!opts->read_only) {
-		char lock[4096];
-		if ((rc = mkdir_p(s->dir)) != 0 ||
-		    (rc = tlf_path(lock, sizeof(lock), "%s/.writer.lock", s->dir)) != 0)
+		if ((rc = mkdir_p(s->dir)) != 0)
 			goto fail;
-		s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-		if (s->lock_fd < 0) {
-			rc = tl_err_from_errno(errno);
-			goto fail;
+		if (s->write_all) {
+			rc = load_existing_topics(s);
+		} else {
+			for (size_t i = 0; !rc && opts->write_topics[i]; i++) {
+				struct tlf_topic *t;
+				rc = topic_get(s, opts->write_topics[i], 1, &t);
+			}
 		}
-		if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-			rc = errno == EWOULDBLOCK ? -TL_ELOCKED : tl_err_from_errno(errno);
-			goto fail;
-		}
-		if ((rc = load_existing_topics(s)) != 0)
+		if (rc)
 			goto fail;
 		for (int i = 0; i < TLF_WRITERS; i++) {
 			if (pthread_create(&s->writers[i], NULL, writer_main, s) != 0) {
@@ -839,6 +939,7 @@ static int file_open(const char *uri, const struct tl_stream_opts *opts, struct 
 			s->nwriters++;
 		}
 	}
+	s->opts.err = NULL; /* the caller's buffer: only for open */
 	*out = &s->base;
 	return 0;
 fail:
@@ -857,10 +958,10 @@ static int file_append(struct tl_stream *base, const char *topic, int partition,
                        size_t n, tl_stream_done_fn done, void *arg)
 {
 	struct tlf_stream *s = (struct tlf_stream *)base;
-	if (s->lock_fd < 0 || (n > 0 && !recs))
+	if (s->read_only || (n > 0 && !recs))
 		return -TL_EINVAL;
 	struct tlf_topic *t;
-	int rc = tlf_topic_get(s, topic, &t);
+	int rc = topic_get(s, topic, 1, &t);
 	if (rc)
 		return rc;
 	if (partition < 0 || partition >= t->nparts)
@@ -927,7 +1028,7 @@ static int part_view_any(struct tlf_stream *s, const char *topic, int partition,
 	d->last_pos = TLF_NONE;
 	struct tlf_topic *t;
 	int rc = tlf_topic_get(s, topic, &t);
-	if (rc == -TL_ENOTFOUND && s->lock_fd < 0)
+	if (rc == -TL_ENOTFOUND) /* cannot be created here: nothing written yet */
 		return partition >= 0 ? tlf_path(pdir, pdir_cap, "%s/%s/%d", s->dir, topic, partition)
 		                      : -TL_EINVAL;
 	if (rc)
@@ -937,7 +1038,7 @@ static int part_view_any(struct tlf_stream *s, const char *topic, int partition,
 	struct tlf_part *p = &t->parts[partition];
 	if ((rc = tlf_path(pdir, pdir_cap, "%s", p->path)) != 0)
 		return rc;
-	if (s->lock_fd >= 0) {
+	if (tlf_topic_writable(t)) {
 		tlf_part_view(p, d);
 		return 0;
 	}
@@ -1024,7 +1125,7 @@ int tl_stream_file_set_hooks(struct tl_stream *base, const struct tl_file_hooks 
 	if (!base || base->ops != &tl_stream_file_ops)
 		return -TL_EINVAL;
 	struct tlf_stream *s = (struct tlf_stream *)base;
-	if (s->lock_fd < 0)
+	if (s->read_only)
 		return -TL_EINVAL;
 	pthread_mutex_lock(&s->wmu);
 	if (hooks)
@@ -1040,7 +1141,7 @@ int tl_stream_file_retention(struct tl_stream *base)
 	if (!base || base->ops != &tl_stream_file_ops)
 		return -TL_EINVAL;
 	struct tlf_stream *s = (struct tlf_stream *)base;
-	if (s->lock_fd < 0)
+	if (s->read_only)
 		return -TL_EINVAL;
 	retention_all(s);
 	return 0;

@@ -3,9 +3,12 @@
  * Each subscription reads its partition's segments with pread in big chunks
  * into its own buffer and hands out records pointing into it, never past
  * the partition's durable end. The durable end comes from memory when the
- * stream is the writer (consumers wait on the stream's publication condvar)
- * or from <p>/durable when read-only (consumers wait on inotify events on
- * those files, with a 5 ms poll while a file does not exist yet). */
+ * stream writes the topic, else from <p>/durable, which the writing process
+ * rewrites (one pwrite) after each fdatasync. A consumer whose topics are all
+ * written by its own stream waits on the stream's publication condvar;
+ * any other waits on inotify events on the durable files of its partitions
+ * (the writer's pwrite wakes it, in whatever process the writer runs), with
+ * a 5 ms poll while a file does not exist yet. */
 #include "stream/file_int.h"
 
 #include "core/clock.h"
@@ -51,6 +54,7 @@ struct tlf_consumer {
 	size_t n;
 	size_t rr;
 	int err;
+	int local; /* every subscription is on a topic this stream writes */
 	int ino_fd, ev_fd;
 	_Atomic int wake;
 	char detail[512];
@@ -344,7 +348,7 @@ static void drain_inotify(struct tlf_consumer *c)
 static void wait_data(struct tlf_consumer *c, uint64_t gen, int missing, int64_t deadline_ns)
 {
 	struct tlf_stream *s = c->s;
-	if (s->lock_fd >= 0) {
+	if (c->local) {
 		struct timespec ts = {.tv_sec = deadline_ns / 1000000000,
 		                      .tv_nsec = deadline_ns % 1000000000};
 		pthread_mutex_lock(&s->pub_mu);
@@ -390,7 +394,7 @@ int tlf_consumer_poll(struct tl_consumer *base, struct tl_record *out, size_t ma
 	if (max > INT_MAX)
 		max = INT_MAX;
 	const int64_t deadline = timeout_ms > 0 ? tl_mono_ns() + (int64_t)timeout_ms * 1000000 : -1;
-	const int readonly = c->s->lock_fd < 0;
+	const int readonly = !c->local;
 	for (;;) {
 		int missing = 0;
 		if (readonly && timeout_ms != 0)
@@ -412,7 +416,7 @@ void tlf_consumer_wakeup(struct tl_consumer *base)
 	struct tlf_consumer *c = (struct tlf_consumer *)base;
 	struct tlf_stream *s = c->s;
 	atomic_store(&c->wake, 1);
-	if (s->lock_fd >= 0) {
+	if (c->local) {
 		pthread_mutex_lock(&s->pub_mu);
 		pthread_cond_broadcast(&s->pub_cond);
 		pthread_mutex_unlock(&s->pub_mu);
@@ -476,13 +480,7 @@ int tlf_consumer_open(struct tl_stream *base, const struct tl_subscription *subs
 		sb->fd = sb->dur_fd = sb->wd = -1;
 		sb->view.last_pos = TLF_NONE;
 	}
-	if (s->lock_fd < 0) {
-		c->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-		if (c->ev_fd < 0) {
-			rc = tl_err_from_errno(errno);
-			goto fail;
-		}
-	}
+	c->local = 1;
 	for (size_t i = 0; i < n; i++) {
 		struct csub *sb = &c->subs[i];
 		struct tlf_topic *t = NULL;
@@ -491,8 +489,8 @@ int tlf_consumer_open(struct tl_stream *base, const struct tl_subscription *subs
 			goto fail;
 		}
 		rc = tlf_topic_get(s, subs[i].topic, &t);
-		if (rc == -TL_ENOTFOUND && s->lock_fd < 0)
-			rc = 0; /* not created yet: read once the writer creates it */
+		if (rc == -TL_ENOTFOUND)
+			rc = 0; /* cannot be created here: read once the writer creates it */
 		if (rc)
 			goto fail;
 		if (t && subs[i].partition >= t->nparts) {
@@ -508,10 +506,19 @@ int tlf_consumer_open(struct tl_stream *base, const struct tl_subscription *subs
 			goto fail;
 		}
 		snprintf(sb->label, sizeof(sb->label), "%s/%d", subs[i].topic, subs[i].partition);
-		if (s->lock_fd >= 0)
+		if (t && tlf_topic_writable(t))
 			sb->p = &t->parts[subs[i].partition];
+		else
+			c->local = 0;
 		sb->partition = subs[i].partition;
 		sb->next = subs[i].start;
+	}
+	if (!c->local) {
+		c->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (c->ev_fd < 0) {
+			rc = tl_err_from_errno(errno);
+			goto fail;
+		}
 	}
 	*out = &c->base;
 	return 0;

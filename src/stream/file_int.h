@@ -4,8 +4,10 @@
  * Nothing outside src/stream/file*.c includes this.
  *
  * On-disk layout under <dir>:
- *   .writer.lock                     flock'ed by the one writer process
- *   <topic>/meta                     "partitions=N\n", written tmp + rename
+ *   <topic>/.lock                    flock'ed by the one process writing the
+ *                                    topic; holds its pid (for messages)
+ *   <topic>/meta                     "partitions=N\n", written to a temporary
+ *                                    file and linked in (first creator wins)
  *   <topic>/<p>/<20-digit base>.seg  segments; a segment's name is the offset
  *                                    of its first record
  *   <topic>/<p>/durable              TLF_DURABLE_SIZE bytes: the partition's
@@ -193,13 +195,16 @@ struct tlf_topic {
 	char name[TLF_TOPIC_NAME_MAX + 1];
 	int nparts;
 	struct tlf_part *parts;
+	int lock_fd;          /* this stream writes the topic: its flock'ed .lock, else -1 */
+	_Atomic int writable; /* set (release) once lock_fd is held and every partition is open */
 };
 
 struct tlf_stream {
 	struct tl_stream base;
 	struct tl_stream_opts opts;
 	char *dir;
-	int lock_fd; /* -1 when read-only */
+	int read_only; /* no appends, no locks */
+	int write_all; /* write_topics was NULL: every topic loaded is locked and written */
 
 	pthread_mutex_t topics_mu;
 	struct tlf_topic *topics[TLF_MAX_TOPICS];
@@ -222,10 +227,18 @@ struct tlf_stream {
 	_Atomic uint64_t pub_gen;
 };
 
-/* Finds topic name (loading it from disk, or creating it when the stream
- * writes). *out is valid until the stream closes. 0, -TL_ENOTFOUND
- * (read-only and the topic does not exist yet), -TL_EINVAL (bad name), … */
+/* Finds topic name (loading it from disk, creating it when missing and the
+ * directory is writable; locked for writing when the stream writes every
+ * topic). *out is valid until the stream closes. 0, -TL_ENOTFOUND (the
+ * topic does not exist and cannot be created), -TL_EINVAL (bad name),
+ * -TL_ELOCKED, … */
 int tlf_topic_get(struct tlf_stream *s, const char *name, struct tlf_topic **out);
+
+/* Whether this stream writes t (its partitions' in-memory views are the truth). */
+static inline int tlf_topic_writable(struct tlf_topic *t)
+{
+	return atomic_load_explicit(&t->writable, memory_order_acquire);
+}
 
 /* The durable view of a writer stream's partition (in-memory copy). */
 void tlf_part_view(struct tlf_part *p, struct tlf_durable *d);

@@ -24,7 +24,8 @@ struct tl_consumer;
 #define TL_TOPIC_EVENTS "events"
 #define TL_TOPIC_DELIVERY "delivery"
 #define TL_TOPIC_METRICS "metrics"
-#define TL_TOPIC_DEAD "dead"
+#define TL_TOPIC_DEAD "dead"                   /* enricher rejects, with reason */
+#define TL_TOPIC_DEAD_WEBHOOKS "dead-webhooks" /* collector: webhook events it could not map */
 
 struct tl_stream_opts {
 	int partitions;		 /* partitions of topics this stream creates (default 8) */
@@ -33,6 +34,18 @@ struct tl_stream_opts {
 	int64_t max_pending;	 /* bytes accepted but not yet durable before append says EAGAIN (default 64 MiB) */
 	int replicas;		 /* nats: stream replicas (default 1) */
 	int read_only;		 /* open for consuming only (no writer lock taken) */
+	/* file: the topics this stream appends to (NULL-terminated). Their
+	 * writer locks are taken at open, so a second writer of one of them
+	 * is refused at start (-TL_ELOCKED, detail in err). Other topics are
+	 * read as another process publishes them; appending to one takes its
+	 * lock then. NULL (the default): the stream writes every topic it
+	 * touches, each locked when first loaded (existing ones at open).
+	 * Ignored when read_only and by backends without writer locks. */
+	const char *const *write_topics;
+	/* Optional: on a failed open the backend may write a human-readable
+	 * detail here (e.g. "topic events is written by pid 1234"). */
+	char *err;
+	size_t err_len;
 };
 
 /* Fills o with the defaults above. */
@@ -68,14 +81,17 @@ struct tl_record {
 typedef void (*tl_stream_done_fn)(void *arg, int status, uint64_t first_offset);
 
 /* Opens the backend named by uri. Returns 0, -TL_EUNSUPPORTED (unknown
- * scheme), -TL_ELOCKED (file log held by another writer process), -TL_EIO… */
+ * scheme), -TL_ELOCKED (file: a topic to write is held by another writer
+ * process; opts->err names it and the holder's pid), -TL_EIO… */
 int tl_stream_open(const char *uri, const struct tl_stream_opts *opts, struct tl_stream **out) TL_MUST_CHECK;
 
 /* Flushes and waits for pending appends (their callbacks run), then frees
  * everything. NULL-safe. Not concurrently with other calls on s. */
 void tl_stream_close(struct tl_stream *s);
 
-/* Number of partitions of topic (created if it does not exist). >0 or negative error. */
+/* Number of partitions of topic (created if it does not exist, with the
+ * stream's opts.partitions; file: a read-only stream creates it too when
+ * the directory is writable, else -TL_ENOTFOUND). >0 or negative error. */
 int tl_stream_partitions(struct tl_stream *s, const char *topic);
 
 /* Partition of a key: a stable hash of the key modulo partitions. */

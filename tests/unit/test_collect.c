@@ -461,6 +461,39 @@ static void test_pixel(void **state)
 	assert_int_equal(metric(x, "tally_collector_requests_total{route=\"pixel\"}"), 5);
 }
 
+/* Idempotency-Key: a re-sent hit carries the same event id (the aggregator
+ * counts it once); a key outside the accepted form is ignored. */
+static void test_hit_idempotency_key(void **state)
+{
+	struct fix *x = *state;
+	static struct resp r;
+	char path[1024], raw[2048];
+	mint(x->acme.link_key, "acme", TL_TOKEN_OPEN, NULL, path, sizeof path);
+	static const char *const keys[] = {"g0123-1a", "g0123-1a", "bad key", "", NULL};
+	for (int i = 0; keys[i]; i++) {
+		snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: x\r\nIdempotency-Key: %s\r\n\r\n", path,
+		         keys[i]);
+		http(x->port, raw, &r);
+		assert_gif(&r);
+	}
+	char longkey[80];
+	memset(longkey, 'a', 65);
+	longkey[65] = '\0';
+	snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: x\r\nIdempotency-Key: %s\r\n\r\n", path, longkey);
+	http(x->port, raw, &r);
+	assert_gif(&r);
+	assert_int_equal(fake_count(&x->f), 5);
+	struct tl_event ev[5];
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(tl_event_decode(x->f.recs[i].val, x->f.recs[i].val_len, &ev[i]), 0);
+	assert_int_equal(ev[0].id.n, strlen("k-g0123-1a"));
+	assert_memory_equal(ev[0].id.p, "k-g0123-1a", ev[0].id.n);
+	assert_int_equal(ev[1].id.n, ev[0].id.n);
+	assert_memory_equal(ev[1].id.p, ev[0].id.p, ev[0].id.n);
+	for (int i = 2; i < 5; i++) /* refused keys: a fresh collector id */
+		assert_true(ev[i].id.n > 16 && ev[i].id.p[0] == 'c');
+}
+
 static void test_click(void **state)
 {
 	struct fix *x = *state;
@@ -725,13 +758,13 @@ static void test_webhook(void **state)
 			assert_string_equal(rec->msg_id, "acme:sg-1");
 			delivery = true;
 		} else {
-			assert_string_equal(rec->topic, "dead");
+			assert_string_equal(rec->topic, "dead-webhooks");
 			assert_int_equal(rec->val[0], '{'); /* a JSON dead letter */
 			dead = true;
 		}
 	}
 	assert_true(delivery && dead);
-	assert_int_equal(metric(x, "tally_events_accepted_total{topic=\"dead\"}"), 1);
+	assert_int_equal(metric(x, "tally_events_accepted_total{topic=\"dead-webhooks\"}"), 1);
 
 	/* a failing stream: 503, so the provider retries */
 	fake_set(&x->f, -TL_EUNAVAIL, 0);
@@ -818,6 +851,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_pixel, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hit_idempotency_key, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_click, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events_api, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_failures, setup, teardown),

@@ -13,6 +13,7 @@
 #include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -680,21 +681,172 @@ static void test_second_writer_locked(void **state)
 {
 	struct fx *f = *state;
 	struct tl_stream *s = open_stream(f, NULL);
+	assert_int_equal(append_range(s, "events", 0, 0, 1), 0); /* s writes (and locks) events */
 	struct tl_stream_opts o;
 	tl_stream_opts_defaults(&o);
+	char err[256] = "";
+	o.err = err;
+	o.err_len = sizeof(err);
 	struct tl_stream *s2 = NULL;
+	/* a stream writing every topic meets events at open */
 	assert_int_equal(tl_stream_open(f->uri, &o, &s2), -TL_ELOCKED);
 	assert_null(s2);
-	o.read_only = 1;
-	assert_int_equal(tl_stream_open(f->uri, &o, &s2), 0);
+	char want[64];
+	snprintf(want, sizeof(want), "pid %ld", (long)getpid());
+	assert_non_null(strstr(err, "topic events"));
+	assert_non_null(strstr(err, want));
+	/* declaring it: refused at open, naming the topic */
+	static const char *const ev[] = {TL_TOPIC_EVENTS, TL_TOPIC_DELIVERY, NULL};
+	err[0] = '\0';
+	o.write_topics = ev;
+	assert_int_equal(tl_stream_open(f->uri, &o, &s2), -TL_ELOCKED);
+	assert_non_null(strstr(err, "topic events"));
+	/* another topic: fine, and it reads events as s publishes them */
+	static const char *const met[] = {TL_TOPIC_METRICS, NULL};
+	o.write_topics = met;
+	s2 = open_stream(f, &o);
+	assert_int_equal(append_range(s2, "metrics", 0, 0, 3), 0);
 	struct tl_record r = {.value = "x", .value_len = 1};
-	assert_int_equal(tl_stream_append(s2, "events", 0, &r, 1, NULL, NULL), -TL_EINVAL);
+	assert_int_equal(tl_stream_append(s2, "events", 0, &r, 1, NULL, NULL), -TL_ELOCKED);
+	uint64_t end;
+	assert_int_equal(tl_stream_end_offset(s2, "events", 0, &end), 0);
+	assert_int_equal(end, 1);
+	assert_int_equal(append_range(s, "events", 0, 1, 2), 0);
+	assert_int_equal(tl_stream_end_offset(s2, "events", 0, &end), 0);
+	assert_int_equal(end, 3);
+	/* s may not write metrics now (s2 holds it) */
+	assert_int_equal(tl_stream_append(s, "metrics", 0, &r, 1, NULL, NULL), -TL_ELOCKED);
+	/* read-only: no lock, no appends */
+	struct tl_stream_opts ro;
+	tl_stream_opts_defaults(&ro);
+	ro.read_only = 1;
+	struct tl_stream *s3 = open_stream(f, &ro);
+	assert_int_equal(tl_stream_append(s3, "events", 0, &r, 1, NULL, NULL), -TL_EINVAL);
+	assert_int_equal(tl_stream_end_offset(s3, "metrics", 0, &end), 0);
+	assert_int_equal(end, 3);
+	tl_stream_close(s3);
 	tl_stream_close(s2);
 	tl_stream_close(s);
-	/* Released on close. */
-	o.read_only = 0;
-	assert_int_equal(tl_stream_open(f->uri, &o, &s2), 0);
+	/* Released on close: the next writer continues the numbering. */
+	o.write_topics = ev;
+	s2 = open_stream(f, &o);
+	assert_int_equal(append_range(s2, "events", 0, 3, 1), 0);
+	assert_int_equal(tl_stream_end_offset(s2, "events", 0, &end), 0);
+	assert_int_equal(end, 4);
 	tl_stream_close(s2);
+}
+
+/* A process killed (here: exiting without closing) releases its topics:
+ * the next writer recovers them. */
+static void test_lock_released_by_dead_process(void **state)
+{
+	struct fx *f = *state;
+	static const char *const ev[] = {TL_TOPIC_EVENTS, NULL};
+	struct tl_stream_opts o;
+	tl_stream_opts_defaults(&o);
+	o.partitions = 1;
+	o.write_topics = ev;
+	int pipefd[2];
+	assert_int_equal(pipe(pipefd), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct tl_stream *w;
+		if (tl_stream_open(f->uri, &o, &w) != 0 || append_range(w, "events", 0, 0, 5) != 0)
+			_exit(2);
+		char c = 'x';
+		if (write(pipefd[1], &c, 1) != 1)
+			_exit(3);
+		pause(); /* killed by the parent while holding the lock */
+		_exit(4);
+	}
+	close(pipefd[1]);
+	char c;
+	assert_int_equal(read(pipefd[0], &c, 1), 1);
+	close(pipefd[0]);
+	char err[256] = "";
+	o.err = err;
+	o.err_len = sizeof(err);
+	struct tl_stream *s = NULL;
+	assert_int_equal(tl_stream_open(f->uri, &o, &s), -TL_ELOCKED);
+	char want[64];
+	snprintf(want, sizeof(want), "pid %ld", (long)pid);
+	assert_non_null(strstr(err, want));
+	kill(pid, SIGKILL);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	s = open_stream(f, &o);
+	uint64_t end;
+	assert_int_equal(tl_stream_end_offset(s, "events", 0, &end), 0);
+	assert_int_equal(end, 5);
+	assert_int_equal(append_range(s, "events", 0, 5, 1), 0);
+	tl_stream_close(s);
+}
+
+/* Two processes, each writing its own topic and reading the other's (the
+ * enricher's situation): records cross both ways, and a reader blocked in
+ * poll wakes on the other process's publication (inotify on the durable
+ * file), not on its safety re-check: 100 round trips finish far inside the
+ * ~100 s the re-check alone would take. */
+static void test_two_writers_ping_pong(void **state)
+{
+	struct fx *f = *state;
+	enum { ROUNDS = 100 };
+	static const char *const ping[] = {"ping", NULL};
+	static const char *const pong[] = {"pong", NULL};
+	struct tl_stream_opts o;
+	tl_stream_opts_defaults(&o);
+	o.partitions = 1;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) { /* reads ping i, answers pong i */
+		struct tl_stream_opts co = o;
+		co.write_topics = pong;
+		struct tl_stream *w;
+		if (tl_stream_open(f->uri, &co, &w) != 0)
+			_exit(2);
+		struct tl_subscription sub = {"ping", 0, 0};
+		struct tl_consumer *c;
+		if (tl_consumer_open(w, &sub, 1, &c) != 0)
+			_exit(3);
+		struct tl_record recs[4];
+		int64_t deadline = tl_mono_ms() + 60000;
+		for (uint64_t i = 0; i < ROUNDS;) {
+			int n = tl_consumer_poll(c, recs, 4, 5000);
+			if (n < 0 || tl_mono_ms() > deadline)
+				_exit(4);
+			for (int k = 0; k < n; k++, i++)
+				if (recs[k].offset != i || append_range(w, "pong", 0, i, 1) != 0)
+					_exit(5);
+		}
+		tl_consumer_close(c);
+		tl_stream_close(w);
+		_exit(0);
+	}
+	o.write_topics = ping;
+	struct tl_stream *s = open_stream(f, &o);
+	struct tl_subscription sub = {"pong", 0, 0};
+	struct tl_consumer *c;
+	assert_int_equal(tl_consumer_open(s, &sub, 1, &c), 0);
+	const int64_t t0 = tl_mono_ms();
+	struct tl_record rec;
+	for (uint64_t i = 0; i < ROUNDS; i++) {
+		assert_int_equal(append_range(s, "ping", 0, i, 1), 0);
+		int n = 0;
+		while (n == 0 && tl_mono_ms() - t0 < 30000)
+			n = tl_consumer_poll(c, &rec, 1, 5000);
+		assert_int_equal(n, 1);
+		check_record(&rec, "pong", 0, i);
+	}
+	const int64_t took = tl_mono_ms() - t0;
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* far below ROUNDS x the 1 s safety re-check */
+	assert_true(took < 30000);
+	tl_consumer_close(c);
+	tl_stream_close(s);
 }
 
 struct producer_arg {
@@ -725,7 +877,8 @@ static void test_readonly_consumer_thread(void **state)
 	struct tl_stream_opts ro = o;
 	ro.read_only = 1;
 	struct tl_stream *r = open_stream(f, &ro);
-	assert_int_equal(tl_stream_partitions(r, "events"), -TL_ENOTFOUND);
+	/* a reader creates the topic (not its partitions) when it can */
+	assert_int_equal(tl_stream_partitions(r, "events"), 2);
 	uint64_t end = 99;
 	assert_int_equal(tl_stream_end_offset(r, "events", 1, &end), 0);
 	assert_int_equal(end, 0);
@@ -1474,6 +1627,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_torn_tail_every_byte, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_writer_locked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lock_released_by_dead_process, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_two_writers_ping_pong, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readonly_consumer_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fork_writer_cross_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_done_callbacks_in_order, setup, teardown),
