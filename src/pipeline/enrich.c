@@ -6,6 +6,7 @@
 #include "store/tenants.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +83,8 @@ static const char *const reasons[N_REASONS] = {"bad_token", "bad_signature", "un
 struct out_part {
 	struct tl_buf data;  /* encoded values, back to back */
 	size_t *ends;	     /* end of each value in data */
-	size_t *key_off;     /* recipient key offset inside each value's event */
+	uint64_t *src;	     /* source offset of each record: its idempotency id */
+	char (*ids)[32];     /* "events/<p>/<offset>", for backends that drop re-sends */
 	struct tl_record *recs;
 	size_t n;
 };
@@ -152,9 +154,10 @@ int tl_enricher_create(const struct tl_enricher_opts *o, struct tl_enricher **ou
 	for (int p = 0; p < e->P && p < MAX_PARTS; p++) {
 		tl_buf_init(&e->out[p].data, 0);
 		e->out[p].ends = malloc(e->o.batch_max * sizeof(size_t));
-		e->out[p].key_off = malloc(e->o.batch_max * sizeof(size_t));
+		e->out[p].src = malloc(e->o.batch_max * sizeof(uint64_t));
+		e->out[p].ids = malloc(e->o.batch_max * sizeof *e->out[p].ids);
 		e->out[p].recs = malloc(e->o.batch_max * sizeof(struct tl_record));
-		if (!e->out[p].ends || !e->out[p].key_off || !e->out[p].recs)
+		if (!e->out[p].ends || !e->out[p].src || !e->out[p].ids || !e->out[p].recs)
 			goto fail;
 		if (o->partitions & (1ULL << p))
 			e->subs[e->n_subs++] = (struct tl_subscription){TL_TOPIC_EVENTS, p, 0};
@@ -175,7 +178,8 @@ void tl_enricher_destroy(struct tl_enricher *e)
 	for (int p = 0; p < MAX_PARTS; p++) {
 		tl_buf_free(&e->out[p].data);
 		free(e->out[p].ends);
-		free(e->out[p].key_off);
+		free(e->out[p].src);
+		free(e->out[p].ids);
 		free(e->out[p].recs);
 	}
 	tl_buf_free(&e->dead);
@@ -302,7 +306,7 @@ static int process(struct tl_enricher *e, int n)
 		if ((rc = tl_event_encode(&ev, &op->data)))
 			return rc;
 		op->ends[op->n] = op->data.len;
-		op->key_off[op->n] = 0;
+		op->src[op->n] = r->offset;
 		op->n++;
 		atomic_fetch_add(&e->processed, 1);
 	}
@@ -324,8 +328,12 @@ static int flush(struct tl_enricher *e)
 			continue;
 		size_t start = 0;
 		for (size_t i = 0; i < op->n; i++) {
+			int idn = snprintf(op->ids[i], sizeof op->ids[i], "events/%d/%llu", p,
+					   (unsigned long long)op->src[i]);
 			op->recs[i] = (struct tl_record){.value = op->data.data + start,
-							 .value_len = (uint32_t)(op->ends[i] - start)};
+							 .value_len = (uint32_t)(op->ends[i] - start),
+							 .msg_id = op->ids[i],
+							 .msg_id_len = (uint32_t)idn};
 			start = op->ends[i];
 		}
 		pthread_mutex_lock(&e->wg.mu);
