@@ -5,7 +5,9 @@
  * credential and maps the payload to canonical events and dead letters.
  * Events go to `events` (open/click) or `delivery`, dead letters (JSON) to
  * `dead`; the answer — and the Mailgun replay-cache entry — come only once
- * every record is durable, else 503 so the provider retries. An SNS
+ * every record is durable, else 503 so the provider retries; in between the
+ * token is reserved, so concurrent copies of one signed request are refused
+ * as replays (a 503'd request can reuse it once the reservation lapses). An SNS
  * subscription confirmation is fetched on a short-lived thread, never on the
  * loop. */
 #include "collect/collect_int.h"
@@ -107,6 +109,14 @@ int col_on_webhook(void *arg, struct tl_http_req *r)
 		return TL_HTTP_DONE;
 	}
 
+	/* The handler only checked the Mailgun token: hold it now, so that a copy
+	 * of this request arriving before the commit is refused as a replay. */
+	if (tl_webhook_replay_reserve(c->replay, &out, req.now_ms)) {
+		col_count(&c->batches[BT_UNAUTHORIZED]);
+		tl_http_respond_error(r, 403, "forbidden", "replayed token (a request with it is in progress)");
+		return TL_HTTP_DONE;
+	}
+
 	struct col_batch_info info = {.kind = ANS_WEBHOOK, .ok_status = status ? status : 200};
 	col_groups_reset(c);
 	for (size_t i = 0; i < out.n && !rc; i++) {
@@ -129,6 +139,7 @@ int col_on_webhook(void *arg, struct tl_http_req *r)
 	}
 	tl_buf_free(&dj);
 	if (rc) {
+		tl_webhook_replay_release(c->replay, &out);
 		col_count(&c->batches[BT_UNAVAILABLE]);
 		tl_http_respond_error(r, 500, "internal", "cannot encode the events: %s", tl_strerror(rc));
 		return TL_HTTP_DONE;

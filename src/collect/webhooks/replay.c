@@ -110,6 +110,25 @@ bool tl_wh_replay_seen(struct tl_webhook_replay *r, const unsigned char key[32],
 	return seen;
 }
 
+/* Appends a new entry (lock held). */
+static void insert(struct tl_webhook_replay *r, const unsigned char key[32], int64_t expires_ms, int64_t now_ms)
+{
+	while (r->count && r->e[r->head].expires_ms <= now_ms)
+		pop_head(r);
+	if (r->count == r->cap) {
+		r->evicted++;
+		pop_head(r);
+	}
+	size_t idx = (r->head + r->count) % r->cap;
+	struct entry *e = &r->e[idx];
+	memcpy(e->key, key, 32);
+	e->expires_ms = expires_ms;
+	size_t b = bucket_of(r, e->key);
+	e->next = r->bucket[b];
+	r->bucket[b] = (uint32_t)idx + 1;
+	r->count++;
+}
+
 void tl_webhook_replay_commit(struct tl_webhook_replay *r, const struct tl_webhook_out *out, int64_t now_ms)
 {
 	if (!r || !out || out->replay_expires_ms <= 0)
@@ -119,23 +138,40 @@ void tl_webhook_replay_commit(struct tl_webhook_replay *r, const struct tl_webho
 	if (i >= 0) {
 		if (r->e[i].expires_ms < out->replay_expires_ms)
 			r->e[i].expires_ms = out->replay_expires_ms;
-		pthread_mutex_unlock(&r->mu);
+	} else {
+		insert(r, out->replay_key, out->replay_expires_ms, now_ms);
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+int tl_webhook_replay_reserve(struct tl_webhook_replay *r, const struct tl_webhook_out *out, int64_t now_ms)
+{
+	if (!r || !out || out->replay_expires_ms <= 0)
+		return 0;
+	int64_t until = now_ms + TL_WEBHOOK_REPLAY_PENDING_MS;
+	if (until > out->replay_expires_ms)
+		until = out->replay_expires_ms;
+	int rc = 0;
+	pthread_mutex_lock(&r->mu);
+	long i = find(r, out->replay_key);
+	if (i >= 0 && r->e[i].expires_ms > now_ms)
+		rc = -TL_EAUTH; /* in flight or accepted: a replay */
+	else if (i >= 0)
+		r->e[i].expires_ms = until; /* an expired or released entry: reuse it */
+	else
+		insert(r, out->replay_key, until, now_ms);
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+void tl_webhook_replay_release(struct tl_webhook_replay *r, const struct tl_webhook_out *out)
+{
+	if (!r || !out || out->replay_expires_ms <= 0)
 		return;
-	}
-	while (r->count && r->e[r->head].expires_ms <= now_ms)
-		pop_head(r);
-	if (r->count == r->cap) {
-		r->evicted++;
-		pop_head(r);
-	}
-	size_t idx = (r->head + r->count) % r->cap;
-	struct entry *e = &r->e[idx];
-	memcpy(e->key, out->replay_key, 32);
-	e->expires_ms = out->replay_expires_ms;
-	size_t b = bucket_of(r, e->key);
-	e->next = r->bucket[b];
-	r->bucket[b] = (uint32_t)idx + 1;
-	r->count++;
+	pthread_mutex_lock(&r->mu);
+	long i = find(r, out->replay_key);
+	if (i >= 0)
+		r->e[i].expires_ms = 0; /* lookups ignore it; the ring drops it in turn */
 	pthread_mutex_unlock(&r->mu);
 }
 

@@ -157,6 +157,28 @@ void tl_webhook_replay_destroy(struct tl_webhook_replay *r); /* NULL-safe */
  * failed later (503) must stay retryable. Any thread. */
 void tl_webhook_replay_commit(struct tl_webhook_replay *r, const struct tl_webhook_out *out, int64_t now_ms);
 
+/* How long a reservation holds a token whose request is still in flight. */
+#define TL_WEBHOOK_REPLAY_PENDING_MS (60LL * 1000)
+
+/* Reserves the token of a handled request before its records are written
+ * (returns 0 and does nothing when out has none or r is NULL).
+ * tl_webhook_handle only checks the cache and the commit comes once the
+ * records are durable, so without this every concurrent copy of one signed
+ * request would pass the check. Returns -TL_EAUTH (answer 403: a replay) when
+ * the token is already reserved or remembered. The reservation lasts
+ * TL_WEBHOOK_REPLAY_PENDING_MS (at most until the token's window ends) unless
+ * tl_webhook_replay_commit extends it to the whole window or
+ * tl_webhook_replay_release drops it: a request that failed with 503 can be
+ * retried with the same token once it has lapsed (Mailgun retries after 10
+ * minutes, freshly signed). Any thread. */
+int tl_webhook_replay_reserve(struct tl_webhook_replay *r, const struct tl_webhook_out *out,
+                              int64_t now_ms) TL_MUST_CHECK;
+
+/* Drops the reservation of out's token (a request that failed before any
+ * append was queued), so that a retry is not refused. No-op when there is
+ * none. Any thread. */
+void tl_webhook_replay_release(struct tl_webhook_replay *r, const struct tl_webhook_out *out);
+
 /* Entries currently held, and unexpired entries evicted because the cache
  * was full (a sign it is too small). Any thread. */
 size_t tl_webhook_replay_size(struct tl_webhook_replay *r);
