@@ -29,10 +29,10 @@
 /* ---- the event mix ------------------------------------------------------ */
 
 struct tl_bench_mix {
-	int campaigns;       /* campaigns "<prefix>-<n>" (default 100) */
-	int variants;        /* variants A, B, … per campaign (0 = none; default 2) */
-	int64_t recipients;  /* distinct recipients per campaign (default 100000) */
-	const char *prefix;  /* campaign prefix (default "bench") */
+	int campaigns;         /* campaigns "<prefix>-<n>" (default 100) */
+	int variants;          /* variants A, B, … per campaign (0 = none; default 2) */
+	int64_t recipients;    /* distinct recipients per campaign (default 100000) */
+	const char *prefix;    /* campaign prefix (default "bench") */
 	const char *id_prefix; /* unique per run: event ids are "<id_prefix>-<n>" */
 };
 
@@ -80,31 +80,31 @@ void tl_bench_load_defaults(struct tl_bench_load_opts *o);
 
 /* One per-second sample. */
 struct tl_bench_sample {
-	double t;               /* seconds since the start */
-	uint64_t accepted;      /* events answered 202 so far */
-	int64_t processed;      /* events folded by the aggregator since the start (-1 = unknown) */
-	int64_t rss_kb;         /* server RSS (-1 = unknown) */
-	double server_cpu;      /* server CPU seconds since the start (-1 = unknown) */
+	double t;          /* seconds since the start */
+	uint64_t accepted; /* events answered 202 so far */
+	int64_t processed; /* events folded by the aggregator since the start (-1 = unknown) */
+	int64_t rss_kb;    /* server RSS (-1 = unknown) */
+	double server_cpu; /* server CPU seconds since the start (-1 = unknown) */
 };
 
 struct tl_bench_lag {
-	uint64_t count;   /* observations in the window */
+	uint64_t count;             /* observations in the window */
 	double p50, p90, p99, mean; /* ms; quantiles interpolated within histogram buckets */
-	double p99_le;    /* upper bound of the bucket holding p99 */
+	double p99_le;              /* upper bound of the bucket holding p99 */
 };
 
 struct tl_bench_load_result {
-	double window_s;            /* measured window (after the warm-up) */
-	double accepted_per_s;      /* events answered 202 per second in the window */
-	double processed_per_s;     /* events folded per second in the window (0 = unknown) */
+	double window_s;                   /* measured window (after the warm-up) */
+	double accepted_per_s;             /* events answered 202 per second in the window */
+	double processed_per_s;            /* events folded per second in the window (0 = unknown) */
 	double backlog_start, backlog_end; /* accepted - processed at the window's ends (events) */
-	double backlog_growth_per_s; /* slope of the backlog over the window */
-	double drain_s;             /* after sending, until processed caught up (-1 = not within the timeout) */
+	double backlog_growth_per_s;       /* slope of the backlog over the window */
+	double drain_s; /* after sending, until processed caught up (-1 = not within the timeout) */
 	uint64_t requests, accepted, rejected_503, errors;
 	double post_p50_ms, post_p99_ms; /* POST answer times in the window */
 	double gen_cpu_s, gen_cpu_share; /* this process: CPU seconds in the window, and per wall second */
-	double server_cpu_share;    /* server CPU seconds per wall second in the window (-1 = unknown) */
-	struct tl_bench_lag lag;    /* tally_event_lag_ms over the window */
+	double server_cpu_share;         /* server CPU seconds per wall second in the window (-1 = unknown) */
+	struct tl_bench_lag lag;         /* tally_event_lag_ms over the window */
 	struct tl_bench_sample *samples; /* owned: free with tl_bench_load_result_free */
 	size_t n_samples;
 	char first_error[256];
@@ -126,9 +126,9 @@ int tl_bench_load_result_json(const struct tl_bench_load_result *res, struct tl_
 #define TL_BENCH_HIST_MAX 32
 
 struct tl_bench_hist {
-	int n;                            /* buckets, +Inf last */
-	double le[TL_BENCH_HIST_MAX];     /* upper bounds (+Inf = INFINITY) */
-	double cum[TL_BENCH_HIST_MAX];    /* cumulative counts */
+	int n;                         /* buckets, +Inf last */
+	double le[TL_BENCH_HIST_MAX];  /* upper bounds (+Inf = INFINITY) */
+	double cum[TL_BENCH_HIST_MAX]; /* cumulative counts */
 	double sum, count;
 };
 
@@ -140,17 +140,18 @@ double tl_bench_prom_value(const char *text, const char *name);
 int tl_bench_prom_hist(const char *text, const char *name, struct tl_bench_hist *h) TL_MUST_CHECK;
 
 /* Quantiles of the difference b - a of two readings of one histogram. */
-void tl_bench_hist_lag(const struct tl_bench_hist *a, const struct tl_bench_hist *b, struct tl_bench_lag *out);
+void tl_bench_hist_lag(const struct tl_bench_hist *a, const struct tl_bench_hist *b,
+                       struct tl_bench_lag *out);
 
 /* ---- lag probe ---------------------------------------------------------- */
 
 struct tl_bench_probe_opts {
 	const char *collector, *api, *api_key; /* required */
-	int probes;          /* default 200 */
-	int interval_ms;     /* mean pause between probes (jittered ±50 %; default 100) */
-	int poll_us;         /* pause between visibility polls (default 1000) */
-	int timeout_ms;      /* give up on one probe after (default 10000) */
-	const char *campaign; /* the marker campaign (default "lag-probe-<random>") */
+	int probes;                            /* default 200 */
+	int interval_ms;                       /* mean pause between probes (jittered ±50 %; default 100) */
+	int poll_us;                           /* pause between visibility polls (default 1000) */
+	int timeout_ms;                        /* give up on one probe after (default 10000) */
+	const char *campaign;                  /* the marker campaign (default "lag-probe-<random>") */
 	FILE *progress;
 };
 
@@ -158,7 +159,7 @@ void tl_bench_probe_defaults(struct tl_bench_probe_opts *o);
 
 struct tl_bench_probe_result {
 	int probes, timeouts;
-	double ack_p50_ms, ack_p99_ms; /* POST → 202 (the event is durable) */
+	double ack_p50_ms, ack_p99_ms;                         /* POST → 202 (the event is durable) */
 	double vis_p50_ms, vis_p90_ms, vis_p99_ms, vis_max_ms; /* POST → visible in the API */
 	double poll_mean_ms; /* mean time of one visibility poll (the resolution) */
 };
@@ -169,15 +170,15 @@ int tl_bench_probe_run(const struct tl_bench_probe_opts *o, struct tl_bench_prob
 /* ---- fill --------------------------------------------------------------- */
 
 struct tl_bench_fill_opts {
-	const char *db_uri;  /* required */
-	const char *tenant;  /* required (must exist for the API to answer) */
-	const char *prefix;  /* campaign prefix (default "c") */
-	int campaigns;       /* default 10000 */
-	int days;            /* default 30 */
-	int active_minutes;  /* minutes with data per campaign per day (default 120; 1440 = every minute) */
-	int variants;        /* default 2 */
-	int64_t end_ms;      /* the last day ends here (default now, floored to the day) */
-	int txn_rows;        /* rows per transaction (default 20000) */
+	const char *db_uri; /* required */
+	const char *tenant; /* required (must exist for the API to answer) */
+	const char *prefix; /* campaign prefix (default "c") */
+	int campaigns;      /* default 10000 */
+	int days;           /* default 30 */
+	int active_minutes; /* minutes with data per campaign per day (default 120; 1440 = every minute) */
+	int variants;       /* default 2 */
+	int64_t end_ms;     /* the last day ends here (default now, floored to the day) */
+	int txn_rows;       /* rows per transaction (default 20000) */
 	FILE *progress;
 };
 
@@ -204,6 +205,7 @@ struct tl_bench_json_result {
 /* Parses `lines` generated canonical lines (the load mix) `rounds` times
  * with each parser; reports the median round. Returns 0, -TL_EINVAL (a line
  * did not parse) or -TL_ENOMEM. */
-int tl_bench_json_run(size_t lines, int rounds, uint64_t seed, struct tl_bench_json_result *res) TL_MUST_CHECK;
+int tl_bench_json_run(size_t lines, int rounds, uint64_t seed,
+                      struct tl_bench_json_result *res) TL_MUST_CHECK;
 
 #endif

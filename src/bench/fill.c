@@ -91,8 +91,8 @@ int tl_bench_fill_run(const struct tl_bench_fill_opts *o, struct tl_bench_fill_r
 	struct tl_count_row *rows = calloc(cap, sizeof *rows);
 	char *names = calloc((size_t)o->campaigns, 80);
 	static const char *const variant_names[MAX_VARIANTS] = {"A", "B", "C", "D", "E", "F", "G", "H", "I",
-								"J", "K", "L", "M", "N", "O", "P", "Q", "R",
-								"S", "T", "U", "V", "W", "X", "Y", "Z"};
+	                                                        "J", "K", "L", "M", "N", "O", "P", "Q", "R",
+	                                                        "S", "T", "U", "V", "W", "X", "Y", "Z"};
 	int rc = -TL_ENOMEM;
 	if (!rows || !names)
 		goto out;
@@ -110,7 +110,8 @@ int tl_bench_fill_run(const struct tl_bench_fill_opts *o, struct tl_bench_fill_r
 		struct tl_str camp = tl_str_of(name, (size_t)nl);
 		for (int d = 0; d < o->days; d++) {
 			uint64_t h = mixu(((uint64_t)c << 20) ^ (uint64_t)d);
-			int start = o->active_minutes >= 1440 ? 0 : (int)(h % (uint64_t)(1440 - o->active_minutes));
+			int start =
+			    o->active_minutes >= 1440 ? 0 : (int)(h % (uint64_t)(1440 - o->active_minutes));
 			int64_t day = first_day + (int64_t)d * DAY_MS;
 			if (n + per_day > cap) {
 				if ((rc = flush(st, rows, n)))
@@ -124,7 +125,8 @@ int tl_bench_fill_run(const struct tl_bench_fill_opts *o, struct tl_bench_fill_r
 					struct tl_count_row *r = &rows[n++];
 					r->tenant = tenant;
 					r->campaign = camp;
-					r->variant = o->variants ? tl_str_of(variant_names[v], 1) : tl_str_of("", 0);
+					r->variant =
+					    o->variants ? tl_str_of(variant_names[v], 1) : tl_str_of("", 0);
 					r->minute_ms = minute;
 					r->first_ts_ms = minute + 1000;
 					r->last_ts_ms = minute + 59000;
@@ -136,8 +138,9 @@ int tl_bench_fill_run(const struct tl_bench_fill_opts *o, struct tl_bench_fill_r
 		if (o->progress && now - last_report > 5000000000LL) {
 			last_report = now;
 			double s = (double)(now - t0) / 1e9;
-			fprintf(o->progress, "fill: %d/%d campaigns, %llu rows, %.0f rows/s\n", c + 1, o->campaigns,
-				(unsigned long long)(res->rows + n), (double)(res->rows + n) / s);
+			fprintf(o->progress, "fill: %d/%d campaigns, %llu rows, %.0f rows/s\n", c + 1,
+			        o->campaigns, (unsigned long long)(res->rows + n),
+			        (double)(res->rows + n) / s);
 			fflush(o->progress);
 		}
 	}

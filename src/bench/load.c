@@ -123,7 +123,8 @@ static void server_stat(const struct run *r, int64_t *rss_kb, double *cpu)
 		/* fields after the command name "(…)": state is field 3, utime 14, stime 15 */
 		const char *p = strrchr(buf, ')');
 		unsigned long long ut, st;
-		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+		if (p &&
+		    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
 			*cpu = (double)(ut + st) / (double)r->clk_tck;
 	}
 }
@@ -199,8 +200,8 @@ static void batch_done(struct run *r, struct slot *s, CURLcode cc)
 		res->errors++;
 		if (!res->first_error[0])
 			snprintf(res->first_error, sizeof res->first_error, "%.40s: status %ld %.180s",
-				 cc == CURLE_OK ? "answer" : curl_easy_strerror(cc), status,
-				 cc == CURLE_OK ? s->resp : s->err);
+			         cc == CURLE_OK ? "answer" : curl_easy_strerror(cc), status,
+			         cc == CURLE_OK ? s->resp : s->err);
 	}
 	if (r->window_start_ns && s->start_ns >= r->window_start_ns && !r->window_end_ns)
 		(void)add_lat(r, (double)(end - s->start_ns) / 1e6);
@@ -242,9 +243,11 @@ static void print_reading(const struct run *r, const struct reading *rd, const s
 	double acc = ((double)rd->s.accepted - (prev ? (double)prev->s.accepted : 0)) / dt;
 	fprintf(r->o->progress, "%6.1f s  accepted %8.0f ev/s", rd->s.t, acc);
 	if (rd->s.processed >= 0) {
-		double proc = ((double)rd->s.processed - (prev && prev->s.processed >= 0 ? (double)prev->s.processed : 0)) / dt;
+		double proc = ((double)rd->s.processed -
+		               (prev && prev->s.processed >= 0 ? (double)prev->s.processed : 0)) /
+		              dt;
 		fprintf(r->o->progress, "  processed %8.0f ev/s  backlog %9lld", proc,
-			(long long)((int64_t)rd->s.accepted - rd->s.processed));
+		        (long long)((int64_t)rd->s.accepted - rd->s.processed));
 	}
 	if (rd->s.rss_kb >= 0)
 		fprintf(r->o->progress, "  rss %7.1f MiB", (double)rd->s.rss_kb / 1024.0);
@@ -360,7 +363,8 @@ static void summarize(struct run *r)
 		for (size_t i = a; i <= b; i++) {
 			if (r->reads[i].s.processed < 0)
 				continue;
-			double t = r->reads[i].s.t, bl = (double)r->reads[i].s.accepted - (double)r->reads[i].s.processed;
+			double t = r->reads[i].s.t,
+			       bl = (double)r->reads[i].s.accepted - (double)r->reads[i].s.processed;
 			n++;
 			st += t;
 			sb += bl;
@@ -372,9 +376,8 @@ static void summarize(struct run *r)
 	}
 	res->gen_cpu_s = rb->gen_cpu - ra->gen_cpu;
 	res->gen_cpu_share = res->gen_cpu_s / dt;
-	res->server_cpu_share = ra->s.server_cpu >= 0 && rb->s.server_cpu >= 0
-				    ? (rb->s.server_cpu - ra->s.server_cpu) / dt
-				    : -1;
+	res->server_cpu_share =
+	    ra->s.server_cpu >= 0 && rb->s.server_cpu >= 0 ? (rb->s.server_cpu - ra->s.server_cpu) / dt : -1;
 	if (ra->has_lag && rb->has_lag)
 		tl_bench_hist_lag(&ra->lag, &rb->lag, &res->lag);
 	qsort(r->lat_ms, r->n_lat, sizeof *r->lat_ms, cmp_double);
@@ -445,7 +448,7 @@ int tl_bench_load_run(const struct tl_bench_load_opts *o, struct tl_bench_load_r
 		goto out;
 	}
 	static const char *const fixed[] = {"Content-Type: application/x-ndjson",
-					    "Expect:" /* no 100-continue round trip */};
+	                                    "Expect:" /* no 100-continue round trip */};
 	if (!(r.headers = curl_slist_append(NULL, hdr)))
 		goto out;
 	for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
@@ -494,8 +497,9 @@ int tl_bench_load_run(const struct tl_bench_load_opts *o, struct tl_bench_load_r
 		double base = st == 200 ? processed_of(r.sc.body.data) : -1;
 		if (base < 0) {
 			snprintf(res->first_error, sizeof res->first_error,
-				 "%.120s: status %ld, no tally_aggregate_events_total (is this tally serve's API?)",
-				 r.sc.url, st);
+			         "%.120s: status %ld, no tally_aggregate_events_total (is this tally serve's "
+			         "API?)",
+			         r.sc.url, st);
 			goto out;
 		}
 		r.base_processed = base;
@@ -562,7 +566,8 @@ int tl_bench_load_run(const struct tl_bench_load_opts *o, struct tl_bench_load_r
 			const struct reading *last = &r.reads[r.n_reads - 1];
 			if (last->s.t * 1e9 >= (double)(drain_start - r.t0_ns) && last->s.processed >= 0 &&
 			    (uint64_t)last->s.processed >= res->accepted) {
-				res->drain_s = (double)(r.t0_ns + (int64_t)(last->s.t * 1e9) - drain_start) / 1e9;
+				res->drain_s =
+				    (double)(r.t0_ns + (int64_t)(last->s.t * 1e9) - drain_start) / 1e9;
 				if (res->drain_s < 0)
 					res->drain_s = 0;
 				drained = true;
@@ -607,26 +612,30 @@ int tl_bench_load_result_json(const struct tl_bench_load_result *res, struct tl_
 	    out,
 	    "{\"window_s\":%.2f,\"accepted_per_s\":%.0f,\"processed_per_s\":%.0f,\"backlog_start\":%.0f,"
 	    "\"backlog_end\":%.0f,\"backlog_growth_per_s\":%.0f,\"drain_s\":%.2f,\"requests\":%llu,"
-	    "\"accepted\":%llu,\"rejected_503\":%llu,\"errors\":%llu,\"post_p50_ms\":%.2f,\"post_p99_ms\":%.2f,"
+	    "\"accepted\":%llu,\"rejected_503\":%llu,\"errors\":%llu,\"post_p50_ms\":%.2f,\"post_p99_ms\":%."
+	    "2f,"
 	    "\"gen_cpu_share\":%.3f,\"server_cpu_share\":%.3f,"
-	    "\"lag_ms\":{\"count\":%llu,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p99_bucket_le\":%.0f,\"mean\":%.1f},"
+	    "\"lag_ms\":{\"count\":%llu,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p99_bucket_le\":%.0f,"
+	    "\"mean\":%.1f},"
 	    "\"first_error\":",
 	    res->window_s, res->accepted_per_s, res->processed_per_s, res->backlog_start, res->backlog_end,
 	    res->backlog_growth_per_s, res->drain_s, (unsigned long long)res->requests,
 	    (unsigned long long)res->accepted, (unsigned long long)res->rejected_503,
 	    (unsigned long long)res->errors, res->post_p50_ms, res->post_p99_ms, res->gen_cpu_share,
-	    res->server_cpu_share, (unsigned long long)res->lag.count, res->lag.p50, res->lag.p90, res->lag.p99,
-	    isinf(res->lag.p99_le) ? -1.0 : res->lag.p99_le, res->lag.mean);
+	    res->server_cpu_share, (unsigned long long)res->lag.count, res->lag.p50, res->lag.p90,
+	    res->lag.p99, isinf(res->lag.p99_le) ? -1.0 : res->lag.p99_le, res->lag.mean);
 	if (!rc)
 		rc = res->first_error[0] ? tl_buf_json_str(out, res->first_error, strlen(res->first_error))
-					 : tl_buf_puts(out, "null");
+		                         : tl_buf_puts(out, "null");
 	if (!rc)
 		rc = tl_buf_puts(out, ",\"samples\":[");
 	for (size_t i = 0; i < res->n_samples && !rc; i++) {
 		const struct tl_bench_sample *s = &res->samples[i];
-		rc = tl_buf_printf(out, "%s{\"t\":%.2f,\"accepted\":%llu,\"processed\":%lld,\"rss_kb\":%lld,\"server_cpu_s\":%.2f}",
-				   i ? "," : "", s->t, (unsigned long long)s->accepted, (long long)s->processed,
-				   (long long)s->rss_kb, s->server_cpu);
+		rc = tl_buf_printf(out,
+		                   "%s{\"t\":%.2f,\"accepted\":%llu,\"processed\":%lld,\"rss_kb\":%lld,"
+		                   "\"server_cpu_s\":%.2f}",
+		                   i ? "," : "", s->t, (unsigned long long)s->accepted,
+		                   (long long)s->processed, (long long)s->rss_kb, s->server_cpu);
 	}
 	if (!rc)
 		rc = tl_buf_puts(out, "]}");

@@ -71,9 +71,8 @@ static const struct {
 	int weight;
 	int extra; /* 0 none, 1 bounce class, 2 user agent, 3 url */
 } mix[] = {
-    {"sent", 30, 0},	     {"delivered", 27, 0}, {"deferred", 2, 0},	  {"bounced", 3, 1},
-    {"dropped", 1, 0},	     {"complaint", 1, 0},  {"unsubscribe", 1, 0}, {"open", 25, 2},
-    {"click", 10, 3},
+    {"sent", 30, 0},     {"delivered", 27, 0},  {"deferred", 2, 0}, {"bounced", 3, 1}, {"dropped", 1, 0},
+    {"complaint", 1, 0}, {"unsubscribe", 1, 0}, {"open", 25, 2},    {"click", 10, 3},
 };
 
 static const char *const bounce_classes[] = {"hard", "soft", "block"};
@@ -130,15 +129,17 @@ int tl_bench_gen_batch(struct tl_bench_gen *g, size_t n, int64_t ts_ms, struct t
 		}
 		case 2:
 			p = PUT_LIT(p, ",\"user_agent\":\"Mozilla/5.0 (Windows NT 10.0; Win64; x64) "
-				       "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\","
-				       "\"ip\":\"198.51.100.");
+			               "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\","
+			               "\"ip\":\"198.51.100.");
 			p = put_u64(p, (r >> 32) % 250 + 1);
 			*p++ = '"';
 			break;
 		case 3:
 			p = PUT_LIT(p, ",\"url\":\"https://shop.example/p/");
 			p = put_u64(p, (r >> 32) % 1000);
-			p = PUT_LIT(p, "\",\"user_agent\":\"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)\"");
+			p = PUT_LIT(
+			    p,
+			    "\",\"user_agent\":\"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)\"");
 			break;
 		default:
 			break;

@@ -112,10 +112,11 @@ int tl_bench_probe_run(const struct tl_bench_probe_opts *o, struct tl_bench_prob
 		tl_buf_reset(&line);
 		char ts[TL_TIME_ISO_MAX];
 		tl_time_format_iso(tl_now_ms(), ts, sizeof ts);
-		if (tl_buf_printf(&line,
-				  "{\"type\":\"sent\",\"campaign\":\"%s\",\"recipient\":\"probe-%d\",\"id\":\"%s-%d\","
-				  "\"ts\":\"%s\"}\n",
-				  campaign, k, campaign, k, ts))
+		if (tl_buf_printf(
+		        &line,
+		        "{\"type\":\"sent\",\"campaign\":\"%s\",\"recipient\":\"probe-%d\",\"id\":\"%s-%d\","
+		        "\"ts\":\"%s\"}\n",
+		        campaign, k, campaign, k, ts))
 			goto out;
 		curl_easy_setopt(post, CURLOPT_POSTFIELDS, line.data);
 		curl_easy_setopt(post, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)line.len);
@@ -128,8 +129,8 @@ int tl_bench_probe_run(const struct tl_bench_probe_opts *o, struct tl_bench_prob
 		if (cc != CURLE_OK || status != 202) {
 			if (o->progress)
 				fprintf(o->progress, "probe %d: POST %s status %ld: %.200s\n", k,
-					cc == CURLE_OK ? "answered" : curl_easy_strerror(cc), status,
-					body.data ? body.data : "");
+				        cc == CURLE_OK ? "answered" : curl_easy_strerror(cc), status,
+				        body.data ? body.data : "");
 			rc = -TL_EUNAVAIL;
 			goto out;
 		}
@@ -159,7 +160,8 @@ int tl_bench_probe_run(const struct tl_bench_probe_opts *o, struct tl_bench_prob
 		vis[n] = (double)(tv - t0) / 1e6;
 		n++;
 		if (o->progress && (k + 1) % 50 == 0)
-			fprintf(o->progress, "probe %d: ack %.1f ms, visible %.1f ms\n", k + 1, ack[n - 1], vis[n - 1]);
+			fprintf(o->progress, "probe %d: ack %.1f ms, visible %.1f ms\n", k + 1, ack[n - 1],
+			        vis[n - 1]);
 		/* jittered pause: interval × [0.5, 1.5) */
 		rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
 		double jitter = 0.5 + (double)(rnd >> 11) / 9007199254740992.0;

@@ -30,7 +30,8 @@ struct bench_cfg {
 
 static const struct tl_opt bench_table[] = {
     {"collector", TL_OPT_STR, B(collector), "http://127.0.0.1:8080", "collector base URL (or ADDR:PORT)"},
-    {"api", TL_OPT_STR, B(api), "", "API base URL (or ADDR:PORT): follow its /metrics (load) or poll it (lag)"},
+    {"api", TL_OPT_STR, B(api), "",
+     "API base URL (or ADDR:PORT): follow its /metrics (load) or poll it (lag)"},
     {"api-key", TL_OPT_STR, B(api_key), NULL, "the tenant's API key (required)"},
     {"rate", TL_OPT_STR, B(rate), "max", "offered events/s, or max"},
     {"seconds", TL_OPT_INT, B(seconds), "30", "load: seconds of sending, warm-up included"},
@@ -49,7 +50,8 @@ static const struct tl_opt bench_table[] = {
     {"poll-us", TL_OPT_INT, B(poll_us), "1000", "lag: microseconds between visibility polls"},
     {"timeout", TL_OPT_INT, B(timeout), "10000", "lag: ms before a probe counts as lost"},
     {"tenant", TL_OPT_STR, B(tenant), NULL, "fill: tenant name (required)"},
-    {"campaign-prefix", TL_OPT_STR, B(prefix), NULL, "campaign names are <prefix>-<n> (load: bench, fill: c)"},
+    {"campaign-prefix", TL_OPT_STR, B(prefix), NULL,
+     "campaign names are <prefix>-<n> (load: bench, fill: c)"},
     {"days", TL_OPT_INT, B(days), "30", "fill: days of minute buckets"},
     {"active-minutes", TL_OPT_INT, B(active_minutes), "120",
      "fill: minutes with data per campaign per day (1440 = every minute)"},
@@ -60,15 +62,15 @@ static const struct tl_opt bench_table[] = {
 };
 #define N_BENCH (sizeof bench_table / sizeof bench_table[0])
 
-static const char *const load_flags[] = {"collector", "api",	    "api-key",	 "rate",	 "seconds",
-					  "warmup",    "batch",	    "connections", "server-pid", "drain-timeout",
-					  "campaigns", "variants",   "recipients",  "seed",	 "campaign-prefix",
-					  "quiet",     NULL};
-static const char *const lag_flags[] = {"collector", "api", "api-key", "probes", "interval",
-					 "poll-us",   "timeout", "quiet", NULL};
-static const char *const fill_flags[] = {"data",	   "db",	     "tenant",	 "campaigns", "days",
-					  "active-minutes", "variants", "txn-rows", "campaign-prefix",
-					  "quiet",	   NULL};
+static const char *const load_flags[] = {
+    "collector",  "api",         "api-key",         "rate",          "seconds",   "warmup",
+    "batch",      "connections", "server-pid",      "drain-timeout", "campaigns", "variants",
+    "recipients", "seed",        "campaign-prefix", "quiet",         NULL};
+static const char *const lag_flags[] = {"collector", "api",     "api-key", "probes", "interval",
+                                        "poll-us",   "timeout", "quiet",   NULL};
+static const char *const fill_flags[] = {
+    "data",     "db",       "tenant",          "campaigns", "days", "active-minutes",
+    "variants", "txn-rows", "campaign-prefix", "quiet",     NULL};
 static const char *const json_flags[] = {"lines", "rounds", "seed", NULL};
 
 static const char usage_text[] =
@@ -165,15 +167,15 @@ static int run_load(struct bench_cfg *c)
 	int rc = tl_bench_load_run(&o, &res);
 	if (rc) {
 		fprintf(stderr, "tally bench load: %s%s%s\n", tl_strerror(rc), res.first_error[0] ? ": " : "",
-			res.first_error);
+		        res.first_error);
 		ec = rc == -TL_EINVAL ? 2 : 1;
 		goto out;
 	}
 	fprintf(stderr,
-		"load: window %.1f s: accepted %.0f ev/s, processed %.0f ev/s, backlog %+.0f ev/s, "
-		"%llu errors, %llu 503; generator CPU %.2f cores\n",
-		res.window_s, res.accepted_per_s, res.processed_per_s, res.backlog_growth_per_s,
-		(unsigned long long)res.errors, (unsigned long long)res.rejected_503, res.gen_cpu_share);
+	        "load: window %.1f s: accepted %.0f ev/s, processed %.0f ev/s, backlog %+.0f ev/s, "
+	        "%llu errors, %llu 503; generator CPU %.2f cores\n",
+	        res.window_s, res.accepted_per_s, res.processed_per_s, res.backlog_growth_per_s,
+	        (unsigned long long)res.errors, (unsigned long long)res.rejected_503, res.gen_cpu_share);
 	if (res.first_error[0])
 		fprintf(stderr, "load: first error: %s\n", res.first_error);
 	struct tl_buf b;
@@ -217,13 +219,13 @@ static int run_lag(struct bench_cfg *c)
 	struct tl_buf b;
 	tl_buf_init(&b, 0);
 	ec = tl_buf_printf(&b,
-			   "{\"probes\":%d,\"ack_p50_ms\":%.2f,\"ack_p99_ms\":%.2f,\"visible_p50_ms\":%.2f,"
-			   "\"visible_p90_ms\":%.2f,\"visible_p99_ms\":%.2f,\"visible_max_ms\":%.2f,"
-			   "\"poll_mean_ms\":%.3f}",
-			   res.probes, res.ack_p50_ms, res.ack_p99_ms, res.vis_p50_ms, res.vis_p90_ms, res.vis_p99_ms,
-			   res.vis_max_ms, res.poll_mean_ms)
-		 ? 1
-		 : print_json(&b);
+	                   "{\"probes\":%d,\"ack_p50_ms\":%.2f,\"ack_p99_ms\":%.2f,\"visible_p50_ms\":%.2f,"
+	                   "\"visible_p90_ms\":%.2f,\"visible_p99_ms\":%.2f,\"visible_max_ms\":%.2f,"
+	                   "\"poll_mean_ms\":%.3f}",
+	                   res.probes, res.ack_p50_ms, res.ack_p99_ms, res.vis_p50_ms, res.vis_p90_ms,
+	                   res.vis_p99_ms, res.vis_max_ms, res.poll_mean_ms)
+	         ? 1
+	         : print_json(&b);
 	tl_buf_free(&b);
 out:
 	free(collector);
@@ -291,10 +293,10 @@ int tl_cmd_bench(int argc, char **argv)
 	}
 	const char *what = argv[1];
 	const char *const *flags = !strcmp(what, "load")   ? load_flags
-				   : !strcmp(what, "lag")  ? lag_flags
-				   : !strcmp(what, "fill") ? fill_flags
-				   : !strcmp(what, "json") ? json_flags
-							   : NULL;
+	                           : !strcmp(what, "lag")  ? lag_flags
+	                           : !strcmp(what, "fill") ? fill_flags
+	                           : !strcmp(what, "json") ? json_flags
+	                                                   : NULL;
 	if (!flags) {
 		fprintf(stderr, "tally bench: unknown benchmark '%s'\n%s", what, usage_text);
 		return 2;
