@@ -14,8 +14,11 @@
 #   ROLE=collect        `tally collect` (the collector alone) or `serve` (every
 #                       role in one process: enricher and aggregator share the CPU)
 #   DURATION=10s        wrk duration of one measurement
-#   ROUNDS=3            alternated measurements per side
+#   ROUNDS=5            alternated measurements per side (the machine is shared: medians)
 #   CONNS=64 THREADS=1  wrk connections / threads
+#   RECIPIENTS=64       distinct pixel tokens (recipients) wrk cycles through, as
+#                       real traffic does; they spread over the topic's partitions,
+#                       whose group commits run in parallel (1 = one partition)
 #   ONLY=nginx|tally    measure one side only
 # Prints one line per measurement, the medians and the ratio.
 set -euo pipefail
@@ -25,7 +28,8 @@ root=$(cd "$here/.." && pwd)
 BIN=${BIN:-$root/build/tally}
 ROLE=${ROLE:-collect}
 DURATION=${DURATION:-10s}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
+RECIPIENTS=${RECIPIENTS:-64}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
 ONLY=${ONLY:-}
@@ -79,10 +83,14 @@ wait_http() {
 	fail "$1 did not come up"
 }
 
-# measure NAME URL: runs wrk once, prints req/s; the output is kept in wrk-NAME.txt.
+# measure NAME URL [SCRIPT]: runs wrk once, prints req/s; the output is kept in wrk-NAME.txt.
 measure() {
 	local name=$1 url=$2 out
-	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$url")
+	if [[ -n ${3:-} ]]; then
+		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$3" "$url")
+	else
+		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$url")
+	fi
 	echo "$out" >>"$work/wrk-$name.txt"
 	if grep -q "Non-2xx or 3xx responses" <<<"$out"; then
 		echo "$out" >&2
@@ -134,13 +142,25 @@ if [[ $ONLY != nginx ]]; then
 	done
 	[[ -n $caddr ]] || fail "tally $ROLE did not start"
 	wait_http "http://$caddr/healthz"
-	tally_url=$("$BIN" link open --data "$data" --tenant bench --campaign bench --recipient r-1 \
-		--base-url "http://$caddr") || fail "link open failed"
-	curl -fsS -o "$work/check.gif" "$tally_url" || fail "$tally_url failed"
-	cmp -s "$work/check.gif" "$work/pixel.gif" || fail "$tally_url did not answer the GIF"
+	# one token per recipient; wrk cycles through their paths
+	{
+		echo "paths = {"
+		for i in $(seq 1 "$RECIPIENTS"); do
+			u=$("$BIN" link open --data "$data" --tenant bench --campaign bench --recipient "r-$i" \
+				--base-url "http://$caddr") || fail "link open failed"
+			echo "  \"${u#http://$caddr}\","
+		done
+		echo "}"
+		echo "n = 0"
+		echo "request = function() n = n + 1; return wrk.format(\"GET\", paths[(n % #paths) + 1]) end"
+	} >"$work/paths.lua"
+	tally_url="http://$caddr"
+	first=$(sed -n '2s/^  "\(.*\)",$/\1/p' "$work/paths.lua")
+	curl -fsS -o "$work/check.gif" "$tally_url$first" || fail "$tally_url$first failed"
+	cmp -s "$work/check.gif" "$work/pixel.gif" || fail "$tally_url$first did not answer the GIF"
 fi
 
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, keep-alive, $ROUNDS alternated rounds; tally role: $ROLE"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, keep-alive, $ROUNDS alternated rounds; tally $ROLE, $RECIPIENTS recipients"
 nginx_rps=()
 tally_rps=()
 for round in $(seq 1 "$ROUNDS"); do
@@ -149,7 +169,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		printf 'round %d  nginx %10.0f req/s\n' "$round" "${nginx_rps[-1]}"
 	fi
 	if [[ -n $tally_url ]]; then
-		tally_rps+=("$(measure tally "$tally_url")")
+		tally_rps+=("$(measure tally "$tally_url" "$work/paths.lua")")
 		printf 'round %d  tally %10.0f req/s\n' "$round" "${tally_rps[-1]}"
 	fi
 done
