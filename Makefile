@@ -26,12 +26,12 @@ run: build
 
 # Installs, builds and passes every test: unit, fuzz-corpus regression and
 # integration tests under ASan+UBSan, then the integration suite again on the
-# optimised build.
+# optimised build with the short chaos test (tests/chaos, ~2 min).
 test:
 	@scripts/deps.sh --test
 	@$(MAKE) --no-print-directory build build-asan
 	cd $(BUILD_ASAN) && ctest --output-on-failure -j 2 -LE slow
-	cd $(BUILD) && ctest --output-on-failure -L integration
+	cd $(BUILD) && ctest --output-on-failure -L 'integration|chaos'
 
 chaos: build
 	scripts/chaos.sh $(ARGS)

@@ -7,7 +7,7 @@ PKGS=(build-essential cmake pkg-config
       libzstd-dev libxxhash-dev libcmocka-dev libcurl4-openssl-dev libnats-dev libpq-dev
       curl zstd)
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(nginx-light wrk jq postgresql nats-server python3 openssl)
+  PKGS+=(nginx-light wrk jq postgresql nats-server python3 openssl sqlite3)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
