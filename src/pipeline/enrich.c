@@ -419,8 +419,11 @@ int tl_enricher_run(struct tl_enricher *e)
 			e->n_dead = 0;
 			sleep_ms(backoff);
 			backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
-			while ((rc = open_consumer(e)) && !atomic_load(&e->stopping))
+			while ((rc = open_consumer(e)) && !atomic_load(&e->stopping)) {
+				if (rc == -TL_ECORRUPT)
+					return rc; /* the resume point itself is damaged: an operator must look */
 				sleep_ms(backoff);
+			}
 			continue;
 		}
 		backoff = 50;
