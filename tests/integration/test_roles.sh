@@ -12,7 +12,9 @@
 #     CLI): the aggregator retries with backoff and catches up exactly;
 #  4. a torn tail on a segment is truncated when its writer starts; a
 #     corrupted record in the middle stops the enricher with exit status 3
-#     and a message naming the segment and the offset, every time it starts.
+#     and a message naming the segment and the offset, every time it starts;
+#     the repair of docs/operations.md (cut the segment at that offset, drop
+#     the durable file, start the topic's writer) gets it going again.
 #
 # Env: TALLY_BIN (required), TALLY_ROLES_EVENTS (default 120000), TALLY_KEEP_TMP=1.
 TL_TEST_NAME=roles
@@ -171,4 +173,38 @@ for attempt in 1 2; do
 		tl_fail "the enricher's error does not name $BAD_REL and an offset: $(cat "$log")"
 	tl_log "start $attempt: enricher exits 3: $(grep -o "$BAD_REL at offset [0-9]*[^)]*)" "$log" | head -n 1)"
 done
+
+# the repair (docs/operations.md, "Recovering from corruption"): the records
+# from the damaged one on are cut from the partition, the writer recovers it
+BAD_POS=$(grep -o "$BAD_REL at offset [0-9]*" "$log" | head -n 1 | awk '{print $NF}')
+PDIR=$(dirname "$BAD")
+truncate -s "$BAD_POS" "$BAD"
+for seg in "$PDIR"/*.seg; do # later segments (none here) go too
+	[[ "$(basename "$seg")" > "$(basename "$BAD")" ]] && rm -f "$seg"
+done
+rm -f "$PDIR/durable"
+# log_end TOPIC P: the durable end (record count) of a partition
+log_end() { od -An -tu8 -N8 "$DATA2/log/$1/$2/durable" 2>/dev/null | tr -d ' ' || echo 0; }
+P=$(basename "$PDIR")
+tl_spawn "$TL_TMP/collect4.log" "$TALLY_BIN" collect --data "$DATA2" --collector 127.0.0.1:0
+C4=$TL_LAST_PID
+tl_wait_for 30 "collect4 to listen" _tl_listening "$TL_TMP/collect4.log" "$C4" collector
+TL_COLLECTOR="http://$(tl_listen_addr "$TL_TMP/collect4.log" collector)"
+tl_spawn "$TL_TMP/enrich-repaired.log" "$TALLY_BIN" enrich --data "$DATA2"
+E4=$TL_LAST_PID
+cut_end=$(log_end events "$P")
+"$TALLY_BIN" gen --collector "$TL_COLLECTOR" --out "$TL_TMP/small2.json" --quiet --tenant acme \
+	--api-key "$(jq -r .api_key "$TL_TMP/acme2.json")" --link-key "$(jq -r .link_key "$TL_TMP/acme2.json")" \
+	--events 3000 --campaigns 1 --campaign-prefix again --seed 14 --junk=false 2>"$TL_TMP/small2.gen.log" ||
+	tl_fail "gen small2: $(tail -n 3 "$TL_TMP/small2.gen.log")"
+caught_up() {
+	tl_alive "$E4" || tl_fail "the enricher exited after the repair: $(tail -n 3 "$TL_TMP/enrich-repaired.log")"
+	local ev
+	ev=$(log_end events "$P")
+	[ "$ev" -gt "$cut_end" ] && [ "$(log_end metrics "$P")" = "$ev" ]
+}
+tl_wait_for 60 "the enricher to process $BAD_REL past the cut" caught_up
+tl_log "repaired: events/$P cut at byte $BAD_POS (record $cut_end); new records flow: events/$P and metrics/$P end at $(log_end metrics "$P")"
+tl_kill "$E4" 10
+tl_kill "$C4" 10
 tl_log "PASS"
