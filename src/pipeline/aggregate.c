@@ -169,11 +169,40 @@ static void maybe_prune(struct tl_aggregator *a)
 		tl_warn("aggregate: pruning the dedupe window: %s", tl_strerror(rc));
 }
 
+/* A stored offset past the end of its partition means the reporting DB was
+ * fed from another stream (a different --stream or prefix, a log deleted
+ * and created again, or a stream server that lost acknowledged records).
+ * Reading on would silently skip this stream's first records: stop, an
+ * operator must look. A stream that cannot answer now is not checked. */
+static int check_offsets(struct tl_aggregator *a)
+{
+	for (size_t i = 0; i < a->n_subs; i++) {
+		uint64_t end;
+		int rc = tl_stream_end_offset(a->o.stream, a->subs[i].topic, a->subs[i].partition, &end);
+		if (rc) {
+			tl_warn("aggregate: %s/%d: end of the stream unknown (%s); stored offsets not checked",
+				a->subs[i].topic, a->subs[i].partition, tl_strerror(rc));
+			return TL_OK;
+		}
+		if (a->subs[i].start > end) {
+			tl_error("aggregate: the reporting DB has counted %s/%d up to offset %llu but the stream ends "
+				 "at %llu: this DB was fed from another stream (--stream, its prefix) or the stream "
+				 "lost records; refusing to skip records silently",
+				 a->subs[i].topic, a->subs[i].partition, (unsigned long long)a->subs[i].start,
+				 (unsigned long long)end);
+			return -TL_ECORRUPT;
+		}
+	}
+	return TL_OK;
+}
+
 int tl_aggregator_run(struct tl_aggregator *a)
 {
 	int rc = connect_store(a);
 	if (rc)
 		return rc == -TL_ECLOSED ? TL_OK : rc;
+	if ((rc = check_offsets(a)))
+		return rc;
 	if ((rc = tl_consumer_open(a->o.stream, a->subs, a->n_subs, &a->cons))) {
 		tl_error("aggregate: opening the consumer: %s", tl_strerror(rc));
 		return rc;

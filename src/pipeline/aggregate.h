@@ -30,7 +30,9 @@ struct tl_aggregator_opts {
 };
 
 int tl_aggregator_create(const struct tl_aggregator_opts *o, struct tl_aggregator **out) TL_MUST_CHECK;
-/* Runs until stopped; applies what it holds before returning. 0 or error. */
+/* Runs until stopped; applies what it holds before returning. 0 or error;
+ * -TL_ECORRUPT at once when an offset stored in the DB is past the end of
+ * its partition (the DB was fed from another stream). */
 int tl_aggregator_run(struct tl_aggregator *a);
 void tl_aggregator_stop(struct tl_aggregator *a);
 void tl_aggregator_destroy(struct tl_aggregator *a);
