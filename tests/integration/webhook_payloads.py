@@ -19,7 +19,9 @@ Output, in --out:
   req/NNNN.body, req/NNNN.hdr   one request: raw body, curl header file (-H @file)
   plan.tsv                      seq phase path expect_status expect_accepted expect_dead note
                                 (expect_accepted/expect_dead are "-" unless the status is 200;
-                                 they are the {"accepted":N,"dead":M} the collector answers)
+                                 they are the {"accepted":N,"dead":M} the collector answers;
+                                 in the race phase expect_status is the multiset of the
+                                 answers to the concurrent copies, "1x200+11x403", "12x200")
   expected.json                 {"seed", "metrics", "phases": {<phase>: {"truth": {tenant:
                                  {campaign: {"total", "variants", "first_event", "last_event"}}},
                                  "collector": {...}, "aggregate": {...}}}}, cumulative per phase
@@ -27,12 +29,15 @@ Output, in --out:
 Phases, posted in order by the shell test:
   main      every provider and event kind for acme and beta, retries of the same batches
             (same bytes; re-signed), and interleaved requests that must be refused
-            (bad signatures and credentials, replayed Mailgun tokens, stale timestamps)
-  bad       only refused requests (one or more per provider and tenant): nothing may change
+            (bad signatures and credentials, replayed Mailgun tokens, stale timestamps),
+            dead letters and pings
+  bad       only refused requests (several per provider and tenant, a tenant without
+            credentials, a body over the size limit): nothing may change
+  race      requests the shell posts race_copies times at once: a signed Mailgun request
+            (one copy passes, the others are replays of its token) and a SendGrid batch
+            (every copy passes, its events count once), per tenant
   sentinel  a small accepted batch per tenant: once it is counted, the refused requests
             before it would have been too
-  race      one Mailgun request per tenant that the shell posts race_copies times at once:
-            one copy passes, the others are refused as replays of its token
 
 How tally counts (the model below): events are deduplicated by (tenant, event id); a
 retried request carries the same logical events (the same provider ids, or the same
@@ -47,7 +52,6 @@ send-window rules do not apply.
 """
 import argparse
 import base64
-import copy
 import hashlib
 import hmac
 import json
@@ -55,7 +59,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 
 METRICS = ["sent", "delivered", "deferred", "bounced", "hard_bounced", "soft_bounced", "dropped",
@@ -200,9 +203,12 @@ class Gen:
 
     # ---- requests ----------------------------------------------------------
 
-    def emit(self, phase, path, body, headers, status, note, items=(), tenant=None):
+    def emit(self, phase, path, body, headers, status, note, items=(), tenant=None, copies=1):
         """Writes one request. items: the canonical events and dead letters it carries
-        (counted only when status is 200)."""
+        (counted only when status is 200). copies > 1 (race phase): the shell posts it that
+        many times at once and status 200 means every copy passes, "once" that one copy
+        passes and the others are refused (403); the plan's status column holds the
+        expected multiset of statuses, e.g. "1x200+11x403"."""
         self.seq += 1
         name = "%04d" % self.seq
         if isinstance(body, str):
@@ -214,21 +220,29 @@ class Gen:
             for k, v in headers:
                 f.write(f"{k}: {v}\n")
         acc = dead = "-"
+        plan_status = str(status)
+        if status == "once":
+            self.collector["unauthorized"] += copies - 1
+            plan_status = f"1x200+{copies - 1}x403"
+            status, copies = 200, 1
+        elif copies > 1:
+            plan_status = f"{copies}x{status}"
         if status == 200:
             evs = [i for i in items if not i.get("dead")]
             acc, dead = len(evs), len(items) - len(evs)
-            self.collector["accepted"] += 1
-            self.collector["dead"] += dead
-            for e in evs:
-                self.collector[TOPIC_OF.get(e["kind"], "delivery")] += 1
-                self.count(tenant, e)
+            for _ in range(copies):
+                self.collector["accepted"] += 1
+                self.collector["dead"] += dead
+                for e in evs:
+                    self.collector[TOPIC_OF.get(e["kind"], "delivery")] += 1
+                    self.count(tenant, e)
         elif status in (401, 403):
             self.collector["unauthorized"] += 1
         elif status == 413:  # refused by the HTTP layer before the webhook handler runs
             pass
         else:  # 400, and 404 for an unknown tenant (the collector counts it as a bad request)
             self.collector["bad_request"] += 1
-        self.plan.append([name, phase, path, str(status), str(acc), str(dead), note])
+        self.plan.append([name, phase, path, plan_status, str(acc), str(dead), note])
 
     # ---- messages and their events ----------------------------------------
 
@@ -329,7 +343,7 @@ class Gen:
     def email_as_sent(self, r):
         """Providers disagree on case: some events carry the address as typed."""
         if self.rng.random() < 0.25:
-            return r["email"].capitalize().replace("@", "@", 1).replace(".example", ".EXAMPLE")
+            return r["email"].capitalize().replace(".example", ".EXAMPLE")
         return r["email"]
 
     # ---- provider renderers -------------------------------------------------
@@ -943,6 +957,8 @@ class Gen:
                 ("digest", [], [("sendgrid", "meta", 16), ("mailgun", "meta", 6)]),
                 ("pm-tagged", [], [("postmark", "tag", 4)]),
                 ("sp-campaign-id", [], [("sparkpost", "campaign_id", 4)]),
+                # UTF-8, blanks, a quote and a slash: attribution is exact, the API takes it percent-encoded
+                ("Fête d'hiver 26/27", ["α", "β"], [("postmark", "meta", 6), ("mailgun", "meta", 6), ("sendgrid", "meta", 4)]),
                 ("shared-promo", [], [("sparkpost", "meta", 4)]),
             ],
         }
@@ -1051,6 +1067,27 @@ class Gen:
                           f"bad {prov}: tenant {gamma} has no credential for it", (), gamma)
         self.snapshot("bad")
 
+        # race phase, campaign "race": requests the shell posts race_copies times at once.
+        # A signed Mailgun request: one copy passes, the others are replays of its token.
+        # A SendGrid batch (a provider retrying while the first try is in flight): every
+        # copy is accepted, its events are counted once.
+        copies = self.cfg.get("race_copies", 12)
+        tc = self.cfg["tenants"]
+        for tn in tenants:
+            r = {"idx": 2000, "email": f"race@{tn}.example", "rid": "race-1"}
+            m = self.message(tn, "mailgun", "race", [], "meta", now - 30000, rcpt=r, fate=["eng"])
+            e = [x for x in m["events"] if x["kind"] == "delivered"][0]
+            self.emit("race", f"/v1/webhooks/mailgun/{tn}", self.mg_body(tc[tn], e), [], "once",
+                      f"race: {copies} copies of a signed Mailgun request at once", [e], tn, copies)
+            evs = []
+            for i in range(4):
+                r = {"idx": 2001 + i, "email": f"race{i}@{tn}.example", "rid": f"race-{i + 2}"}
+                evs += self.message(tn, "sendgrid", "race", [], "meta", now - 20000, rcpt=r, fate=["eng"])["events"]
+            body = json.dumps([self.sg_obj(x) for x in evs]).encode()
+            self.emit("race", f"/v1/webhooks/sendgrid/{tn}", body, self.sg_sign(tc[tn]["sendgrid_key"], now // 1000, body),
+                      200, f"race: {copies} copies of a SendGrid batch at once", evs, tn, copies)
+        self.snapshot("race")
+
         # sentinel phase: one accepted SparkPost batch per tenant, 64 recipients (every partition)
         for tn in tenants:
             msgs = []
@@ -1065,18 +1102,6 @@ class Gen:
             self.emit("sentinel", f"/v1/webhooks/sparkpost/{tn}", body, self.sp_auth(tn), 200,
                       f"sentinel batch of {len(evs)}", evs, tn)
         self.snapshot("sentinel")
-
-        # race phase: one signed Mailgun request per tenant, posted race_copies times at once
-        # by the shell: exactly one copy may pass, the others are replays of its token
-        copies = self.cfg.get("race_copies", 12)
-        for tn in tenants:
-            r = {"idx": 2000, "email": f"race@{tn}.example", "rid": "race-1"}
-            m = self.message(tn, "mailgun", "race", [], "meta", now - 30000, rcpt=r, fate=["eng"])
-            e = [x for x in m["events"] if x["kind"] == "delivered"][0]
-            self.emit("race", f"/v1/webhooks/mailgun/{tn}", self.mg_body(self.cfg["tenants"][tn], e), [], 200,
-                      f"race: {copies} copies at once, one passes", [e], tn)
-            self.collector["unauthorized"] += copies - 1
-        self.snapshot("race")
 
     def write(self):
         with open(os.path.join(self.out, "plan.tsv"), "w") as f:
