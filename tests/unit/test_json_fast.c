@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "core/clock.h"
 #include "event/event.h"
 #include "event/json_int.h"
 
@@ -501,6 +502,62 @@ static void test_limits(void **state)
 	tl_arena_free(&small_s);
 }
 
+/* tl_event_to_json formats times by hand: the bytes must be
+ * tl_time_format_iso's, over the whole range it accepts. */
+static void test_to_json_times(void **state)
+{
+	(void)state;
+	static const int64_t edges[] = {0,
+	                                1,
+	                                999,
+	                                1000,
+	                                59999,
+	                                60000,
+	                                86399999,
+	                                86400000,
+	                                951782400000LL /* 2000-02-29 */,
+	                                4107542399999LL /* 2100-02-28T23:59:59.999 */,
+	                                1796320800123LL,
+	                                253402300799999LL /* the last accepted */};
+	struct tl_buf b;
+	tl_buf_init(&b, 0);
+	for (int i = 0; i < 200000; i++) {
+		int64_t ts = i < (int)(sizeof edges / sizeof edges[0])
+		                 ? edges[i]
+		                 : (int64_t)(rnd() % 253402300800000ULL);
+		int64_t arrival = (i & 1) ? (int64_t)(rnd() % 253402300800000ULL) : 0;
+		struct tl_event ev = {.type = TL_EV_SENT,
+		                      .ts_ms = ts,
+		                      .arrival_ms = arrival,
+		                      .campaign = TL_STR("c"),
+		                      .recipient = TL_STR("r"),
+		                      .id = TL_STR("i")};
+		tl_buf_reset(&b);
+		assert_int_equal(tl_event_to_json(&ev, &b), 0);
+		char want[TL_TIME_ISO_MAX + 32], t[TL_TIME_ISO_MAX];
+		tl_time_format_iso(ts, t, sizeof t);
+		snprintf(want, sizeof want, "\"ts\":\"%s\"", t);
+		if (!strstr(b.data, want))
+			fail_msg("ts %lld: %s lacks %s", (long long)ts, b.data, want);
+		if (arrival > 0) {
+			tl_time_format_iso(arrival, t, sizeof t);
+			snprintf(want, sizeof want, "\"arrival\":\"%s\"", t);
+			if (!strstr(b.data, want))
+				fail_msg("arrival %lld: %s lacks %s", (long long)arrival, b.data, want);
+		}
+	}
+	/* outside the years 1970..9999: refused, out unchanged */
+	struct tl_event bad = {.type = TL_EV_SENT,
+	                       .ts_ms = 253402300800000LL,
+	                       .campaign = TL_STR("c"),
+	                       .recipient = TL_STR("r"),
+	                       .id = TL_STR("i")};
+	tl_buf_reset(&b);
+	assert_int_equal(tl_event_to_json(&bad, &b), -TL_EINVAL);
+	assert_int_equal(b.len, 0);
+	tl_buf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -509,6 +566,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_generated_variations, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_random_string_bytes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_to_json_times, setup, teardown),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	fprintf(stderr, "test_json_fast: %ld inputs compared, %ld decided by the fast path\n", n_compared,
