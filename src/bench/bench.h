@@ -200,6 +200,7 @@ struct tl_bench_json_result {
 	double us_per_line;         /* tl_event_from_json (fast path, jansson fallback) */
 	double jansson_us_per_line; /* the jansson parser alone */
 	double fast_share;          /* share of lines the fast path decided */
+	double to_json_us;          /* tl_event_to_json per event (the archiver's per-event work) */
 };
 
 /* Parses `lines` generated canonical lines (the load mix) `rounds` times

@@ -63,6 +63,45 @@ static int time_parser(parse_fn fn, const struct tl_buf *text, size_t lines, int
 	return rc;
 }
 
+/* Median CPU µs of tl_event_to_json per event over the parsed lines. */
+static int time_to_json(const struct tl_buf *text, size_t lines, int rounds, double *us)
+{
+	struct tl_arena a;
+	tl_arena_init(&a, 1 << 20, 0);
+	struct tl_event *evs = calloc(lines, sizeof *evs);
+	double *r = calloc((size_t)rounds, sizeof *r);
+	struct tl_buf out;
+	tl_buf_init(&out, 0);
+	char err[256];
+	int rc = evs && r ? TL_OK : -TL_ENOMEM;
+	size_t n = 0;
+	for (size_t pos = 0; !rc && pos < text->len && n < lines; n++) {
+		const char *line = text->data + pos;
+		const char *nl = memchr(line, '\n', text->len - pos);
+		size_t len = (size_t)(nl - line);
+		if (tl_event_from_json(line, len, &a, &evs[n], err, sizeof err))
+			rc = -TL_EINVAL;
+		pos += len + 1;
+	}
+	for (int k = 0; k < rounds && !rc; k++) {
+		int64_t t0 = cpu_ns();
+		for (size_t i = 0; i < n && !rc; i++) {
+			tl_buf_reset(&out);
+			rc = tl_event_to_json(&evs[i], &out);
+		}
+		r[k] = (double)(cpu_ns() - t0) / 1e3 / (double)n;
+	}
+	if (!rc) {
+		qsort(r, (size_t)rounds, sizeof *r, cmp_double);
+		*us = r[rounds / 2];
+	}
+	tl_buf_free(&out);
+	free(evs);
+	free(r);
+	tl_arena_free(&a);
+	return rc;
+}
+
 int tl_bench_json_run(size_t lines, int rounds, uint64_t seed, struct tl_bench_json_result *res)
 {
 	memset(res, 0, sizeof *res);
@@ -98,6 +137,8 @@ int tl_bench_json_run(size_t lines, int rounds, uint64_t seed, struct tl_bench_j
 		tl_arena_free(&a);
 		res->fast_share = (double)fast / (double)lines;
 	}
+	if (!rc)
+		rc = time_to_json(&text, lines, rounds, &res->to_json_us);
 	res->bytes_per_line = (double)text.len / (double)lines;
 	tl_buf_free(&text);
 	return rc;

@@ -279,9 +279,9 @@ static int run_json(struct bench_cfg *c)
 		return 1;
 	}
 	printf("{\"lines\":%lld,\"rounds\":%lld,\"bytes_per_line\":%.0f,\"us_per_line\":%.3f,"
-	       "\"jansson_us_per_line\":%.3f,\"fast_path_lines\":%.3f}\n",
+	       "\"jansson_us_per_line\":%.3f,\"fast_path_lines\":%.3f,\"to_json_us_per_event\":%.3f}\n",
 	       (long long)c->lines, (long long)c->rounds, res.bytes_per_line, res.us_per_line,
-	       res.jansson_us_per_line, res.fast_share);
+	       res.jansson_us_per_line, res.fast_share, res.to_json_us);
 	return fflush(stdout) ? 1 : 0;
 }
 
