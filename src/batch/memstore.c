@@ -4,13 +4,15 @@
 #include "core/hmap.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
-#define NSHARD 256
-#define SHARD_MIN 1024 /* slots */
+#define NSHARD 64
+#define SHARD_MIN 1024		/* slots */
+#define HUGE_PAGE (2u << 20)	/* tables this large ask for transparent huge pages */
 
 /* ---- sharded fingerprint sets -------------------------------------------- */
 
@@ -55,13 +57,28 @@ static size_t set_count(const struct fpset *s)
 
 static inline unsigned shard_of(uint64_t hi)
 {
-	return (unsigned)(hi >> 56);
+	return (unsigned)(hi >> 58);
+}
+
+/* Zeroed slots; large tables on huge pages: a probe is a random access,
+ * and with 4 KiB pages most of them would also miss the TLB. */
+static uint64_t *slots_alloc(size_t words)
+{
+	size_t bytes = words * sizeof(uint64_t);
+	if (bytes < HUGE_PAGE)
+		return calloc(words, sizeof(uint64_t));
+	void *p = NULL;
+	if (posix_memalign(&p, HUGE_PAGE, bytes))
+		return NULL;
+	(void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: fine if it is not taken */
+	memset(p, 0, bytes);
+	return p;
 }
 
 static int shard_grow(struct shard *s, unsigned stride)
 {
 	size_t ncap = s->cap ? s->cap * 2 : SHARD_MIN;
-	uint64_t *ns = calloc(ncap * stride, sizeof *ns);
+	uint64_t *ns = slots_alloc(ncap * stride);
 	if (!ns)
 		return -TL_ENOMEM;
 	for (size_t i = 0; i < s->cap; i++) {
@@ -387,10 +404,13 @@ static int row_eq(const void *arg, uint32_t idx, const void *key)
 	return a->cid == b->cid && a->vid == b->vid && a->minute == b->minute;
 }
 
+/* The map indexes by the low bits: mix every input bit into them. */
 static inline uint64_t row_hash(uint32_t cid, uint32_t vid, int64_t minute)
 {
-	uint64_t x = ((uint64_t)cid << 32 | vid) * 0x9E3779B97F4A7C15ULL;
-	return (x ^ (uint64_t)minute * 0xC2B2AE3D27D4EB4FULL) + 1;
+	uint64_t x = ((uint64_t)cid << 32 | vid) ^ ((uint64_t)minute / 60000) * 0x9E3779B97F4A7C15ULL;
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+	return x ^ (x >> 31);
 }
 
 static int rows_add(struct rowset *rs, uint32_t cid, uint32_t vid, int64_t minute, const int64_t *d, int64_t first,
@@ -474,6 +494,9 @@ static int insert_many(struct conn *c, struct fpset *set, size_t n, uint8_t *is_
 		pthread_mutex_lock(&sh->mu);
 		int rc = TL_OK;
 		for (size_t j = start[s]; j < start[s + 1] && rc >= 0; j++) {
+			/* the slots are random memory: ask for a later key's line early */
+			if (j + 8 < start[s + 1] && sh->cap)
+				__builtin_prefetch(&sh->slots[(c->lo[c->order[j + 8]] & (sh->cap - 1)) * set->stride], 1);
 			uint32_t i = c->order[j];
 			rc = shard_insert(sh, set->stride, c->lo[i], c->hi[i], c->val[i], &c->old[i]);
 			is_new[i] = rc == 1;

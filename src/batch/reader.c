@@ -22,12 +22,17 @@
 
 /* ---- listing -------------------------------------------------------------- */
 
-static int cmp_size_desc(const void *a, const void *b)
+static int cmp_file(const void *a, const void *b)
 {
 	const struct tl_archive_file *x = a, *y = b;
-	if (x->size != y->size)
-		return x->size < y->size ? 1 : -1;
-	return strcmp(x->path, y->path);
+	if (x->day != y->day)
+		return x->day < y->day ? -1 : 1;
+	int r = strcmp(x->name.topic, y->name.topic);
+	if (r)
+		return r;
+	if (x->name.partition != y->name.partition)
+		return x->name.partition < y->name.partition ? -1 : 1;
+	return (x->name.first > y->name.first) - (x->name.first < y->name.first);
 }
 
 void tl_archive_files_free(struct tl_archive_file *f, size_t n)
@@ -98,7 +103,7 @@ int tl_archive_files_list(const char *dir, int64_t from_day, int64_t to_day, str
 		return rc;
 	}
 	if (len)
-		qsort(v, len, sizeof *v, cmp_size_desc);
+		qsort(v, len, sizeof *v, cmp_file);
 	*out = v;
 	*n = len;
 	return TL_OK;
@@ -169,22 +174,33 @@ int tl_archive_reader_open(const char *path, struct tl_archive_reader **out)
 	struct tl_archive_reader *r = calloc(1, sizeof *r);
 	if (!r)
 		return -TL_ENOMEM;
-	r->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (r->fd < 0) {
-		int rc = tl_err_from_errno(errno);
-		free(r);
-		return rc;
-	}
-	(void)posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	r->fd = -1;
 	r->d = ZSTD_createDCtx();
 	r->in = malloc(IN_CAP);
 	r->buf = malloc(OUT_CAP);
-	if (!r->d || !r->in || !r->buf) {
+	int rc = !r->d || !r->in || !r->buf ? -TL_ENOMEM : tl_archive_reader_reopen(r, path);
+	if (rc) {
 		tl_archive_reader_close(r);
-		return -TL_ENOMEM;
+		return rc;
 	}
-	r->ib = (ZSTD_inBuffer){r->in, 0, 0};
 	*out = r;
+	return TL_OK;
+}
+
+int tl_archive_reader_reopen(struct tl_archive_reader *r, const char *path)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (r->fd < 0)
+		return tl_err_from_errno(errno);
+	(void)posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	ZSTD_DCtx_reset(r->d, ZSTD_reset_session_only);
+	r->ib = (ZSTD_inBuffer){r->in, 0, 0};
+	r->pos = r->len = r->scanned = 0;
+	r->consumed = 0;
+	r->last_ret = 0;
+	r->input_eof = r->eof = false;
 	return TL_OK;
 }
 
@@ -323,22 +339,75 @@ static const struct {
 	[K_HASHED] = {"hashed", 6, 0},
 };
 
-/* Keys in the order tl_event_to_json writes them: a canonical line finds
- * each key at the first try. */
-static const uint8_t canonical_order[K__N] = {
-	K_TYPE, K_TENANT, K_CAMPAIGN, K_VARIANT, K_RECIPIENT, K_MESSAGE, K_ID,	   K_TS,     K_ARRIVAL, K_URL,
-	K_UA,	K_IP,	  K_BOUNCE,   K_PROVIDER, K_MACHINE,	K_BOT,	   K_HEAD, K_HASHED, K_TOKEN,
+#define KEY_IS(lit) (memcmp(k, lit, sizeof(lit) - 1) == 0)
+
+/* The key k of n bytes, or -1. Constant-length compares: no calls. */
+static int key_lookup(const char *k, size_t n)
+{
+	switch (n) {
+	case 2: return KEY_IS("id") ? K_ID : KEY_IS("ts") ? K_TS : KEY_IS("ip") ? K_IP : -1;
+	case 3: return KEY_IS("url") ? K_URL : KEY_IS("bot") ? K_BOT : -1;
+	case 4: return KEY_IS("type") ? K_TYPE : KEY_IS("head") ? K_HEAD : -1;
+	case 5: return KEY_IS("token") ? K_TOKEN : -1;
+	case 6: return KEY_IS("tenant") ? K_TENANT : KEY_IS("hashed") ? K_HASHED : -1;
+	case 7:
+		return KEY_IS("variant")   ? K_VARIANT
+		       : KEY_IS("message") ? K_MESSAGE
+		       : KEY_IS("arrival") ? K_ARRIVAL
+		       : KEY_IS("machine") ? K_MACHINE
+					   : -1;
+	case 8: return KEY_IS("campaign") ? K_CAMPAIGN : KEY_IS("provider") ? K_PROVIDER : -1;
+	case 9: return KEY_IS("recipient") ? K_RECIPIENT : -1;
+	case 10: return KEY_IS("user_agent") ? K_UA : -1;
+	case 12: return KEY_IS("bounce_class") ? K_BOUNCE : -1;
+	default: return -1;
+	}
+}
+
+/* tl_event_to_json writes the keys in this order: a canonical line is read
+ * by trying, at each key, the ones that may come next, each a constant-size
+ * compare. lit(pos) is "\"<name>\":" of canonical position pos. */
+#define AT(lit) (memcmp(p, lit, sizeof(lit) - 1) == 0 ? (int)(sizeof(lit) - 1) : 0)
+
+struct kmatch {
+	int key, len, pos;
 };
 
-/* Position in canonical_order of key k (n bytes), searching from hint on. */
-static int key_lookup(const char *k, size_t n, int hint)
+/* Needs 16 readable bytes at p. */
+static bool canonical_key(const char *p, int from, struct kmatch *m)
 {
-	for (int j = 0; j < K__N; j++) {
-		int pos = (hint + j) % K__N, i = canonical_order[pos];
-		if (keys[i].len == n && memcmp(keys[i].name, k, n) == 0)
-			return pos;
+	static const int8_t key_at[] = {K_TYPE, K_TENANT, K_CAMPAIGN, K_VARIANT, K_RECIPIENT, K_MESSAGE, K_ID,
+					K_TS,	K_ARRIVAL, K_URL,	K_UA,	    K_IP,	 K_BOUNCE,  K_PROVIDER,
+					K_MACHINE, K_BOT, K_HEAD,	K_HASHED, K_TOKEN};
+	for (int pos = from; pos < K__N; pos++) {
+		int n;
+		switch (pos) {
+		case 0: n = AT("\"type\":"); break;
+		case 1: n = AT("\"tenant\":"); break;
+		case 2: n = AT("\"campaign\":"); break;
+		case 3: n = AT("\"variant\":"); break;
+		case 4: n = AT("\"recipient\":"); break;
+		case 5: n = AT("\"message\":"); break;
+		case 6: n = AT("\"id\":"); break;
+		case 7: n = AT("\"ts\":"); break;
+		case 8: n = AT("\"arrival\":"); break;
+		case 9: n = AT("\"url\":"); break;
+		case 10: n = AT("\"user_agent\":"); break;
+		case 11: n = AT("\"ip\":"); break;
+		case 12: n = AT("\"bounce_class\":"); break;
+		case 13: n = AT("\"provider\":"); break;
+		case 14: n = AT("\"machine\":"); break;
+		case 15: n = AT("\"bot\":"); break;
+		case 16: n = AT("\"head\":"); break;
+		case 17: n = AT("\"hashed\":"); break;
+		default: n = AT("\"token\":"); break;
+		}
+		if (n) {
+			*m = (struct kmatch){key_at[pos], n, pos};
+			return true;
+		}
 	}
-	return -1;
+	return false;
 }
 
 static struct tl_str *field(struct tl_event *ev, int key)
@@ -384,6 +453,41 @@ static size_t plain_span(const char *s, size_t n)
 	return i;
 }
 
+static inline int two(const char *p)
+{
+	return (p[0] - '0') * 10 + (p[1] - '0');
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" exactly, as tl_time_format_iso writes it, into
+ * ms; false for anything else (tl_time_parse_iso then decides). For the
+ * strings it accepts the result equals tl_time_parse_iso's. */
+static bool canonical_time(const char *s, size_t n, int64_t *ms)
+{
+	static const char pat[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+	if (n != 24)
+		return false;
+	for (size_t i = 0; i < 24; i++)
+		if (pat[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != pat[i])
+			return false;
+	int y = two(s) * 100 + two(s + 2), mo = two(s + 5), d = two(s + 8);
+	int h = two(s + 11), mi = two(s + 14), se = two(s + 17);
+	int frac = (s[20] - '0') * 100 + two(s + 21);
+	static const unsigned char mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 || mi > 59 || se > 59)
+		return false;
+	int64_t days = tl_days_from_civil(y, (unsigned)mo, (unsigned)d);
+	*ms = ((days * 86400 + h * 3600 + mi * 60 + se) * 1000) + frac;
+	return true;
+}
+
+static int parse_time(struct tl_str t, int64_t *ms)
+{
+	if (canonical_time(t.p, t.n, ms))
+		return TL_OK;
+	return tl_time_parse_iso(t.p, t.n, ms);
+}
+
 int tl_batch_parse_fast(const char *s, size_t n, struct tl_event *ev)
 {
 	memset(ev, 0, sizeof *ev);
@@ -392,25 +496,30 @@ int tl_batch_parse_fast(const char *s, size_t n, struct tl_event *ev)
 	const char *p = s + 1, *end = s + n - 1; /* end: the closing brace */
 	uint32_t seen = 0;
 	struct tl_str type = TL_STR_NULL, bounce = TL_STR_NULL, ts = TL_STR_NULL, arrival = TL_STR_NULL;
-	int hint = 0;
+	int next_pos = 0; /* canonical position the next key is looked for from */
 	if (p == end)
 		return 1;
 	for (;;) {
-		if (*p != '"')
-			return 1;
-		const char *k = ++p;
-		const char *kq = memchr(k, '"', (size_t)(end - k));
-		if (!kq || kq + 1 >= end || kq[1] != ':')
-			return 1;
-		int pos = key_lookup(k, (size_t)(kq - k), hint);
-		if (pos < 0)
-			return 1; /* unknown key: the full parser decides */
-		int key = canonical_order[pos];
-		if (seen & (1u << key))
-			return 1; /* repeated key */
+		int key;
+		struct kmatch km;
+		if (end - p >= 16 && canonical_key(p, next_pos, &km)) {
+			key = km.key;
+			p += km.len;
+			next_pos = km.pos + 1;
+		} else {
+			if (*p != '"')
+				return 1;
+			const char *k = ++p, *kq = k;
+			while (kq < end && *kq != '"' && kq - k < 16) /* keys are short */
+				kq++;
+			if (kq + 1 >= end || *kq != '"' || kq[1] != ':')
+				return 1;
+			key = key_lookup(k, (size_t)(kq - k));
+			p = kq + 2;
+		}
+		if (key < 0 || (seen & (1u << key)))
+			return 1; /* unknown or repeated key: the full parser decides */
 		seen |= 1u << key;
-		hint = pos + 1;
-		p = kq + 2;
 		if (key >= K_MACHINE) {
 			if (end - p < 4 || memcmp(p, "true", 4) != 0)
 				return 1;
@@ -457,9 +566,11 @@ int tl_batch_parse_fast(const char *s, size_t n, struct tl_event *ev)
 	}
 	if (!ev->id.n || !ts.n)
 		return 1;
-	if (tl_time_parse_iso(ts.p, ts.n, &ev->ts_ms) || ev->ts_ms <= 0)
+	if (parse_time(ts, &ev->ts_ms) || ev->ts_ms <= 0)
 		return 1;
-	if (arrival.n && (tl_time_parse_iso(arrival.p, arrival.n, &ev->arrival_ms) || ev->arrival_ms <= 0))
+	if (arrival.n == ts.n && memcmp(arrival.p, ts.p, ts.n) == 0)
+		ev->arrival_ms = ev->ts_ms; /* hits: received = happened */
+	else if (arrival.n && (parse_time(arrival, &ev->arrival_ms) || ev->arrival_ms <= 0))
 		return 1;
 	if (bounce.n) {
 		int c = tl_bounce_class_parse(bounce.p, bounce.n);

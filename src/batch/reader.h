@@ -28,7 +28,8 @@ struct tl_archive_file {
 };
 
 /* Lists the archive files of days from_day..to_day (inclusive) under dir,
- * sorted by size, largest first. Temporaries and unknown names are ignored.
+ * in order of (day, topic, partition, first offset). Temporaries and unknown
+ * names are ignored.
  * *out is freed with tl_archive_files_free. 0, or a negative error
  * (a missing day directory is not one: that day simply has no files). */
 int tl_archive_files_list(const char *dir, int64_t from_day, int64_t to_day, struct tl_archive_file **out,
@@ -44,6 +45,10 @@ struct tl_archive_reader;
 
 /* Opens one archive file for reading its lines. */
 int tl_archive_reader_open(const char *path, struct tl_archive_reader **out) TL_MUST_CHECK;
+
+/* Switches r to another file, keeping its buffers (one reader per thread
+ * reads many files without allocating). */
+int tl_archive_reader_reopen(struct tl_archive_reader *r, const char *path) TL_MUST_CHECK;
 
 /* The next line (without its newline) in line and len, valid until the next
  * call. Returns 1 for a line, 0 at the end of the file, -TL_ECORRUPT for a
