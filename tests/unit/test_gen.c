@@ -462,6 +462,58 @@ static void test_unexpected_answers_are_errors(void **state)
 	tl_gen_destroy(g);
 }
 
+/* hit_id_prefix: every hit carries its own key "<prefix>-<n>" and may be
+ * re-sent; batches are unchanged; without a prefix hits have no key and are
+ * not retry-safe. A prefix outside [A-Za-z0-9_.-]{1,40} is refused. */
+static void test_hit_keys(void **state)
+{
+	(void)state;
+	struct tl_gen_opts o;
+	tl_gen_defaults(&o);
+	o.tenant = "acme";
+	memcpy(o.link_key, key_acme, sizeof key_acme);
+	o.campaigns = 1;
+	o.recipients = 300;
+	for (int keyed = 0; keyed < 2; keyed++) {
+		o.hit_id_prefix = keyed ? "g00ff.run-1" : NULL;
+		struct tl_gen *g;
+		assert_int_equal(tl_gen_create(&o, &g), 0);
+		uint64_t hits = 0;
+		for (;;) {
+			struct tl_gen_request *r;
+			assert_int_equal(tl_gen_next(g, &r), 0);
+			if (!r)
+				break;
+			if (r->kind == TL_GEN_REQ_EVENTS) {
+				assert_null(r->idempotency_key);
+				assert_true(r->retry_safe);
+			} else if (keyed) {
+				char want[64];
+				snprintf(want, sizeof want, "g00ff.run-1-%llx", (unsigned long long)++hits);
+				assert_non_null(r->idempotency_key);
+				assert_string_equal(r->idempotency_key, want); /* unique within the run */
+				assert_true(r->retry_safe);
+			} else {
+				hits++;
+				assert_null(r->idempotency_key);
+				assert_false(r->retry_safe);
+			}
+			assert_int_equal(tl_gen_complete(g, r, r->expect_status ? r->expect_status : 200,
+			                                 r->expect_location, NULL, 0),
+			                 0);
+		}
+		assert_true(hits > 100);
+		tl_gen_destroy(g);
+	}
+	struct tl_gen *g;
+	o.hit_id_prefix = "bad prefix";
+	assert_int_equal(tl_gen_create(&o, &g), -TL_EINVAL);
+	o.hit_id_prefix = "";
+	assert_int_equal(tl_gen_create(&o, &g), -TL_EINVAL);
+	o.hit_id_prefix = "0123456789012345678901234567890123456789x"; /* 41 */
+	assert_int_equal(tl_gen_create(&o, &g), -TL_EINVAL);
+}
+
 static void test_bad_options(void **state)
 {
 	(void)state;
@@ -489,6 +541,7 @@ int main(void)
 	    cmocka_unit_test(test_deterministic),
 	    cmocka_unit_test(test_events_scale_recipients),
 	    cmocka_unit_test(test_unexpected_answers_are_errors),
+	    cmocka_unit_test(test_hit_keys),
 	    cmocka_unit_test(test_bad_options),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
