@@ -63,9 +63,9 @@ static const struct tl_opt gen_table[] = {
 #define N_GEN (sizeof gen_table / sizeof gen_table[0])
 
 static const char *const gen_flags[] = {
-    "collector", "tenant",     "api-key",     "link-key",    "other-tenant-link-key",
-    "campaigns", "recipients", "events",      "variants",    "campaign-prefix",
-    "seed",      "out",        "concurrency", "batch-lines", "junk",
+    "collector", "tenant",      "api-key",     "link-key",    "other-tenant-link-key",
+    "campaigns", "recipients",  "events",      "variants",    "campaign-prefix",
+    "seed",      "out",         "concurrency", "batch-lines", "junk",
     "quiet",     "retry-until", NULL};
 
 static const char usage_line[] =
@@ -215,9 +215,9 @@ int tl_cmd_gen(int argc, char **argv)
 		size_t off;
 		int64_t min, max;
 	} ranges[] = {
-	    {"campaigns", G(campaigns), 1, 100000},   {"recipients", G(recipients), 0, 100000000},
-	    {"events", G(events), 0, 10000000000LL},  {"seed", G(seed), 0, INT64_MAX},
-	    {"concurrency", G(concurrency), 1, 1024}, {"batch-lines", G(batch_lines), 1, 100000},
+	    {"campaigns", G(campaigns), 1, 100000},    {"recipients", G(recipients), 0, 100000000},
+	    {"events", G(events), 0, 10000000000LL},   {"seed", G(seed), 0, INT64_MAX},
+	    {"concurrency", G(concurrency), 1, 1024},  {"batch-lines", G(batch_lines), 1, 100000},
 	    {"retry-until", G(retry_until), 0, 86400},
 	};
 	for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {

@@ -29,10 +29,10 @@
 
 struct slot {
 	CURL *easy;
-	struct tl_gen_request *r; /* NULL = free */
-	bool running;             /* added to the multi handle */
-	int64_t retry_at_ms;      /* when !running and r: start at this time */
-	int64_t first_ms;         /* first attempt of r */
+	struct tl_gen_request *r;       /* NULL = free */
+	bool running;                   /* added to the multi handle */
+	int64_t retry_at_ms;            /* when !running and r: start at this time */
+	int64_t first_ms;               /* first attempt of r */
 	struct curl_slist *hit_headers; /* GET/HEAD: the Idempotency-Key of r */
 	struct tl_buf url;
 	char location[TL_MAX_URL + 1];

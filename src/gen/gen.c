@@ -122,7 +122,7 @@ struct req {
 	uint64_t release_seq; /* delayed retries: hand out at or after this sequence number */
 	struct hit hit;       /* for hits: what the token says */
 	bool is_hit;
-	char key[64];         /* hits: the idempotency key (opts.hit_id_prefix) */
+	char key[64];      /* hits: the idempotency key (opts.hit_id_prefix) */
 	bool counts_lines; /* a good batch whose lines may feed duplicates */
 };
 
@@ -272,8 +272,9 @@ int tl_gen_create(const struct tl_gen_opts *o, struct tl_gen **out)
 		return -TL_EINVAL;
 	if (o->hit_id_prefix) {
 		size_t n = strlen(o->hit_id_prefix);
-		if (n == 0 || n > 40 || strspn(o->hit_id_prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		                                                  "0123456789_.-") != n)
+		if (n == 0 || n > 40 ||
+		    strspn(o->hit_id_prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		                             "0123456789_.-") != n)
 			return -TL_EINVAL;
 	}
 	int rc = -TL_ENOMEM;
@@ -1050,7 +1051,8 @@ static int make_hit(struct tl_gen *g, const struct hit *h, struct req **out)
 	 * makes the collector count the hit once */
 	q->pub.retry_safe = false;
 	if (g->o.hit_id_prefix) {
-		snprintf(q->key, sizeof q->key, "%s-%llx", g->o.hit_id_prefix, (unsigned long long)++g->hit_seq);
+		snprintf(q->key, sizeof q->key, "%s-%llx", g->o.hit_id_prefix,
+		         (unsigned long long)++g->hit_seq);
 		q->pub.idempotency_key = q->key;
 		q->pub.retry_safe = true;
 	}

@@ -86,7 +86,7 @@ struct tl_gen_request {
 	size_t events;               /* events this request submits (lines, or 1 per hit) */
 	int expect_status;           /* 400, 404, 302, 200; 0 = any 2xx */
 	const char *expect_location; /* for 302: the destination the token holds */
-	bool retry_safe;             /* safe to re-send after an ambiguous failure (deduplicated batches, keyed hits) */
+	bool retry_safe; /* safe to re-send after an ambiguous failure (deduplicated batches, keyed hits) */
 	const char *idempotency_key; /* hits with opts.hit_id_prefix: send as Idempotency-Key; else NULL */
 	int attempts;                /* incremented by the driver per try */
 };
@@ -154,8 +154,8 @@ struct tl_gen_http_opts {
 	 * then ignored). Only retry_safe requests are re-sent after the request
 	 * may have reached the collector, so hits need opts.hit_id_prefix. */
 	int64_t retry_until_ms;
-	int64_t timeout_ms;    /* per attempt (default 30 s) */
-	int64_t progress_ms;   /* interval between progress calls (default 1000) */
+	int64_t timeout_ms;  /* per attempt (default 30 s) */
+	int64_t progress_ms; /* interval between progress calls (default 1000) */
 	tl_gen_progress_fn progress;
 	void *progress_arg;
 	char *err; /* receives the first error (may be NULL) */

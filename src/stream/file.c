@@ -728,8 +728,8 @@ static void lock_detail(struct tlf_stream *s, struct tlf_topic *t, int fd, const
 	}
 	if (pid)
 		snprintf(s->opts.err, s->opts.err_len,
-		         "topic %s is written by another process (pid %ld holds %s): stop it first", t->name, pid,
-		         path);
+		         "topic %s is written by another process (pid %ld holds %s): stop it first", t->name,
+		         pid, path);
 	else
 		snprintf(s->opts.err, s->opts.err_len, "topic %s is written by another process (it holds %s)",
 		         t->name, path);
