@@ -15,7 +15,7 @@
  * and publishes them at once, back to back on the wire (the partition's
  * pub_mu), each with its own reply subject "<inbox><slot>.<gen>.<round>.<i>"
  * on which the PubAck comes back. A PubAck is durability (see
- * docs/operations-nats.md for what the server's acknowledgement means).
+ * docs/operations.md, "Topics on NATS JetStream", for what the server's acknowledgement means).
  *
  * No holes. Record i > 0 of a round also carries Nats-Expected-Last-Msg-Id =
  * the id of record i-1: the server stores it only right after i-1. So when a
