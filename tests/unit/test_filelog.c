@@ -548,8 +548,23 @@ static void test_torn_tail_every_byte(void **state)
 	const size_t last_start = size - frame_bytes("t", 0, N - 1);
 	struct tl_buf storage;
 	tl_buf_init(&storage, 0);
-	for (size_t len = last_start; len < size; len++) {
-		write_file(path, orig, len);
+	/* Each length of the last record written, then again with the rest of
+	 * the record's bytes garbage instead of missing (sectors of a torn
+	 * write that never made it hold whatever was there). */
+	char *junk = malloc(size);
+	char dpath[512];
+	snprintf(dpath, sizeof(dpath), "%s/log/t/0/durable", f->dir);
+	for (size_t k = 0; k < 2 * (size - last_start); k++) {
+		const size_t len = last_start + k % (size - last_start);
+		if (k < size - last_start) {
+			write_file(path, orig, len);
+		} else {
+			memcpy(junk, orig, len);
+			for (size_t b = len; b < size; b++)
+				junk[b] = (char)(0x5a ^ (b * 131));
+			write_file(path, junk, size);
+			unlink(dpath); /* a crash: no clean-close mark (the size alone matches) */
+		}
 		s = open_stream(f, &o);
 		assert_int_equal(file_size(path), (off_t)last_start);
 		uint64_t end;
@@ -577,14 +592,13 @@ static void test_torn_tail_every_byte(void **state)
 		assert_memory_equal(now, orig, last_start);
 		free(now);
 	}
+	free(junk);
 	/* A checksum mismatch in the last record (nothing after it) is a
 	 * torn tail too. */
 	char *bad = malloc(size);
 	memcpy(bad, orig, size);
 	bad[size - 3] ^= 0x40;
 	write_file(path, bad, size);
-	char dpath[512];
-	snprintf(dpath, sizeof(dpath), "%s/log/t/0/durable", f->dir);
 	unlink(dpath);
 	s = open_stream(f, &o);
 	uint64_t end;
