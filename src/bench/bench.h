@@ -104,8 +104,9 @@ struct tl_bench_load_result {
 	double post_p50_ms, post_p99_ms; /* POST answer times in the window */
 	double gen_cpu_s, gen_cpu_share; /* this process: CPU seconds in the window, and per wall second */
 	double server_cpu_share;         /* server CPU seconds per wall second in the window (-1 = unknown) */
-	struct tl_bench_lag lag;         /* tally_event_lag_ms over the window */
-	struct tl_bench_sample *samples; /* owned: free with tl_bench_load_result_free */
+	double agg_batches_per_s, agg_events_per_batch; /* the aggregator's transactions in the window */
+	struct tl_bench_lag lag;                        /* tally_event_lag_ms over the window */
+	struct tl_bench_sample *samples;                /* owned: free with tl_bench_load_result_free */
 	size_t n_samples;
 	char first_error[256];
 };
@@ -192,6 +193,29 @@ struct tl_bench_fill_result {
 /* Writes campaigns × days × active_minutes × max(variants, 1) minute rows
  * (source realtime) in transactions of txn_rows. Returns 0 or a store error. */
 int tl_bench_fill_run(const struct tl_bench_fill_opts *o, struct tl_bench_fill_result *res) TL_MUST_CHECK;
+
+/* ---- agg: the aggregator's apply path alone ----------------------------- */
+
+struct tl_bench_agg_opts {
+	const char *db_uri; /* required: a fresh store is best */
+	int64_t events;     /* total (default 2,000,000) */
+	int batch;          /* events per transaction (default 5000) */
+	struct tl_bench_mix mix;
+	FILE *progress;
+};
+
+void tl_bench_agg_defaults(struct tl_bench_agg_opts *o);
+
+struct tl_bench_agg_result {
+	int64_t events, batches;
+	double cpu_us_per_event;  /* tl_fold_add + tl_fold_apply, this thread's CPU time */
+	double wall_us_per_event; /* the same in wall time (includes waiting for fsync) */
+	double cpu_ms_per_batch;
+};
+
+/* Folds and applies o->events events of the load mix in batches of o->batch
+ * to the store at o->db_uri. Returns 0 or a store/fold error. */
+int tl_bench_agg_run(const struct tl_bench_agg_opts *o, struct tl_bench_agg_result *res) TL_MUST_CHECK;
 
 /* ---- json --------------------------------------------------------------- */
 

@@ -50,6 +50,7 @@ struct reading {
 	double gen_cpu;
 	struct tl_bench_hist lag;
 	bool has_lag;
+	double batches; /* tally_aggregate_batches_total (-1 = unknown) */
 };
 
 struct run {
@@ -272,6 +273,9 @@ static int take_reading(struct run *r, const char *text)
 		if (p >= 0)
 			rd.s.processed = (int64_t)(p - r->base_processed);
 		rd.has_lag = tl_bench_prom_hist(text, "tally_event_lag_ms", &rd.lag) == 0;
+		rd.batches = tl_bench_prom_value(text, "tally_aggregate_batches_total");
+	} else {
+		rd.batches = -1;
 	}
 	server_stat(r, &rd.s.rss_kb, &rd.s.server_cpu);
 	if (rd.s.server_cpu >= 0)
@@ -378,6 +382,10 @@ static void summarize(struct run *r)
 	res->gen_cpu_share = res->gen_cpu_s / dt;
 	res->server_cpu_share =
 	    ra->s.server_cpu >= 0 && rb->s.server_cpu >= 0 ? (rb->s.server_cpu - ra->s.server_cpu) / dt : -1;
+	if (ra->batches >= 0 && rb->batches > ra->batches) {
+		res->agg_batches_per_s = (rb->batches - ra->batches) / dt;
+		res->agg_events_per_batch = res->processed_per_s / res->agg_batches_per_s;
+	}
 	if (ra->has_lag && rb->has_lag)
 		tl_bench_hist_lag(&ra->lag, &rb->lag, &res->lag);
 	qsort(r->lat_ms, r->n_lat, sizeof *r->lat_ms, cmp_double);
@@ -614,7 +622,8 @@ int tl_bench_load_result_json(const struct tl_bench_load_result *res, struct tl_
 	    "\"backlog_end\":%.0f,\"backlog_growth_per_s\":%.0f,\"drain_s\":%.2f,\"requests\":%llu,"
 	    "\"accepted\":%llu,\"rejected_503\":%llu,\"errors\":%llu,\"post_p50_ms\":%.2f,\"post_p99_ms\":%."
 	    "2f,"
-	    "\"gen_cpu_share\":%.3f,\"server_cpu_share\":%.3f,"
+	    "\"gen_cpu_share\":%.3f,\"server_cpu_share\":%.3f,\"agg_batches_per_s\":%.1f,\"agg_events_per_"
+	    "batch\":%.0f,"
 	    "\"lag_ms\":{\"count\":%llu,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p99_bucket_le\":%.0f,"
 	    "\"mean\":%.1f},"
 	    "\"first_error\":",
@@ -622,8 +631,9 @@ int tl_bench_load_result_json(const struct tl_bench_load_result *res, struct tl_
 	    res->backlog_growth_per_s, res->drain_s, (unsigned long long)res->requests,
 	    (unsigned long long)res->accepted, (unsigned long long)res->rejected_503,
 	    (unsigned long long)res->errors, res->post_p50_ms, res->post_p99_ms, res->gen_cpu_share,
-	    res->server_cpu_share, (unsigned long long)res->lag.count, res->lag.p50, res->lag.p90,
-	    res->lag.p99, isinf(res->lag.p99_le) ? -1.0 : res->lag.p99_le, res->lag.mean);
+	    res->server_cpu_share, res->agg_batches_per_s, res->agg_events_per_batch,
+	    (unsigned long long)res->lag.count, res->lag.p50, res->lag.p90, res->lag.p99,
+	    isinf(res->lag.p99_le) ? -1.0 : res->lag.p99_le, res->lag.mean);
 	if (!rc)
 		rc = res->first_error[0] ? tl_buf_json_str(out, res->first_error, strlen(res->first_error))
 		                         : tl_buf_puts(out, "null");

@@ -21,7 +21,7 @@ struct bench_cfg {
 	int64_t campaigns, variants, recipients, seed;
 	int64_t probes, interval, poll_us, timeout;
 	int64_t days, active_minutes, txn_rows;
-	int64_t lines, rounds;
+	int64_t lines, rounds, events;
 	int quiet;
 	struct tl_settings common; /* tally.conf and TALLY_* meant for other commands are understood */
 };
@@ -58,6 +58,7 @@ static const struct tl_opt bench_table[] = {
     {"txn-rows", TL_OPT_INT, B(txn_rows), "20000", "fill: rows per transaction"},
     {"lines", TL_OPT_INT, B(lines), "200000", "json: lines parsed per round"},
     {"rounds", TL_OPT_INT, B(rounds), "5", "json: rounds (the median is reported)"},
+    {"events", TL_OPT_INT, B(events), "2000000", "agg: events folded and applied"},
     {"quiet", TL_OPT_BOOL, B(quiet), "false", "no progress lines"},
 };
 #define N_BENCH (sizeof bench_table / sizeof bench_table[0])
@@ -72,13 +73,16 @@ static const char *const fill_flags[] = {
     "data",     "db",       "tenant",          "campaigns", "days", "active-minutes",
     "variants", "txn-rows", "campaign-prefix", "quiet",     NULL};
 static const char *const json_flags[] = {"lines", "rounds", "seed", NULL};
+static const char *const agg_flags[] = {"data",     "db",         "events", "batch", "campaigns",
+                                        "variants", "recipients", "quiet",  NULL};
 
 static const char usage_text[] =
-    "usage: tally bench load|lag|fill|json [flags]   (tally bench <what> --help)\n\n"
+    "usage: tally bench load|lag|fill|json|agg [flags]   (tally bench <what> --help)\n\n"
     "  load   POST /v1/events batches at --rate N|max; follows the aggregator through the API's /metrics\n"
     "  lag    event -> queryable from outside: post a marked event, poll the API until it shows\n"
     "  fill   write --campaigns x --days of minute buckets into --db through the store interface\n"
-    "  json   time the NDJSON event parser per line on generated canonical lines\n";
+    "  json   time the NDJSON event parser per line on generated canonical lines\n"
+    "  agg    the aggregator's fold + apply alone on --db: CPU per event at --batch events a transaction\n";
 
 static struct tl_opt *build_table(size_t *n)
 {
@@ -270,6 +274,35 @@ static int run_fill(struct bench_cfg *c, const struct tl_config_result *res_cfg)
 	return fflush(stdout) ? 1 : 0;
 }
 
+static int run_agg(struct bench_cfg *c)
+{
+	struct tl_bench_agg_opts o;
+	tl_bench_agg_defaults(&o);
+	char db[4096];
+	if (*c->common.db)
+		snprintf(db, sizeof db, "%s", c->common.db);
+	else
+		snprintf(db, sizeof db, "sqlite:%s/tally.db", c->common.data);
+	o.db_uri = db;
+	o.events = c->events;
+	o.batch = (int)c->batch;
+	o.mix.campaigns = (int)c->campaigns;
+	o.mix.variants = (int)c->variants;
+	o.mix.recipients = c->recipients;
+	o.progress = c->quiet ? NULL : stderr;
+	struct tl_bench_agg_result res;
+	int rc = tl_bench_agg_run(&o, &res);
+	if (rc) {
+		fprintf(stderr, "tally bench agg: %s: %s\n", db, tl_strerror(rc));
+		return rc == -TL_EINVAL ? 2 : 1;
+	}
+	printf("{\"events\":%lld,\"batch\":%d,\"batches\":%lld,\"cpu_us_per_event\":%.3f,"
+	       "\"wall_us_per_event\":%.3f,\"cpu_ms_per_batch\":%.3f}\n",
+	       (long long)res.events, o.batch, (long long)res.batches, res.cpu_us_per_event,
+	       res.wall_us_per_event, res.cpu_ms_per_batch);
+	return fflush(stdout) ? 1 : 0;
+}
+
 static int run_json(struct bench_cfg *c)
 {
 	struct tl_bench_json_result res;
@@ -296,6 +329,7 @@ int tl_cmd_bench(int argc, char **argv)
 	                           : !strcmp(what, "lag")  ? lag_flags
 	                           : !strcmp(what, "fill") ? fill_flags
 	                           : !strcmp(what, "json") ? json_flags
+	                           : !strcmp(what, "agg")  ? agg_flags
 	                                                   : NULL;
 	if (!flags) {
 		fprintf(stderr, "tally bench: unknown benchmark '%s'\n%s", what, usage_text);
@@ -330,7 +364,7 @@ int tl_cmd_bench(int argc, char **argv)
 		fprintf(stderr, "tally bench %s: unexpected argument '%s'\n", what, res.positional[0]);
 		goto out;
 	}
-	if (strcmp(what, "fill") && strcmp(what, "json") && !*c.api_key) {
+	if (strcmp(what, "fill") && strcmp(what, "json") && strcmp(what, "agg") && !*c.api_key) {
 		fprintf(stderr, "tally bench %s: --api-key is required\n", what);
 		goto out;
 	}
@@ -343,6 +377,8 @@ int tl_cmd_bench(int argc, char **argv)
 		ec = run_lag(&c);
 	else if (!strcmp(what, "fill"))
 		ec = run_fill(&c, &res);
+	else if (!strcmp(what, "agg"))
+		ec = run_agg(&c);
 	else
 		ec = run_json(&c);
 	curl_global_cleanup();
