@@ -28,6 +28,7 @@
 #define TMP_SUFFIX ".ndjson.zst.tmp"
 #define IN_CHUNK (256 * 1024) /* uncompressed bytes buffered per day file before compressing */
 #define MAX_PARTS 128	      /* subscriptions: 2 topics x 64 partitions */
+#define END_EVERY_MS 250      /* the lag metric asks for one partition's end this often */
 
 /* ---- naming -------------------------------------------------------------- */
 
@@ -357,6 +358,9 @@ struct part {
 	int partition;
 	int lock_fd;
 	_Atomic uint64_t next; /* committed: resume offset */
+	_Atomic uint64_t end;  /* end of the partition when last asked (for the lag metric) */
+	atomic_bool end_known;
+	_Atomic uint64_t seen; /* 1 + the highest offset read (the end is at least this) */
 	bool open;	       /* a roll is being written */
 	uint64_t first, last;  /* offsets of the open roll */
 	int64_t bytes;	       /* its uncompressed size */
@@ -379,6 +383,8 @@ struct tl_archiver {
 	ZSTD_CCtx **pool; /* idle compression contexts */
 	size_t n_pool;
 	atomic_int stopping;
+	size_t end_rr;      /* the partition whose end is asked next */
+	int64_t end_due_ms; /* when */
 	_Atomic uint64_t records, files, rolls, raw_bytes, zbytes, undecodable, errors, rolled_forward, deleted;
 };
 
@@ -651,6 +657,8 @@ static struct dayfile *find_day(struct part *p, int64_t day)
 static int archive_record(struct tl_archiver *a, struct part *p, const struct tl_record *r)
 {
 	struct tl_event ev;
+	if (r->offset + 1 > atomic_load(&p->seen))
+		atomic_store(&p->seen, r->offset + 1);
 	tl_buf_reset(&a->line);
 	if (tl_event_decode(r->value, r->value_len, &ev) || tl_event_to_json(&ev, &a->line) ||
 	    tl_buf_putc(&a->line, '\n')) {
@@ -732,6 +740,24 @@ static int next_timeout(struct tl_archiver *a)
 	return (int)best;
 }
 
+/* Asks the stream for the end of one partition every END_EVERY_MS, round
+ * robin, for the lag metric. Done here and not in tl_archiver_metrics: on a
+ * remote stream (nats) it is a request to the server, which may take long
+ * under load, and the metrics are rendered on the API's event loop. */
+static void refresh_end(struct tl_archiver *a)
+{
+	int64_t now = tl_mono_ms();
+	if (now < a->end_due_ms || !a->n_parts)
+		return;
+	a->end_due_ms = now + END_EVERY_MS;
+	struct part *p = &a->parts[a->end_rr++ % a->n_parts];
+	uint64_t end;
+	if (tl_stream_end_offset(a->o.stream, p->topic, p->partition, &end) == TL_OK) {
+		atomic_store(&p->end, end);
+		atomic_store(&p->end_known, true);
+	}
+}
+
 /* After a failure: forget the open rolls (their temporaries stay on disk),
  * let recovery settle the files, and read again from what is committed. */
 static int restart(struct tl_archiver *a)
@@ -759,6 +785,7 @@ int tl_archiver_run(struct tl_archiver *a)
 			sleep_ms(100);
 			continue;
 		}
+		refresh_end(a);
 		rc = TL_OK;
 		for (int i = 0; i < n && !rc; i++)
 			rc = archive_record(a, &a->parts[a->recs[i].sub], &a->recs[i]);
@@ -809,12 +836,16 @@ int tl_archiver_metrics(struct tl_archiver *a, struct tl_buf *out)
 	    (unsigned long long)atomic_load(&a->zbytes), (unsigned long long)atomic_load(&a->undecodable),
 	    (unsigned long long)atomic_load(&a->errors), (unsigned long long)atomic_load(&a->rolled_forward),
 	    (unsigned long long)atomic_load(&a->deleted));
-	/* records of the stream not yet in a committed roll, per partition */
+	/* records of the stream not yet in a committed roll, per partition: the
+	 * end is the larger of what the archiver read and what the stream said
+	 * at its last look (refresh_end; at most n_parts x END_EVERY_MS old) */
 	for (size_t i = 0; i < a->n_parts && !rc; i++) {
 		const struct part *p = &a->parts[i];
-		uint64_t end, next = atomic_load(&p->next);
-		if (tl_stream_end_offset(a->o.stream, p->topic, p->partition, &end))
+		uint64_t end = atomic_load(&p->end), seen = atomic_load(&p->seen), next = atomic_load(&p->next);
+		if (!atomic_load(&p->end_known) && !seen)
 			continue;
+		if (seen > end)
+			end = seen;
 		rc = tl_buf_printf(out, "tally_archive_lag_records{topic=\"%s\",partition=\"%d\"} %llu\n", p->topic,
 				   p->partition, (unsigned long long)(end > next ? end - next : 0));
 	}
