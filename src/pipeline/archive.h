@@ -122,7 +122,8 @@ void tl_archiver_destroy(struct tl_archiver *a); /* NULL-safe; releases the lock
  * partition of topic; -TL_ENOTFOUND when not owned. Any thread. */
 int tl_archiver_committed(struct tl_archiver *a, const char *topic, int partition, uint64_t *next) TL_MUST_CHECK;
 
-/* Prometheus text: records, files, bytes, rolls, undecodable, errors. Any thread. */
+/* Prometheus text: records, files, rolls, bytes, undecodable, errors, recoveries,
+ * and the lag (records not yet in a committed roll) per partition. Any thread. */
 int tl_archiver_metrics(struct tl_archiver *a, struct tl_buf *out) TL_MUST_CHECK;
 
 #endif
