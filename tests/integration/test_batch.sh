@@ -76,11 +76,22 @@ tl_wait_for 300 "real-time counts of acme == ground truth" counts_equal "$ACME_K
 tl_wait_for 60 "real-time counts of other == ground truth" counts_equal "$OTHER_KEY" "$OTHER_WANT"
 tl_log "real-time counts equal the ground truth"
 
-archive_caught_up() {
+# The archiver has committed everything: a lag gauge for every partition of
+# both topics, all 0, and still so 5 s later (the gauges learn the stream's
+# end one partition every 250 ms).
+archive_zero() {
 	local m
 	m=$(curl -sS --max-time 5 "$TL_API/metrics") || return 1
-	grep -q '^tally_archive_lag_records' <<<"$m" || return 1
+	[ "$(grep -c '^tally_archive_lag_records' <<<"$m")" = 16 ] || return 1
 	! grep '^tally_archive_lag_records' <<<"$m" | grep -vq ' 0$'
+}
+archive_caught_up() {
+	archive_zero || return 1
+	local deadline=$(($(date +%s) + 5))
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		archive_zero || return 1
+		sleep 0.5
+	done
 }
 archive_lag() { # prints the summed lag of every partition
 	curl -sS --max-time 5 "$TL_API/metrics" | awk '/^tally_archive_lag_records/ {s += $2} END {print s + 0}'
