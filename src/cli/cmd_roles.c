@@ -68,6 +68,8 @@ static int run_roles(int argc, char **argv, unsigned roles, const char *usage, c
 	rs.reload_arg = &reload;
 	ec = tl_roles_run(&rs);
 out:
+	if (w.stopped)
+		ec = 0; /* asked to stop while waiting to start */
 	tl_wire_destroy(&w);
 	tl_settings_free(&s);
 	return ec;

@@ -3,8 +3,10 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static int run_collector(void *o) { return tl_collector_run(o); }
 static void stop_collector(void *o) { tl_collector_stop(o); }
@@ -16,6 +18,34 @@ static int run_archiver(void *o) { return tl_archiver_run(o); }
 static void stop_archiver(void *o) { tl_archiver_stop(o); }
 static int run_api(void *o) { return tl_api_run(o); }
 static void stop_api(void *o) { tl_api_stop(o); }
+
+/* Waits ms for SIGINT or SIGTERM, which every thread blocks
+ * (tl_roles_block_signals): 1 when one came (it is consumed: the caller
+ * stops), 0 after ms. */
+static int stop_requested_within(int64_t ms)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+	return sigtimedwait(&set, NULL, &ts) > 0;
+}
+
+/* Backoff while a role cannot start because the reporting DB is down (the
+ * collector and the API load the tenants first): logs, waits, doubles up to
+ * 2 s. Returns 1 when a stop was asked for meanwhile (w->stopped is set). */
+static int wait_for_db(struct tl_wired *w, const char *role, int64_t *backoff)
+{
+	tl_warn("%s: reporting DB %s unavailable; retrying in %lld ms", role, w->s->db, (long long)*backoff);
+	if (stop_requested_within(*backoff)) {
+		tl_info("%s: stopping before it started", role);
+		w->stopped = 1;
+		return 1;
+	}
+	*backoff = *backoff * 2 > 2000 ? 2000 : *backoff * 2;
+	return 0;
+}
 
 static int mkdir_p(const char *path)
 {
@@ -90,7 +120,11 @@ int tl_wire_collector(struct tl_wired *w, struct tl_roles *rs)
 		.tenant_refresh_ms = 1000,
 	};
 	http_limits(w->s, &o.limits);
-	int rc = tl_collector_create(&o, &w->collector);
+	int rc;
+	int64_t backoff = 100;
+	while ((rc = tl_collector_create(&o, &w->collector)) == -TL_EUNAVAIL)
+		if (wait_for_db(w, "collector", &backoff))
+			return 1;
 	if (rc) {
 		tl_error("collector on %s: %s", w->s->collector, tl_strerror(rc));
 		return 1;
@@ -177,7 +211,11 @@ int tl_wire_api(struct tl_wired *w, struct tl_roles *rs)
 		.extra_metrics_arg = w,
 	};
 	http_limits(w->s, &o.limits);
-	int rc = tl_api_create(&o, &w->api);
+	int rc;
+	int64_t backoff = 100;
+	while ((rc = tl_api_create(&o, &w->api)) == -TL_EUNAVAIL)
+		if (wait_for_db(w, "api", &backoff))
+			return 1;
 	if (rc) {
 		tl_error("api on %s: %s", w->s->api, tl_strerror(rc));
 		return 1;

@@ -20,6 +20,7 @@ struct tl_wired {
 	struct tl_aggregator *aggregator;
 	struct tl_archiver *archiver;
 	struct tl_api *api;
+	int stopped; /* SIGINT/SIGTERM came while a role waited to start (not a failure) */
 };
 
 /* Flags of each role, for tl_settings_load. */
@@ -41,7 +42,10 @@ int tl_wire_stream_for(struct tl_wired *w, const char *const *write_topics);
 /* tl_wire_stream_for with NULL (read_only) or every topic tally writes. */
 int tl_wire_stream(struct tl_wired *w, int read_only);
 
-/* Each creates one role (logging the reason on failure) and adds it to rs. */
+/* Each creates one role (logging the reason on failure) and adds it to rs.
+ * The collector and the API wait (with backoff) while the reporting DB is
+ * unavailable, until it answers or SIGINT/SIGTERM comes: then they return
+ * non-zero with w->stopped set. */
 int tl_wire_collector(struct tl_wired *w, struct tl_roles *rs);
 int tl_wire_enricher(struct tl_wired *w, struct tl_roles *rs);
 int tl_wire_aggregator(struct tl_wired *w, struct tl_roles *rs);
