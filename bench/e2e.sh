@@ -69,7 +69,7 @@ role_cpu() {
 		for ((i = 0; i < 5; i++)); do
 			[[ ${start_tids[n - 5 + i]:-} == "$tid" ]] && label=${names[i]}
 		done
-		awk -v l="$label" -v a="$a" -v b="$b" -v s="$3" 'BEGIN { if (b - a > 0.05 * s) printf "    %-12s %.2f cores\n", l, (b - a) / s }'
+		awk -v l="$label" -v a="$a" -v b="$b" -v s="$3" 'BEGIN { if (b - a > 0.005 * s) printf "    %-12s %6.1f CPU s  %.2f cores\n", l, b - a, (b - a) / s }'
 	done
 }
 
@@ -100,7 +100,7 @@ proc=$(jq .processed_per_s "$m")
 printf 'max: accepted %.0f ev/s, processed %.0f ev/s, backlog %+.0f ev/s, POST p50 %.1f ms p99 %.1f ms; CPU: server %.2f, generator %.2f cores\n' \
 	"$acc" "$proc" "$(jq .backlog_growth_per_s "$m")" "$(jq .post_p50_ms "$m")" "$(jq .post_p99_ms "$m")" \
 	"$(jq .server_cpu_share "$m")" "$(jq .gen_cpu_share "$m")"
-echo "  CPU by thread over the whole run (roles by thread creation order):"
+echo "  CPU by thread over the run and its drain (roles by thread creation order):"
 role_cpu "$WORK/threads0" "$WORK/threads1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
 
 # ---- 2. sustained
