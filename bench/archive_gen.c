@@ -62,10 +62,13 @@ struct rec {
 enum { UA_HUMAN0 = 0, UA_MPP = 8, UA_GMAIL, UA_SCANNER };
 
 static const char *const human_ua[] = {
-	"Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
-	"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-	"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)",
-	"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Mobile/15E148",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+    "Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile "
+    "Safari/537.36",
 };
 
 static uint64_t rng_next(uint64_t *s)
@@ -138,13 +141,13 @@ static void simulate(const struct gen *g, int part, struct recs *ev, struct recs
 		uint64_t s = (uint64_t)m * 0x9E3779B97F4A7C15ULL + 11;
 		struct rec e = {.msg = m, .rcpt = r, .camp = (uint16_t)c};
 		int64_t sent = t0 + (int64_t)(rng_unit(&s) * 20 * 3600000.0);
-#define EMIT(RS, TYPE, TS, EXTRA)                                                                             \
-	do {                                                                                                  \
-		e.type = (TYPE);                                                                              \
-		e.ts = (TS) < t0 + DAY_MS ? (TS) : t0 + DAY_MS - 1;                                           \
-		e.extra = (uint8_t)(EXTRA);                                                                   \
-		add((RS), &e);                                                                                \
-		e.seq++;                                                                                      \
+#define EMIT(RS, TYPE, TS, EXTRA)                                                                            \
+	do {                                                                                                 \
+		e.type = (TYPE);                                                                             \
+		e.ts = (TS) < t0 + DAY_MS ? (TS) : t0 + DAY_MS - 1;                                          \
+		e.extra = (uint8_t)(EXTRA);                                                                  \
+		add((RS), &e);                                                                               \
+		e.seq++;                                                                                     \
 	} while (0)
 		EMIT(dl, TL_EV_SENT, sent, 0);
 		double u = rng_unit(&s);
@@ -159,7 +162,10 @@ static void simulate(const struct gen *g, int part, struct recs *ev, struct recs
 		}
 		if (u > 0.98) {
 			double b = rng_unit(&s);
-			EMIT(dl, TL_EV_BOUNCED, at, b < 0.6 ? TL_BOUNCE_HARD : b < 0.9 ? TL_BOUNCE_SOFT : TL_BOUNCE_BLOCK);
+			EMIT(dl, TL_EV_BOUNCED, at,
+			     b < 0.6   ? TL_BOUNCE_HARD
+			     : b < 0.9 ? TL_BOUNCE_SOFT
+			               : TL_BOUNCE_BLOCK);
 			continue;
 		}
 		EMIT(dl, TL_EV_DELIVERED, at, 0);
@@ -177,7 +183,8 @@ static void simulate(const struct gen *g, int part, struct recs *ev, struct recs
 			if (rng_unit(&s) < 0.14) {
 				int clicks = 1 + (rng_unit(&s) < 0.4) + (rng_unit(&s) < 0.15);
 				for (int k = 0; k < clicks; k++)
-					EMIT(ev, TL_EV_CLICK, when + 5000 + k * 20000, (rng_next(&s) % 40) << 2 | (r % 4));
+					EMIT(ev, TL_EV_CLICK, when + 5000 + k * 20000,
+					     (rng_next(&s) % 40) << 2 | (r % 4));
 			}
 			if (rng_unit(&s) < 0.006)
 				EMIT(dl, TL_EV_UNSUBSCRIBE, when + 60000, 0);
@@ -245,8 +252,8 @@ static void roll(struct writer *w)
 	w->f = NULL;
 	char dt[32], path[4096 + 256];
 	day_dir(w->g->day, dt, sizeof dt);
-	snprintf(path, sizeof path, "%s/%s/%s-p%d-%020llu-%020llu.ndjson.zst", w->g->dir, dt, w->topic, w->part,
-		 (unsigned long long)w->first, (unsigned long long)(w->next - 1));
+	snprintf(path, sizeof path, "%s/%s/%s-p%d-%020llu-%020llu.ndjson.zst", w->g->dir, dt, w->topic,
+	         w->part, (unsigned long long)w->first, (unsigned long long)(w->next - 1));
 	if (rename(w->tmp, path))
 		die("rename");
 }
@@ -277,17 +284,23 @@ static void write_topic(const struct gen *g, const char *topic, int part, struct
 			w.raw = 0;
 		}
 		XXH128_hash_t h = XXH3_128bits(&r->rcpt, sizeof r->rcpt);
-		snprintf(rcpt, sizeof rcpt, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+		snprintf(rcpt, sizeof rcpt, "%016llx%016llx", (unsigned long long)h.high64,
+		         (unsigned long long)h.low64);
 		snprintf(camp, sizeof camp, "c%03u-newsletter", r->camp);
 		snprintf(msg, sizeof msg, "m-%llx", (unsigned long long)r->msg);
 		snprintf(id, sizeof id, "%llx.%u", (unsigned long long)r->msg, r->seq);
 		const char *variant = r->camp % 10 == 0 ? "" : (r->rcpt & 1) ? "B" : "A";
-		struct tl_event ev = {.type = r->type, .flags = TL_EVF_HASHED, .ts_ms = r->ts, .arrival_ms = r->ts,
-				      .tenant = tl_str_of(g->tenant, strlen(g->tenant)),
-				      .campaign = tl_str_of(camp, strlen(camp)),
-				      .variant = tl_str_of(variant, strlen(variant)), .recipient = tl_str_of(rcpt, 32),
-				      .message = tl_str_of(msg, strlen(msg)), .id = tl_str_of(id, strlen(id)),
-				      .provider = TL_STR("sendgrid")};
+		struct tl_event ev = {.type = r->type,
+		                      .flags = TL_EVF_HASHED,
+		                      .ts_ms = r->ts,
+		                      .arrival_ms = r->ts,
+		                      .tenant = tl_str_of(g->tenant, strlen(g->tenant)),
+		                      .campaign = tl_str_of(camp, strlen(camp)),
+		                      .variant = tl_str_of(variant, strlen(variant)),
+		                      .recipient = tl_str_of(rcpt, 32),
+		                      .message = tl_str_of(msg, strlen(msg)),
+		                      .id = tl_str_of(id, strlen(id)),
+		                      .provider = TL_STR("sendgrid")};
 		if (r->type == TL_EV_BOUNCED)
 			ev.bounce_class = r->extra;
 		if (r->type == TL_EV_OPEN) {
@@ -296,18 +309,22 @@ static void write_topic(const struct gen *g, const char *topic, int part, struct
 				ev.user_agent = TL_STR("Mozilla/5.0");
 				ev.ip = TL_STR("17.58.101.23");
 			} else if (r->extra == UA_GMAIL) {
-				ev.user_agent = TL_STR("Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 "
-						       "(via ggpht.com GoogleImageProxy)");
+				ev.user_agent =
+				    TL_STR("Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 "
+				           "(via ggpht.com GoogleImageProxy)");
 			} else {
-				ev.user_agent = tl_str_of(human_ua[r->extra & 3], strlen(human_ua[r->extra & 3]));
+				ev.user_agent =
+				    tl_str_of(human_ua[r->extra & 3], strlen(human_ua[r->extra & 3]));
 			}
 		} else if (r->type == TL_EV_CLICK) {
 			snprintf(url, sizeof url, "https://shop.example/%s/item-%d?utm_campaign=%s", camp,
-				 r->extra == 0xff ? 0 : r->extra >> 2, camp);
+			         r->extra == 0xff ? 0 : r->extra >> 2, camp);
 			ev.url = tl_str_of(url, strlen(url));
 			ev.ip = TL_STR("203.0.113.77");
-			ev.user_agent = r->extra == 0xff ? TL_STR("Mozilla/5.0 (compatible; Barracuda Sentinel)")
-							 : tl_str_of(human_ua[r->extra & 3], strlen(human_ua[r->extra & 3]));
+			ev.user_agent =
+			    r->extra == 0xff
+			        ? TL_STR("Mozilla/5.0 (compatible; Barracuda Sentinel)")
+			        : tl_str_of(human_ua[r->extra & 3], strlen(human_ua[r->extra & 3]));
 		}
 		size_t before = w.in.len;
 		if (tl_event_to_json(&ev, &w.in) || tl_buf_putc(&w.in, '\n'))
@@ -341,14 +358,15 @@ static void *run(void *arg)
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
-		fprintf(stderr, "usage: archive_gen DIR YYYY-MM-DD EVENTS [TENANT] [CAMPAIGNS] [THREADS] [ROLL_SECONDS]\n");
+		fprintf(stderr, "usage: archive_gen DIR YYYY-MM-DD EVENTS [TENANT] [CAMPAIGNS] [THREADS] "
+		                "[ROLL_SECONDS]\n");
 		return 2;
 	}
 	struct gen g = {.dir = argv[1],
-			.tenant = argc > 4 ? argv[4] : "acme",
-			.campaigns = argc > 5 ? atoi(argv[5]) : 200,
-			.threads = argc > 6 ? atoi(argv[6]) : 2,
-			.roll_ms = (argc > 7 ? atoll(argv[7]) : 60) * 1000};
+	                .tenant = argc > 4 ? argv[4] : "acme",
+	                .campaigns = argc > 5 ? atoi(argv[5]) : 200,
+	                .threads = argc > 6 ? atoi(argv[6]) : 2,
+	                .roll_ms = (argc > 7 ? atoll(argv[7]) : 60) * 1000};
 	long long events = strtoll(argv[3], NULL, 10);
 	unsigned y, mo, d;
 	if (sscanf(argv[2], "%4u-%2u-%2u", &y, &mo, &d) != 3 || events <= 0 || g.campaigns <= 0 ||

@@ -31,8 +31,8 @@
 #define DAY_MS 86400000LL
 #define MAX_THREADS 64
 
-static const char *const reason_names[TL_BATCH_REASONS] = {"bad_token",	  "bad_signature", "unknown_tenant",
-							    "token_kind", "invalid_event", "other"};
+static const char *const reason_names[TL_BATCH_REASONS] = {"bad_token",  "bad_signature", "unknown_tenant",
+                                                           "token_kind", "invalid_event", "other"};
 
 const char *tl_batch_reason_name(int i)
 {
@@ -149,8 +149,8 @@ static int preload(void *arg, struct tl_mem *m, uint32_t cid, const char *tenant
 			char dt[32];
 			if (tl_bstate_topic(d->day, dt, sizeof dt))
 				dt[0] = '\0';
-			set_error(r, "state of %s (run %" PRIu64 ") in %s: %s; recompute that day", dt, d->runid,
-				  r->o->state_dir, tl_strerror(rc));
+			set_error(r, "state of %s (run %" PRIu64 ") in %s: %s; recompute that day", dt,
+			          d->runid, r->o->state_dir, tl_strerror(rc));
 			return rc;
 		}
 		const struct tl_bstate_campaign *c = tl_bstate_find(s, tenant, campaign);
@@ -233,9 +233,10 @@ static int find_other_days(struct run *r, struct tl_store *st)
 		struct stat sb;
 		if (stat(path, &sb)) {
 			set_error(r,
-				  "the reporting DB says %s was recomputed by run %" PRIu64 " but %s is missing; "
-				  "recompute that day (or every day of its campaigns) in this run",
-				  topic, runid, path);
+			          "the reporting DB says %s was recomputed by run %" PRIu64
+			          " but %s is missing; "
+			          "recompute that day (or every day of its campaigns) in this run",
+			          topic, runid, path);
 			rc = -TL_ENOTFOUND;
 			break;
 		}
@@ -439,7 +440,7 @@ static int cmp_kv(const void *a, const void *b)
 /* Writes one state file per day of the run: every campaign with rows or
  * credited members that day, its variants that day, its members. */
 static int write_states(struct run *r, const struct tl_count_row *rows, const uint32_t *cids,
-			const uint32_t *vids, size_t n_rows, uint64_t runid)
+                        const uint32_t *vids, size_t n_rows, uint64_t runid)
 {
 	size_t n_camps = tl_mem_campaigns_count(r->mem);
 	uint64_t n_days = (uint64_t)(r->o->to_day - r->o->from_day + 1);
@@ -475,7 +476,8 @@ static int write_states(struct run *r, const struct tl_count_row *rows, const ui
 	size_t n_kv = 0;
 	for (size_t i = 0; i < n_rows && !rc; i++) {
 		int64_t day = rows[i].minute_ms / DAY_MS;
-		kv[n_kv++] = (struct kv){(uint32_t)((uint64_t)(day - r->o->from_day) * n_camps + cids[i]), vids[i]};
+		kv[n_kv++] =
+		    (struct kv){(uint32_t)((uint64_t)(day - r->o->from_day) * n_camps + cids[i]), vids[i]};
 	}
 	if (!rc && n_kv)
 		qsort(kv, n_kv, sizeof *kv, cmp_kv);
@@ -500,16 +502,16 @@ static int write_states(struct run *r, const struct tl_count_row *rows, const ui
 			if (vn == v0 && !count)
 				continue;
 			camps[nc++] = (struct tl_bstate_campaign){.tenant = mcp.tenant,
-								  .campaign = mcp.campaign,
-								  .variants = &vnames[v0],
-								  .n_variants = vn - v0,
-								  .fps = fps + start[key] * TL_FP_BYTES,
-								  .count = count};
+			                                          .campaign = mcp.campaign,
+			                                          .variants = &vnames[v0],
+			                                          .n_variants = vn - v0,
+			                                          .fps = fps + start[key] * TL_FP_BYTES,
+			                                          .count = count};
 		}
 		rc = tl_bstate_write(r->o->state_dir, r->o->from_day + (int64_t)d, runid, camps, nc);
 		if (rc)
-			set_error(r, "writing the state of day %" PRId64 " to %s: %s", r->o->from_day + (int64_t)d,
-				  r->o->state_dir, tl_strerror(rc));
+			set_error(r, "writing the state of day %" PRId64 " to %s: %s",
+			          r->o->from_day + (int64_t)d, r->o->state_dir, tl_strerror(rc));
 	}
 	free(mc.v);
 	free(start);
@@ -521,7 +523,8 @@ static int write_states(struct run *r, const struct tl_count_row *rows, const ui
 }
 
 /* The one transaction: clear the days, add the rows, record the runs. */
-static int write_db(struct run *r, struct tl_store *st, const struct tl_count_row *rows, size_t n, uint64_t runid)
+static int write_db(struct run *r, struct tl_store *st, const struct tl_count_row *rows, size_t n,
+                    uint64_t runid)
 {
 	size_t n_days = (size_t)(r->o->to_day - r->o->from_day + 1);
 	struct tl_offset *offs = calloc(n_days, sizeof *offs);
@@ -588,7 +591,7 @@ static int interleave(struct tl_archive_file *f, size_t n)
 	}
 	for (size_t a = 0, b; a < n; a = b) {
 		for (b = a; b < n && f[b].day == f[a].day && f[b].name.partition == f[a].name.partition &&
-			    !strcmp(f[b].name.topic, f[a].name.topic);
+		            !strcmp(f[b].name.topic, f[a].name.topic);
 		     b++)
 			;
 		for (size_t k = a; k < b; k++)
@@ -623,12 +626,12 @@ static void progress(struct run *r, int64_t t0)
 	if (!r->o->progress)
 		return;
 	struct tl_batch_progress p = {
-		.files = r->n_files,
-		.files_done = atomic_load(&r->files_done),
-		.bytes = r->st->bytes,
-		.bytes_done = atomic_load(&r->bytes_done),
-		.lines = atomic_load(&r->lines),
-		.elapsed_ms = tl_mono_ms() - t0,
+	    .files = r->n_files,
+	    .files_done = atomic_load(&r->files_done),
+	    .bytes = r->st->bytes,
+	    .bytes_done = atomic_load(&r->bytes_done),
+	    .lines = atomic_load(&r->lines),
+	    .elapsed_ms = tl_mono_ms() - t0,
 	};
 	r->o->progress(r->o->progress_arg, &p);
 }
@@ -656,7 +659,7 @@ int tl_batch_run(const struct tl_batch_opts *o, struct tl_batch_stats *st)
 	int rc = lock_state(o->state_dir, &lock_fd);
 	if (rc) {
 		set_error(&r, rc == -TL_ELOCKED ? "another batch run holds %s" : "state directory %s: %s",
-			  o->state_dir, tl_strerror(rc));
+		          o->state_dir, tl_strerror(rc));
 		goto out;
 	}
 	if ((rc = tl_store_open(o->db_uri, &db))) {
@@ -692,7 +695,8 @@ int tl_batch_run(const struct tl_batch_opts *o, struct tl_batch_stats *st)
 		w[i].r = &r;
 		w[i].ctx = (struct tl_enrich_ctx){lookup, &r, o->classify};
 		tl_arena_init(&w[i].arena, 64 * 1024, 0);
-		if ((rc = tl_mem_conn_open(r.mem, &w[i].conn)) || (rc = tl_fold_create(fold_events, &w[i].fold)))
+		if ((rc = tl_mem_conn_open(r.mem, &w[i].conn)) ||
+		    (rc = tl_fold_create(fold_events, &w[i].fold)))
 			goto stop;
 		if (pthread_create(&w[i].th, NULL, worker_main, &w[i])) {
 			rc = -TL_ENOMEM;

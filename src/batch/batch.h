@@ -47,8 +47,8 @@ struct tl_batch_opts {
 	const char *state_dir;
 	const char *db_uri;
 	int64_t from_day, to_day; /* inclusive, days since 1970-01-01 (UTC) */
-	int threads;		  /* worker threads, default 2 */
-	size_t fold_events;	  /* events a fold holds before it applies, default 65536 */
+	int threads;              /* worker threads, default 2 */
+	size_t fold_events;       /* events a fold holds before it applies, default 65536 */
 	struct tl_classify_opts classify;
 	tl_batch_progress_fn progress;
 	void *progress_arg;
@@ -59,14 +59,14 @@ struct tl_batch_opts {
 struct tl_batch_stats {
 	uint64_t runid;
 	uint64_t files, bytes;
-	uint64_t lines;	       /* lines read */
+	uint64_t lines;        /* lines read */
 	uint64_t bad_lines;    /* not a valid event (counted nowhere) */
 	uint64_t out_of_range; /* event time outside the days (file in the wrong directory) */
 	uint64_t rejected[TL_BATCH_REASONS];
-	uint64_t skipped;      /* delivery records flagged dead or hit, as the aggregator skips them */
-	uint64_t folded;       /* events given to the fold */
+	uint64_t skipped; /* delivery records flagged dead or hit, as the aggregator skips them */
+	uint64_t folded;  /* events given to the fold */
 	uint64_t duplicates, counted, uniques_new;
-	uint64_t rows;	       /* counter rows written */
+	uint64_t rows; /* counter rows written */
 	uint64_t campaigns;
 	int64_t read_ms, write_ms;
 	char error[512];     /* what failed */

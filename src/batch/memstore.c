@@ -11,8 +11,8 @@
 #include <xxhash.h>
 
 #define NSHARD 64
-#define SHARD_MIN 1024		/* slots */
-#define HUGE_PAGE (2u << 20)	/* tables this large ask for transparent huge pages */
+#define SHARD_MIN 1024       /* slots */
+#define HUGE_PAGE (2u << 20) /* tables this large ask for transparent huge pages */
 
 /* ---- sharded fingerprint sets -------------------------------------------- */
 
@@ -98,7 +98,8 @@ static int shard_grow(struct shard *s, unsigned stride)
 
 /* Inserts (lo, hi) with val; returns 1 when new, 0 when present (*old = its
  * value), or -TL_ENOMEM. Caller holds s->mu. */
-static int shard_insert(struct shard *s, unsigned stride, uint64_t lo, uint64_t hi, uint64_t val, uint64_t *old)
+static int shard_insert(struct shard *s, unsigned stride, uint64_t lo, uint64_t hi, uint64_t val,
+                        uint64_t *old)
 {
 	if (!lo && !hi)
 		lo = 1; /* (0,0) marks an empty slot */
@@ -166,6 +167,11 @@ struct cached_var {
 	size_t len;
 };
 
+struct fkey {
+	uint64_t lo, hi, val;
+	uint32_t idx;
+};
+
 struct conn {
 	struct tl_store base; /* first */
 	struct tl_mem *m;
@@ -176,9 +182,8 @@ struct conn {
 	struct cached_var *cv;
 	size_t n_cv, cap_cv;
 	struct rowset rows;
-	/* scratch of one call */
-	uint64_t *lo, *hi, *val, *old;
-	uint32_t *order;
+	/* scratch of one call: the keys, and the same grouped by shard */
+	struct fkey *keys, *sorted;
 	size_t scap;
 	struct conn *next;
 };
@@ -413,15 +418,16 @@ static inline uint64_t row_hash(uint32_t cid, uint32_t vid, int64_t minute)
 	return x ^ (x >> 31);
 }
 
-static int rows_add(struct rowset *rs, uint32_t cid, uint32_t vid, int64_t minute, const int64_t *d, int64_t first,
-		    int64_t last)
+static int rows_add(struct rowset *rs, uint32_t cid, uint32_t vid, int64_t minute, const int64_t *d,
+                    int64_t first, int64_t last)
 {
 	struct row key = {.cid = cid, .vid = vid, .minute = minute};
 	int rc = grow_arr((void **)&rs->v, &rs->cap, rs->n + 1, sizeof *rs->v);
 	if (rc)
 		return rc;
 	int ins;
-	long r = tl_hmap_upsert(&rs->map, row_hash(cid, vid, minute), &key, row_eq, rs, (uint32_t)rs->n, &ins);
+	long r =
+	    tl_hmap_upsert(&rs->map, row_hash(cid, vid, minute), &key, row_eq, rs, (uint32_t)rs->n, &ins);
 	if (r < 0)
 		return (int)r;
 	struct row *row = &rs->v[r];
@@ -454,39 +460,34 @@ static int scratch(struct conn *c, size_t n)
 	size_t nc = c->scap ? c->scap : 1024;
 	while (nc < n)
 		nc *= 2;
-	uint64_t *lo = realloc(c->lo, nc * sizeof *lo);
-	if (lo)
-		c->lo = lo;
-	uint64_t *hi = realloc(c->hi, nc * sizeof *hi);
-	if (hi)
-		c->hi = hi;
-	uint64_t *val = realloc(c->val, nc * sizeof *val);
-	if (val)
-		c->val = val;
-	uint64_t *old = realloc(c->old, nc * sizeof *old);
-	if (old)
-		c->old = old;
-	uint32_t *order = realloc(c->order, nc * sizeof *order);
-	if (order)
-		c->order = order;
-	if (!lo || !hi || !val || !old || !order)
+	struct fkey *k = realloc(c->keys, nc * sizeof *k);
+	if (k)
+		c->keys = k;
+	struct fkey *sorted = realloc(c->sorted, nc * sizeof *sorted);
+	if (sorted)
+		c->sorted = sorted;
+	if (!k || !sorted)
 		return -TL_ENOMEM;
 	c->scap = nc;
 	return TL_OK;
 }
 
-/* Inserts c->lo/hi/val[0..n) into set, one lock per shard touched. */
+/* Inserts c->keys[0..n) into set: grouped by shard (one lock per shard
+ * touched) into a contiguous array, so that the slot of a key a few places
+ * ahead can be prefetched while the current one is probed. */
 static int insert_many(struct conn *c, struct fpset *set, size_t n, uint8_t *is_new)
 {
 	size_t start[NSHARD + 1] = {0};
 	for (size_t i = 0; i < n; i++)
-		start[shard_of(c->hi[i]) + 1]++;
+		start[shard_of(c->keys[i].hi) + 1]++;
 	for (int s = 0; s < NSHARD; s++)
 		start[s + 1] += start[s];
 	size_t pos[NSHARD];
 	memcpy(pos, start, sizeof pos);
-	for (size_t i = 0; i < n; i++)
-		c->order[pos[shard_of(c->hi[i])]++] = (uint32_t)i;
+	for (size_t i = 0; i < n; i++) {
+		c->keys[i].idx = (uint32_t)i;
+		c->sorted[pos[shard_of(c->keys[i].hi)]++] = c->keys[i];
+	}
 	for (int s = 0; s < NSHARD; s++) {
 		if (start[s] == start[s + 1])
 			continue;
@@ -494,12 +495,12 @@ static int insert_many(struct conn *c, struct fpset *set, size_t n, uint8_t *is_
 		pthread_mutex_lock(&sh->mu);
 		int rc = TL_OK;
 		for (size_t j = start[s]; j < start[s + 1] && rc >= 0; j++) {
-			/* the slots are random memory: ask for a later key's line early */
 			if (j + 8 < start[s + 1] && sh->cap)
-				__builtin_prefetch(&sh->slots[(c->lo[c->order[j + 8]] & (sh->cap - 1)) * set->stride], 1);
-			uint32_t i = c->order[j];
-			rc = shard_insert(sh, set->stride, c->lo[i], c->hi[i], c->val[i], &c->old[i]);
-			is_new[i] = rc == 1;
+				__builtin_prefetch(
+				    &sh->slots[(c->sorted[j + 8].lo & (sh->cap - 1)) * set->stride], 1);
+			const struct fkey *k = &c->sorted[j];
+			rc = shard_insert(sh, set->stride, k->lo, k->hi, k->val, NULL);
+			is_new[k->idx] = rc == 1;
 		}
 		pthread_mutex_unlock(&sh->mu);
 		if (rc < 0)
@@ -522,10 +523,8 @@ static int op_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size
 		return rc;
 	for (size_t i = 0; i < n; i++) {
 		XXH128_hash_t h = XXH3_128bits_withSeed(keys[i].id.p, keys[i].id.n,
-							 XXH3_64bits(keys[i].tenant.p, keys[i].tenant.n));
-		c->lo[i] = h.low64;
-		c->hi[i] = h.high64;
-		c->val[i] = 0;
+		                                        XXH3_64bits(keys[i].tenant.p, keys[i].tenant.n));
+		c->keys[i] = (struct fkey){.lo = h.low64, .hi = h.high64};
 	}
 	return insert_many(c, &c->m->ids, n, is_new);
 }
@@ -545,12 +544,13 @@ static int op_uniques(struct tl_store *st, const struct tl_unique_key *keys, siz
 	struct cached_camp *cc = NULL;
 	for (size_t i = 0; i < n; i++) {
 		const struct tl_unique_key *k = &keys[i];
-		if (!cc || !str_is(cc->c->campaign, cc->c->cn, k->campaign) || !str_is(cc->c->tenant, cc->c->tn, k->tenant)) {
+		if (!cc || !str_is(cc->c->campaign, cc->c->cn, k->campaign) ||
+		    !str_is(cc->c->tenant, cc->c->tn, k->tenant)) {
 			if ((rc = conn_camp(c, k->tenant, k->campaign, &cc)) || (rc = ensure_members(c, cc)))
 				return rc;
 		}
-		member_hash(cc->c->seed, k->kind, k->recipient, &c->lo[i], &c->hi[i]);
-		c->val[i] = (uint64_t)cc->c->cid << 32 | (uint32_t)(int32_t)day_of(k->ts_ms);
+		member_hash(cc->c->seed, k->kind, k->recipient, &c->keys[i].lo, &c->keys[i].hi);
+		c->keys[i].val = (uint64_t)cc->c->cid << 32 | (uint32_t)(int32_t)day_of(k->ts_ms);
 	}
 	return insert_many(c, &c->m->members, n, is_new);
 }
@@ -562,7 +562,8 @@ static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 	for (size_t i = 0; i < n; i++) {
 		const struct tl_count_row *r = &rows[i];
 		int rc;
-		if (!cc || !str_is(cc->c->campaign, cc->c->cn, r->campaign) || !str_is(cc->c->tenant, cc->c->tn, r->tenant))
+		if (!cc || !str_is(cc->c->campaign, cc->c->cn, r->campaign) ||
+		    !str_is(cc->c->tenant, cc->c->tn, r->tenant))
 			if ((rc = conn_camp(c, r->tenant, r->campaign, &cc)))
 				return rc;
 		uint32_t vid = 0;
@@ -603,24 +604,21 @@ static void op_close(struct tl_store *st)
 	tl_hmap_free(&c->vmap);
 	free(c->cc);
 	free(c->cv);
-	free(c->lo);
-	free(c->hi);
-	free(c->val);
-	free(c->old);
-	free(c->order);
+	free(c->keys);
+	free(c->sorted);
 	/* the rows stay until tl_mem_destroy: tl_mem_rows merges them */
 }
 
 static const struct tl_store_ops mem_ops = {
-	.scheme = "mem",
-	.close = op_close,
-	.begin = op_begin,
-	.dedupe = op_dedupe,
-	.uniques = op_uniques,
-	.add_counts = op_add_counts,
-	.offsets_set = op_offsets_set,
-	.commit = op_commit,
-	.rollback = op_rollback,
+    .scheme = "mem",
+    .close = op_close,
+    .begin = op_begin,
+    .dedupe = op_dedupe,
+    .uniques = op_uniques,
+    .add_counts = op_add_counts,
+    .offsets_set = op_offsets_set,
+    .commit = op_commit,
+    .rollback = op_rollback,
 };
 
 /* ---- the shared part ------------------------------------------------------- */
@@ -695,7 +693,8 @@ int tl_mem_add_preloaded(struct tl_mem *m, uint32_t cid, const uint8_t fp[TL_FP_
 	struct shard *sh = &m->members.sh[shard_of(h.high64)];
 	pthread_mutex_lock(&sh->mu);
 	uint64_t old;
-	int rc = shard_insert(sh, 3, h.low64, h.high64, (uint64_t)cid << 32 | (uint32_t)TL_MEM_PRELOADED, &old);
+	int rc =
+	    shard_insert(sh, 3, h.low64, h.high64, (uint64_t)cid << 32 | (uint32_t)TL_MEM_PRELOADED, &old);
 	pthread_mutex_unlock(&sh->mu);
 	return rc < 0 ? rc : TL_OK;
 }
@@ -735,11 +734,11 @@ int tl_mem_rows(struct tl_mem *m, struct tl_count_row **rows, uint32_t **cids, u
 		const struct camp *p = m->camps[r->cid];
 		const char *v = p->variants[r->vid];
 		out[i] = (struct tl_count_row){.tenant = tl_str_of(p->tenant, p->tn),
-					       .campaign = tl_str_of(p->campaign, p->cn),
-					       .variant = tl_str_of(v, strlen(v)),
-					       .minute_ms = r->minute,
-					       .first_ts_ms = r->first,
-					       .last_ts_ms = r->last};
+		                               .campaign = tl_str_of(p->campaign, p->cn),
+		                               .variant = tl_str_of(v, strlen(v)),
+		                               .minute_ms = r->minute,
+		                               .first_ts_ms = r->first,
+		                               .last_ts_ms = r->last};
 		memcpy(out[i].delta, r->d, sizeof r->d);
 		oc[i] = r->cid;
 		ov[i] = r->vid;

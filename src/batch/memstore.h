@@ -40,7 +40,7 @@ struct tl_mem;
 /* Adds, for one campaign, the members other days credited. Runs on a worker
  * thread, once per campaign; returns 0 or an error (which fails the fold). */
 typedef int (*tl_mem_preload_fn)(void *arg, struct tl_mem *m, uint32_t cid, const char *tenant,
-				 const char *campaign);
+                                 const char *campaign);
 
 int tl_mem_create(tl_mem_preload_fn preload, void *arg, struct tl_mem **out) TL_MUST_CHECK;
 void tl_mem_destroy(struct tl_mem *m); /* after every connection is closed; NULL-safe */
@@ -73,7 +73,7 @@ void tl_mem_campaign_get(const struct tl_mem *m, uint32_t cid, struct tl_mem_cam
  * etc. point into m. *rows is malloc'd (free it). cids[i] and vids[i], when
  * asked for, give the campaign and variant index of row i. */
 int tl_mem_rows(struct tl_mem *m, struct tl_count_row **rows, uint32_t **cids, uint32_t **vids,
-		size_t *n) TL_MUST_CHECK;
+                size_t *n) TL_MUST_CHECK;
 
 /* Calls fn for every member this run credited (not the preloaded ones). */
 typedef int (*tl_mem_member_fn)(void *arg, uint32_t cid, int32_t day, const uint8_t fp[TL_FP_BYTES]);

@@ -21,10 +21,10 @@
 #include <stdint.h>
 
 struct tl_archive_file {
-	char *path;	       /* owned */
-	int64_t day;	       /* of the directory it sits in */
+	char *path;  /* owned */
+	int64_t day; /* of the directory it sits in */
 	struct tl_archive_name name;
-	uint64_t size;	       /* compressed bytes */
+	uint64_t size; /* compressed bytes */
 };
 
 /* Lists the archive files of days from_day..to_day (inclusive) under dir,
@@ -33,13 +33,13 @@ struct tl_archive_file {
  * *out is freed with tl_archive_files_free. 0, or a negative error
  * (a missing day directory is not one: that day simply has no files). */
 int tl_archive_files_list(const char *dir, int64_t from_day, int64_t to_day, struct tl_archive_file **out,
-			  size_t *n) TL_MUST_CHECK;
+                          size_t *n) TL_MUST_CHECK;
 void tl_archive_files_free(struct tl_archive_file *f, size_t n);
 
 /* Days (sorted, distinct) that have a dt=… directory under dir, within
  * from_day..to_day. *out is malloc'd. */
 int tl_archive_days_list(const char *dir, int64_t from_day, int64_t to_day, int64_t **out,
-			 size_t *n) TL_MUST_CHECK;
+                         size_t *n) TL_MUST_CHECK;
 
 struct tl_archive_reader;
 
@@ -65,7 +65,7 @@ void tl_archive_reader_close(struct tl_archive_reader *r); /* NULL-safe */
  * pointing into line; the fallback copies them into a (so both must outlive
  * ev). Returns what tl_event_from_json returns, with its reason in err. */
 int tl_batch_parse_line(const char *line, size_t len, struct tl_arena *a, struct tl_event *ev, char *err,
-			size_t errlen) TL_MUST_CHECK;
+                        size_t errlen) TL_MUST_CHECK;
 
 /* The fast path alone: 0 when the line is in canonical form and valid (ev
  * then equals what tl_event_from_json gives), 1 when it must go to the

@@ -175,16 +175,19 @@ static int day_run(struct rec *r, int64_t day, uint64_t *runid)
 }
 
 static int add_diff(struct tl_reconcile_result *res, const char *tenant, const char *campaign,
-		    const char *variant, enum tl_metric m, int64_t rt, int64_t bt)
+                    const char *variant, enum tl_metric m, int64_t rt, int64_t bt)
 {
 	struct tl_reconcile_diff *nv = realloc(res->diffs, (res->n_diffs + 1) * sizeof *nv);
 	if (!nv)
 		return -TL_ENOMEM;
 	res->diffs = nv;
 	struct tl_reconcile_diff *d = &nv[res->n_diffs];
-	*d = (struct tl_reconcile_diff){.tenant = strdup(tenant), .campaign = strdup(campaign),
-					.variant = variant ? strdup(variant) : NULL, .metric = m,
-					.realtime = rt, .batch = bt};
+	*d = (struct tl_reconcile_diff){.tenant = strdup(tenant),
+	                                .campaign = strdup(campaign),
+	                                .variant = variant ? strdup(variant) : NULL,
+	                                .metric = m,
+	                                .realtime = rt,
+	                                .batch = bt};
 	if (!d->tenant || !d->campaign || (variant && !d->variant)) {
 		free(d->tenant);
 		free(d->campaign);
@@ -203,7 +206,7 @@ static int sum_point(void *arg, int64_t bucket_ms, int64_t value)
 }
 
 static int totals(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		  const char *variant, int64_t counts[TL_M__COUNT])
+                  const char *variant, int64_t counts[TL_M__COUNT])
 {
 	struct tl_campaign_summary s;
 	int rc = tl_store_campaign(st, src, tenant, campaign, variant, &s);
@@ -243,10 +246,11 @@ static int covered(struct rec *r, const char *tenant, const struct camp *c, bool
 	if (tl_bstate_topic(miss_a, da, sizeof da) || tl_bstate_topic(miss_b, db, sizeof db) ||
 	    tl_bstate_topic(a, fa, sizeof fa) || tl_bstate_topic(b, fb, sizeof fb))
 		return -TL_EINVAL;
-	return note(r->res,
-		    "%s/%s: unique metrics not compared: the batch has not recomputed %zu archived day(s) of the "
-		    "campaign (%s .. %s); run: tally batch --from %s --to %s",
-		    tenant, c->name, missing, da + 3, db + 3, fa + 3, fb + 3);
+	return note(
+	    r->res,
+	    "%s/%s: unique metrics not compared: the batch has not recomputed %zu archived day(s) of the "
+	    "campaign (%s .. %s); run: tally batch --from %s --to %s",
+	    tenant, c->name, missing, da + 3, db + 3, fa + 3, fb + 3);
 }
 
 static int compare_campaign(struct rec *r, const char *tenant, struct camp *c)
@@ -270,11 +274,13 @@ static int compare_campaign(struct rec *r, const char *tenant, struct camp *c)
 				rt = rt_tot[m];
 				bt = bt_tot[m];
 			} else {
-				rc = tl_store_series(r->st, TL_SOURCE_REALTIME, tenant, c->name, variant,
-						     (enum tl_metric)m, 86400, from_ms, to_ms, sum_point, &rt);
+				rc =
+				    tl_store_series(r->st, TL_SOURCE_REALTIME, tenant, c->name, variant,
+				                    (enum tl_metric)m, 86400, from_ms, to_ms, sum_point, &rt);
 				if (!rc)
 					rc = tl_store_series(r->st, TL_SOURCE_BATCH, tenant, c->name, variant,
-							     (enum tl_metric)m, 86400, from_ms, to_ms, sum_point, &bt);
+					                     (enum tl_metric)m, 86400, from_ms, to_ms,
+					                     sum_point, &bt);
 				if (rc)
 					break;
 			}
@@ -300,8 +306,10 @@ static int state_variants(struct rec *r, const char *tenant, struct camps *cs)
 			break;
 		rc = tl_bstate_open(path, &s);
 		if (rc == -TL_ENOTFOUND) {
-			rc = note(r->res, "%s: the batch state of run %" PRIu64 " is missing: per-variant numbers of "
-				  "that day are compared only for variants found elsewhere", path, runid);
+			rc = note(r->res,
+			          "%s: the batch state of run %" PRIu64 " is missing: per-variant numbers of "
+			          "that day are compared only for variants found elsewhere",
+			          path, runid);
 			continue;
 		}
 		for (size_t i = 0; !rc && i < s->n; i++) {
@@ -348,8 +356,8 @@ int tl_reconcile(const struct tl_reconcile_opts *o, struct tl_reconcile_result *
 			archived |= r.arch_days[i] == d;
 		if ((rc = tl_bstate_topic(d, topic, sizeof topic)))
 			break;
-		rc = note(res, "%s has not been recomputed by the batch%s: run tally batch --day %s", topic + 3,
-			  archived ? "" : " (and the archive has no files for it)", topic + 3);
+		rc = note(res, "%s has not been recomputed by the batch%s: run tally batch --day %s",
+		          topic + 3, archived ? "" : " (and the archive has no files for it)", topic + 3);
 	}
 	for (size_t t = 0; t < n_tenants && !rc; t++) {
 		struct camps cs = {.from_ms = o->from_day * DAY_MS, .to_ms = (o->to_day + 1) * DAY_MS};

@@ -126,7 +126,8 @@ static int mkdir_p(const char *path)
 	return TL_OK;
 }
 
-int tl_bstate_write(const char *dir, int64_t day, uint64_t runid, const struct tl_bstate_campaign *c, size_t n)
+int tl_bstate_write(const char *dir, int64_t day, uint64_t runid, const struct tl_bstate_campaign *c,
+                    size_t n)
 {
 	char ddir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX + 8];
 	int rc = tl_bstate_day_dir(dir, day, ddir, sizeof ddir);
@@ -154,7 +155,8 @@ int tl_bstate_write(const char *dir, int64_t day, uint64_t runid, const struct t
 		if (!rc)
 			rc = put_str(&idx, c[i].campaign);
 		if (!rc)
-			rc = c[i].n_variants > UINT16_MAX ? -TL_ETOOBIG : put_u16(&idx, (uint16_t)c[i].n_variants);
+			rc = c[i].n_variants > UINT16_MAX ? -TL_ETOOBIG
+			                                  : put_u16(&idx, (uint16_t)c[i].n_variants);
 		for (size_t v = 0; v < c[i].n_variants && !rc; v++)
 			rc = put_str(&idx, c[i].variants[v]);
 		size_t bytes = (size_t)c[i].count * TL_FP_BYTES;
@@ -389,7 +391,8 @@ void tl_bstate_close(struct tl_bstate *s)
 	free(s);
 }
 
-const struct tl_bstate_campaign *tl_bstate_find(const struct tl_bstate *s, const char *tenant, const char *campaign)
+const struct tl_bstate_campaign *tl_bstate_find(const struct tl_bstate *s, const char *tenant,
+                                                const char *campaign)
 {
 	struct tl_bstate_campaign key = {.tenant = tenant, .campaign = campaign};
 	return s->n ? bsearch(&key, s->c, s->n, sizeof *s->c, cmp_camp) : NULL;
@@ -424,7 +427,7 @@ int tl_bstate_prune(const char *dir, int64_t day, uint64_t keep_runid)
 	while ((e = readdir(d))) {
 		size_t n = strlen(e->d_name);
 		bool ours = (n > 6 && !strcmp(e->d_name + n - 6, ".state")) ||
-			    (n > 10 && !strcmp(e->d_name + n - 10, ".state.tmp"));
+		            (n > 10 && !strcmp(e->d_name + n - 10, ".state.tmp"));
 		if (!ours || !strcmp(e->d_name, keep))
 			continue;
 		char path[PATH_MAX + 256];

@@ -65,7 +65,7 @@ int tl_bstate_topic(int64_t day, char *buf, size_t cap) TL_MUST_CHECK;
 /* Writes the state of one day durably (temporary, fsync, rename, fsync of
  * the directory, which is created if needed). */
 int tl_bstate_write(const char *dir, int64_t day, uint64_t runid, const struct tl_bstate_campaign *c,
-		    size_t n) TL_MUST_CHECK;
+                    size_t n) TL_MUST_CHECK;
 
 /* Reads the header and index of a state file. -TL_ENOTFOUND when missing,
  * -TL_ECORRUPT when it fails its checks. */
@@ -74,11 +74,12 @@ void tl_bstate_close(struct tl_bstate *s); /* NULL-safe */
 
 /* The campaign's entry, or NULL. */
 const struct tl_bstate_campaign *tl_bstate_find(const struct tl_bstate *s, const char *tenant,
-						const char *campaign);
+                                                const char *campaign);
 
 /* Reads the fingerprints of one campaign into out (count × 16 bytes),
  * checking its checksum. */
-int tl_bstate_members(const struct tl_bstate *s, const struct tl_bstate_campaign *c, uint8_t *out) TL_MUST_CHECK;
+int tl_bstate_members(const struct tl_bstate *s, const struct tl_bstate_campaign *c,
+                      uint8_t *out) TL_MUST_CHECK;
 
 /* Deletes every state file of the day but keep_runid's (and temporaries). */
 int tl_bstate_prune(const char *dir, int64_t day, uint64_t keep_runid) TL_MUST_CHECK;

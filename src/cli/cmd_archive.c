@@ -11,8 +11,9 @@ int tl_cmd_archive(int argc, char **argv)
 	static const char *const flags[] = {TL_COMMON_FLAGS, TL_PIPE_FLAGS, TL_ARCHIVE_FLAGS, NULL};
 	struct tl_settings s;
 	struct tl_config_result res;
-	int ec = tl_settings_load(&s, "tally archive [flags]   events + delivery -> <archive>/dt=YYYY-MM-DD/*.ndjson.zst",
-				  flags, argc, argv, &res);
+	int ec = tl_settings_load(
+	    &s, "tally archive [flags]   events + delivery -> <archive>/dt=YYYY-MM-DD/*.ndjson.zst", flags,
+	    argc, argv, &res);
 	if (ec >= 0) {
 		tl_settings_free(&s);
 		return ec;

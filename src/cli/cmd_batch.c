@@ -14,9 +14,9 @@
 #include <unistd.h>
 
 static const char usage_line[] =
-	"tally batch --day YYYY-MM-DD | --from YYYY-MM-DD --to YYYY-MM-DD [flags]\n"
-	"  recomputes the days (UTC) from the archive into the batch tables, replacing them atomically;\n"
-	"  a day may also be 'today' or 'yesterday'";
+    "tally batch --day YYYY-MM-DD | --from YYYY-MM-DD --to YYYY-MM-DD [flags]\n"
+    "  recomputes the days (UTC) from the archive into the batch tables, replacing them atomically;\n"
+    "  a day may also be 'today' or 'yesterday'";
 
 /* Parses YYYY-MM-DD, "today" or "yesterday" into a day number. */
 static int parse_day(const char *s, int64_t *day)
@@ -78,8 +78,9 @@ int tl_cli_day_flags(const char *cmd, int *argc, char **argv, int64_t *from, int
 		return 2;
 	}
 	if (!day && (!f || !t)) {
-		fprintf(stderr, "tally %s: --day D, or --from D1 --to D2, is required (see tally %s --help)\n", cmd,
-			cmd);
+		fprintf(stderr,
+		        "tally %s: --day D, or --from D1 --to D2, is required (see tally %s --help)\n", cmd,
+		        cmd);
 		return 2;
 	}
 	const char *bad = NULL;
@@ -136,15 +137,15 @@ static void on_progress(void *arg, const struct tl_batch_progress *p)
 	else if (frac >= 1)
 		snprintf(eta, sizeof eta, "0 s");
 	fprintf(stderr, "\rbatch: %s events (%s/s), %llu/%llu files, %.0f%%, ETA %s   ", lines, r,
-		(unsigned long long)p->files_done, (unsigned long long)p->files, frac * 100, eta);
+	        (unsigned long long)p->files_done, (unsigned long long)p->files, frac * 100, eta);
 	t->printed = 1;
 }
 
 int tl_cmd_batch(int argc, char **argv)
 {
-	static const char *const flags[] = {TL_COMMON_FLAGS,	 "archive-dir",	     "batch-dir",
-					    "batch-threads",	 "machine-open-window", "bot-click-window",
-					    NULL};
+	static const char *const flags[] = {
+	    TL_COMMON_FLAGS,       "archive-dir",      "batch-dir", "batch-threads",
+	    "machine-open-window", "bot-click-window", NULL};
 	int64_t from = 0, to = 0;
 	char **args = calloc((size_t)argc + 1, sizeof *args);
 	if (!args)
@@ -167,14 +168,14 @@ int tl_cmd_batch(int argc, char **argv)
 	}
 	struct tty tty = {isatty(STDERR_FILENO), 0};
 	struct tl_batch_opts o = {
-		.archive_dir = s.archive_dir,
-		.state_dir = s.batch_dir,
-		.db_uri = s.db,
-		.from_day = from,
-		.to_day = to,
-		.threads = (int)s.batch_threads,
-		.progress = on_progress,
-		.progress_arg = &tty,
+	    .archive_dir = s.archive_dir,
+	    .state_dir = s.batch_dir,
+	    .db_uri = s.db,
+	    .from_day = from,
+	    .to_day = to,
+	    .threads = (int)s.batch_threads,
+	    .progress = on_progress,
+	    .progress_arg = &tty,
 	};
 	tl_classify_defaults(&o.classify);
 	o.classify.machine_open_window_ms = s.machine_open_window_ms;
@@ -190,7 +191,7 @@ int tl_cmd_batch(int argc, char **argv)
 		df[3] = dt[3] = '\0';
 	if (rc) {
 		fprintf(stderr, "tally batch: %s .. %s: %s; the batch tables are unchanged\n", df + 3, dt + 3,
-			st.error[0] ? st.error : tl_strerror(rc));
+		        st.error[0] ? st.error : tl_strerror(rc));
 		ec = 1;
 		goto out;
 	}
@@ -200,21 +201,24 @@ int tl_cmd_batch(int argc, char **argv)
 	printf("batch: %s .. %s: %llu files (%.1f MB), %llu lines, %llu events folded, %llu counted, %llu "
 	       "duplicates, %llu rejected, %llu skipped, %llu bad lines; %llu rows, %llu campaigns; "
 	       "%.2f s (read %.2f s, write %.2f s): %.0f lines/s; run %llu\n",
-	       df + 3, dt + 3, (unsigned long long)st.files, (double)st.bytes / 1e6, (unsigned long long)st.lines,
-	       (unsigned long long)st.folded, (unsigned long long)st.counted, (unsigned long long)st.duplicates,
-	       (unsigned long long)rejected, (unsigned long long)st.skipped, (unsigned long long)st.bad_lines,
-	       (unsigned long long)st.rows, (unsigned long long)st.campaigns, secs, (double)st.read_ms / 1000.0,
+	       df + 3, dt + 3, (unsigned long long)st.files, (double)st.bytes / 1e6,
+	       (unsigned long long)st.lines, (unsigned long long)st.folded, (unsigned long long)st.counted,
+	       (unsigned long long)st.duplicates, (unsigned long long)rejected,
+	       (unsigned long long)st.skipped, (unsigned long long)st.bad_lines, (unsigned long long)st.rows,
+	       (unsigned long long)st.campaigns, secs, (double)st.read_ms / 1000.0,
 	       (double)st.write_ms / 1000.0, secs > 0 ? (double)st.lines / secs : 0.0,
 	       (unsigned long long)st.runid);
 	for (int k = 0; k < TL_BATCH_REASONS; k++)
 		if (st.rejected[k])
-			printf("batch: rejected %s: %llu\n", tl_batch_reason_name(k), (unsigned long long)st.rejected[k]);
+			printf("batch: rejected %s: %llu\n", tl_batch_reason_name(k),
+			       (unsigned long long)st.rejected[k]);
 	if (st.bad_lines)
 		fprintf(stderr, "tally batch: warning: %llu archive lines are not valid events (first: %s)\n",
-			(unsigned long long)st.bad_lines, st.first_bad);
+		        (unsigned long long)st.bad_lines, st.first_bad);
 	if (st.out_of_range)
-		fprintf(stderr, "tally batch: warning: %llu events have an event time outside their day directory\n",
-			(unsigned long long)st.out_of_range);
+		fprintf(stderr,
+		        "tally batch: warning: %llu events have an event time outside their day directory\n",
+		        (unsigned long long)st.out_of_range);
 	ec = 0;
 out:
 	tl_settings_free(&s);

@@ -13,16 +13,18 @@
 #include <string.h>
 
 static const char usage_line[] =
-	"tally reconcile --day YYYY-MM-DD | --from YYYY-MM-DD --to YYYY-MM-DD [--json] [flags]\n"
-	"  compares real-time and batch numbers; exit 1 on any difference";
+    "tally reconcile --day YYYY-MM-DD | --from YYYY-MM-DD --to YYYY-MM-DD [--json] [flags]\n"
+    "  compares real-time and batch numbers; exit 1 on any difference";
 
 static int print_json(const struct tl_reconcile_result *r, const char *from, const char *to)
 {
 	struct tl_buf b;
 	tl_buf_init(&b, 0);
-	int rc = tl_buf_printf(&b, "{\"from\":\"%s\",\"to\":\"%s\",\"equal\":%s,\"campaigns\":%zu,\"comparisons\":%zu,"
-				   "\"differences\":[",
-			       from, to, r->n_diffs || r->n_notes ? "false" : "true", r->campaigns, r->comparisons);
+	int rc = tl_buf_printf(
+	    &b,
+	    "{\"from\":\"%s\",\"to\":\"%s\",\"equal\":%s,\"campaigns\":%zu,\"comparisons\":%zu,"
+	    "\"differences\":[",
+	    from, to, r->n_diffs || r->n_notes ? "false" : "true", r->campaigns, r->comparisons);
 	for (size_t i = 0; i < r->n_diffs && !rc; i++) {
 		const struct tl_reconcile_diff *d = &r->diffs[i];
 		rc = tl_buf_puts(&b, i ? ",{\"tenant\":" : "{\"tenant\":");
@@ -35,11 +37,14 @@ static int print_json(const struct tl_reconcile_result *r, const char *from, con
 		if (!rc)
 			rc = tl_buf_puts(&b, ",\"variant\":");
 		if (!rc)
-			rc = d->variant ? tl_buf_json_str(&b, d->variant, strlen(d->variant)) : tl_buf_puts(&b, "null");
+			rc = d->variant ? tl_buf_json_str(&b, d->variant, strlen(d->variant))
+			                : tl_buf_puts(&b, "null");
 		if (!rc)
-			rc = tl_buf_printf(&b, ",\"metric\":\"%s\",\"scope\":\"%s\",\"realtime\":%lld,\"batch\":%lld}",
-					   tl_metric_name(d->metric), tl_reconcile_is_unique(d->metric) ? "campaign" : "days",
-					   (long long)d->realtime, (long long)d->batch);
+			rc = tl_buf_printf(
+			    &b, ",\"metric\":\"%s\",\"scope\":\"%s\",\"realtime\":%lld,\"batch\":%lld}",
+			    tl_metric_name(d->metric),
+			    tl_reconcile_is_unique(d->metric) ? "campaign" : "days", (long long)d->realtime,
+			    (long long)d->batch);
 	}
 	if (!rc)
 		rc = tl_buf_puts(&b, "],\"notes\":[");
@@ -63,16 +68,18 @@ static void print_table(const struct tl_reconcile_result *r, const char *from, c
 		printf("reconcile %s .. %s: %zu campaigns, %zu numbers compared, no differences\n", from, to,
 		       r->campaigns, r->comparisons);
 	} else {
-		printf("reconcile %s .. %s: %zu campaigns, %zu numbers compared, %zu differences:\n\n", from, to,
-		       r->campaigns, r->comparisons, r->n_diffs);
-		printf("%-16s %-24s %-10s %-20s %-9s %12s %12s %10s\n", "TENANT", "CAMPAIGN", "VARIANT", "METRIC",
-		       "SCOPE", "REALTIME", "BATCH", "DIFF");
+		printf("reconcile %s .. %s: %zu campaigns, %zu numbers compared, %zu differences:\n\n", from,
+		       to, r->campaigns, r->comparisons, r->n_diffs);
+		printf("%-16s %-24s %-10s %-20s %-9s %12s %12s %10s\n", "TENANT", "CAMPAIGN", "VARIANT",
+		       "METRIC", "SCOPE", "REALTIME", "BATCH", "DIFF");
 		for (size_t i = 0; i < r->n_diffs; i++) {
 			const struct tl_reconcile_diff *d = &r->diffs[i];
 			printf("%-16s %-24s %-10s %-20s %-9s %12lld %12lld %+10lld\n", d->tenant, d->campaign,
-			       d->variant ? (*d->variant ? d->variant : "\"\"") : "(all)", tl_metric_name(d->metric),
-			       tl_reconcile_is_unique(d->metric) ? "campaign" : "days", (long long)d->realtime,
-			       (long long)d->batch, (long long)(d->batch - d->realtime));
+			       d->variant ? (*d->variant ? d->variant : "\"\"") : "(all)",
+			       tl_metric_name(d->metric),
+			       tl_reconcile_is_unique(d->metric) ? "campaign" : "days",
+			       (long long)d->realtime, (long long)d->batch,
+			       (long long)(d->batch - d->realtime));
 		}
 	}
 	for (size_t i = 0; i < r->n_notes; i++)
@@ -106,8 +113,11 @@ int tl_cmd_reconcile(int argc, char **argv)
 	char df[32], dt[32];
 	if (tl_archive_day_format(from, df, sizeof df) < 0 || tl_archive_day_format(to, dt, sizeof dt) < 0)
 		goto out;
-	struct tl_reconcile_opts o = {.db_uri = s.db, .archive_dir = s.archive_dir, .state_dir = s.batch_dir,
-				      .from_day = from, .to_day = to};
+	struct tl_reconcile_opts o = {.db_uri = s.db,
+	                              .archive_dir = s.archive_dir,
+	                              .state_dir = s.batch_dir,
+	                              .from_day = from,
+	                              .to_day = to};
 	struct tl_reconcile_result r;
 	int rc = tl_reconcile(&o, &r);
 	if (rc) {

@@ -27,7 +27,7 @@
 #define SUFFIX ".ndjson.zst"
 #define TMP_SUFFIX ".ndjson.zst.tmp"
 #define IN_CHUNK (256 * 1024) /* uncompressed bytes buffered per day file before compressing */
-#define MAX_PARTS 128	      /* subscriptions: 2 topics x 64 partitions */
+#define MAX_PARTS 128         /* subscriptions: 2 topics x 64 partitions */
 #define END_EVERY_MS 250      /* the lag metric asks for one partition's end this often */
 
 /* ---- naming -------------------------------------------------------------- */
@@ -49,7 +49,7 @@ int tl_archive_name_format(const struct tl_archive_name *n, char *buf, size_t ca
 	if (!topic_ok(n->topic, strlen(n->topic)) || n->partition < 0 || n->first > n->last)
 		return -TL_EINVAL;
 	int len = snprintf(buf, cap, "%s-p%d-%0*llu-%0*llu" SUFFIX, n->topic, n->partition, OFF_DIGITS,
-			   (unsigned long long)n->first, OFF_DIGITS, (unsigned long long)n->last);
+	                   (unsigned long long)n->first, OFF_DIGITS, (unsigned long long)n->last);
 	return len < 0 || (size_t)len >= cap ? -TL_EINVAL : len;
 }
 
@@ -75,7 +75,7 @@ static bool parse_u64(const char **p, uint64_t *v)
 
 /* "<topic>-p<P>-<first>" at the start of name; *rest points after it. */
 static bool parse_head(const char *name, char topic[TL_ARCHIVE_TOPIC_MAX], int *partition, uint64_t *first,
-		       const char **rest)
+                       const char **rest)
 {
 	const char *dash = strchr(name, '-');
 	if (!dash || !topic_ok(name, (size_t)(dash - name)) || dash[1] != 'p')
@@ -111,14 +111,16 @@ int tl_archive_name_parse(const char *name, struct tl_archive_name *out)
 static int tmp_name_format(const char *topic, int partition, uint64_t first, char *buf, size_t cap)
 {
 	int len = snprintf(buf, cap, ".%s-p%d-%0*llu" TMP_SUFFIX, topic, partition, OFF_DIGITS,
-			   (unsigned long long)first);
+	                   (unsigned long long)first);
 	return len < 0 || (size_t)len >= cap ? -TL_EINVAL : len;
 }
 
-static bool tmp_name_parse(const char *name, char topic[TL_ARCHIVE_TOPIC_MAX], int *partition, uint64_t *first)
+static bool tmp_name_parse(const char *name, char topic[TL_ARCHIVE_TOPIC_MAX], int *partition,
+                           uint64_t *first)
 {
 	const char *p;
-	return name[0] == '.' && parse_head(name + 1, topic, partition, first, &p) && strcmp(p, TMP_SUFFIX) == 0;
+	return name[0] == '.' && parse_head(name + 1, topic, partition, first, &p) &&
+	       strcmp(p, TMP_SUFFIX) == 0;
 }
 
 int64_t tl_archive_day_of(int64_t ts_ms)
@@ -263,8 +265,8 @@ static int scan_day(struct scan *s, const char *daydir, const char *topic, int p
 				continue;
 			if (!(rc = grow((void **)&s->fin, &s->cap_fin, s->n_fin, sizeof *s->fin)))
 				s->fin[s->n_fin++] = (struct range){n.first, n.last};
-		} else if (strlen(e->d_name) < TL_ARCHIVE_NAME_MAX && tmp_name_parse(e->d_name, t, &p, &first) &&
-			   p == partition && !strcmp(t, topic)) {
+		} else if (strlen(e->d_name) < TL_ARCHIVE_NAME_MAX &&
+		           tmp_name_parse(e->d_name, t, &p, &first) && p == partition && !strcmp(t, topic)) {
 			if ((rc = grow((void **)&s->tmp, &s->cap_tmp, s->n_tmp, sizeof *s->tmp)))
 				break;
 			struct tmpfile *tf = &s->tmp[s->n_tmp++];
@@ -302,14 +304,16 @@ int tl_archive_recover(const char *dir, const char *topic, int partition, struct
 	for (size_t i = 0; i < s.n_tmp && !rc; i++) {
 		struct tmpfile *tf = &s.tmp[i];
 		struct range key = {tf->first, 0};
-		const struct range *r = s.n_fin ? bsearch(&key, s.fin, s.n_fin, sizeof *s.fin, cmp_range) : NULL;
+		const struct range *r =
+		    s.n_fin ? bsearch(&key, s.fin, s.n_fin, sizeof *s.fin, cmp_range) : NULL;
 		char from[PATH_MAX];
 		if ((rc = path_join(from, sizeof from, tf->dir, tf->name)))
 			break;
 		if (r) {
 			/* a sibling of this roll is visible: every temporary of it was
 			 * complete before the first rename, so finish the rename */
-			struct tl_archive_name n = {.partition = partition, .first = r->first, .last = r->last};
+			struct tl_archive_name n = {
+			    .partition = partition, .first = r->first, .last = r->last};
 			snprintf(n.topic, sizeof n.topic, "%s", topic);
 			char name[TL_ARCHIVE_NAME_MAX];
 			int len = tl_archive_name_format(&n, name, sizeof name);
@@ -361,9 +365,9 @@ struct part {
 	_Atomic uint64_t end;  /* end of the partition when last asked (for the lag metric) */
 	atomic_bool end_known;
 	_Atomic uint64_t seen; /* 1 + the highest offset read (the end is at least this) */
-	bool open;	       /* a roll is being written */
+	bool open;             /* a roll is being written */
 	uint64_t first, last;  /* offsets of the open roll */
-	int64_t bytes;	       /* its uncompressed size */
+	int64_t bytes;         /* its uncompressed size */
 	int64_t opened_ms;     /* monotonic time it was opened */
 	struct dayfile *days;
 	size_t n_days;
@@ -385,7 +389,8 @@ struct tl_archiver {
 	atomic_int stopping;
 	size_t end_rr;      /* the partition whose end is asked next */
 	int64_t end_due_ms; /* when */
-	_Atomic uint64_t records, files, rolls, raw_bytes, zbytes, undecodable, errors, rolled_forward, deleted;
+	_Atomic uint64_t records, files, rolls, raw_bytes, zbytes, undecodable, errors, rolled_forward,
+	    deleted;
 };
 
 static const char *const topics[] = {TL_TOPIC_EVENTS, TL_TOPIC_DELIVERY};
@@ -626,7 +631,8 @@ static int commit_roll(struct tl_archiver *a, struct part *p)
 		if ((rc = day_path(a, p->days[i].day, dir, sizeof dir)) ||
 		    (k = tmp_name_format(p->topic, p->partition, p->first, tmp, sizeof tmp)) < 0 ||
 		    (k = tl_archive_name_format(&n, fin, sizeof fin)) < 0 ||
-		    (rc = path_join(from, sizeof from, dir, tmp)) || (rc = path_join(to, sizeof to, dir, fin))) {
+		    (rc = path_join(from, sizeof from, dir, tmp)) ||
+		    (rc = path_join(to, sizeof to, dir, fin))) {
 			rc = rc ? rc : -TL_EINVAL;
 			break;
 		}
@@ -666,7 +672,7 @@ static int archive_record(struct tl_archiver *a, struct part *p, const struct tl
 		if (p->open)
 			p->last = r->offset; /* covered by the roll's range, in no file */
 		tl_warn("archive: record %s/%d@%llu is undecodable; skipped", p->topic, p->partition,
-			(unsigned long long)r->offset);
+		        (unsigned long long)r->offset);
 		return TL_OK;
 	}
 	int64_t day = tl_archive_day_of(ev.ts_ms);
@@ -706,7 +712,7 @@ static int open_consumer(struct tl_archiver *a)
 	a->cons = NULL;
 	for (size_t i = 0; i < a->n_parts; i++)
 		a->subs[i] = (struct tl_subscription){a->parts[i].topic, a->parts[i].partition,
-						      atomic_load(&a->parts[i].next)};
+		                                      atomic_load(&a->parts[i].next)};
 	return tl_consumer_open(a->o.stream, a->subs, a->n_parts, &a->cons);
 }
 
@@ -779,7 +785,8 @@ int tl_archiver_run(struct tl_archiver *a)
 	while (!atomic_load(&a->stopping)) {
 		int n = tl_consumer_poll(a->cons, a->recs, a->o.batch_max, next_timeout(a));
 		if (n < 0) {
-			tl_error("archive: reading: %s at %s", tl_strerror(n), tl_consumer_error_detail(a->cons));
+			tl_error("archive: reading: %s at %s", tl_strerror(n),
+			         tl_consumer_error_detail(a->cons));
 			if (n == -TL_ECORRUPT)
 				return n; /* never skip silently: an operator must look */
 			sleep_ms(100);
@@ -796,8 +803,8 @@ int tl_archiver_run(struct tl_archiver *a)
 			continue;
 		}
 		atomic_fetch_add(&a->errors, 1);
-		tl_warn("archive: writing to %s: %s; re-reading from the last committed rolls in %lld ms", a->dir,
-			tl_strerror(rc), (long long)backoff);
+		tl_warn("archive: writing to %s: %s; re-reading from the last committed rolls in %lld ms",
+		        a->dir, tl_strerror(rc), (long long)backoff);
 		do {
 			sleep_ms(backoff);
 			backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
@@ -809,7 +816,7 @@ int tl_archiver_run(struct tl_archiver *a)
 	rc = commit_due(a, true);
 	if (rc) {
 		tl_warn("archive: committing the open rolls at shutdown: %s; they are re-read on start",
-			tl_strerror(rc));
+		        tl_strerror(rc));
 		for (size_t i = 0; i < a->n_parts; i++)
 			drop_roll(a, &a->parts[i]);
 	}
@@ -841,13 +848,14 @@ int tl_archiver_metrics(struct tl_archiver *a, struct tl_buf *out)
 	 * at its last look (refresh_end; at most n_parts x END_EVERY_MS old) */
 	for (size_t i = 0; i < a->n_parts && !rc; i++) {
 		const struct part *p = &a->parts[i];
-		uint64_t end = atomic_load(&p->end), seen = atomic_load(&p->seen), next = atomic_load(&p->next);
+		uint64_t end = atomic_load(&p->end), seen = atomic_load(&p->seen),
+		         next = atomic_load(&p->next);
 		if (!atomic_load(&p->end_known) && !seen)
 			continue;
 		if (seen > end)
 			end = seen;
-		rc = tl_buf_printf(out, "tally_archive_lag_records{topic=\"%s\",partition=\"%d\"} %llu\n", p->topic,
-				   p->partition, (unsigned long long)(end > next ? end - next : 0));
+		rc = tl_buf_printf(out, "tally_archive_lag_records{topic=\"%s\",partition=\"%d\"} %llu\n",
+		                   p->topic, p->partition, (unsigned long long)(end > next ? end - next : 0));
 	}
 	return rc;
 }

@@ -78,9 +78,9 @@ int64_t tl_archive_day_of(int64_t ts_ms);
 /* ---- recovery ------------------------------------------------------------ */
 
 struct tl_archive_recovery {
-	uint64_t next;	      /* offset to resume at: highest committed last + 1, 0 when none */
+	uint64_t next;         /* offset to resume at: highest committed last + 1, 0 when none */
 	size_t rolled_forward; /* temporaries of a partly renamed roll that were renamed */
-	size_t deleted;	      /* temporaries of an uncommitted roll that were deleted */
+	size_t deleted;        /* temporaries of an uncommitted roll that were deleted */
 };
 
 /* Scans every day directory of dir for the files of (topic, partition),
@@ -88,7 +88,7 @@ struct tl_archive_recovery {
  * to resume. The caller must hold the partition's lock (tl_archiver_create
  * takes it). 0 or a negative error (-TL_EIO …). */
 int tl_archive_recover(const char *dir, const char *topic, int partition,
-		       struct tl_archive_recovery *out) TL_MUST_CHECK;
+                       struct tl_archive_recovery *out) TL_MUST_CHECK;
 
 /* ---- the role ------------------------------------------------------------ */
 
@@ -96,13 +96,13 @@ struct tl_archiver;
 
 struct tl_archiver_opts {
 	struct tl_stream *stream; /* not owned */
-	const char *dir;	  /* archive root, created if missing */
-	uint64_t partitions;	  /* owned partitions (bit mask) of `events` and `delivery` */
-	int64_t roll_bytes;	  /* uncompressed bytes per partition roll, default 64 MiB */
+	const char *dir;          /* archive root, created if missing */
+	uint64_t partitions;      /* owned partitions (bit mask) of `events` and `delivery` */
+	int64_t roll_bytes;       /* uncompressed bytes per partition roll, default 64 MiB */
 	int64_t roll_interval_ms; /* longest a roll stays open, default 60 s */
-	int zstd_level;		  /* default 1: fast, and NDJSON still shrinks ~6x */
-	size_t max_open_days;	  /* day files one roll may hold, default 16 */
-	size_t batch_max;	  /* records per poll, default 4096 */
+	int zstd_level;           /* default 1: fast, and NDJSON still shrinks ~6x */
+	size_t max_open_days;     /* day files one roll may hold, default 16 */
+	size_t batch_max;         /* records per poll, default 4096 */
 };
 
 /* Creates the archiver: creates dir, takes an exclusive lock per owned
@@ -120,7 +120,8 @@ void tl_archiver_destroy(struct tl_archiver *a); /* NULL-safe; releases the lock
 
 /* Offset the archiver resumes at / has committed up to (next) for one
  * partition of topic; -TL_ENOTFOUND when not owned. Any thread. */
-int tl_archiver_committed(struct tl_archiver *a, const char *topic, int partition, uint64_t *next) TL_MUST_CHECK;
+int tl_archiver_committed(struct tl_archiver *a, const char *topic, int partition,
+                          uint64_t *next) TL_MUST_CHECK;
 
 /* Prometheus text: records, files, rolls, bytes, undecodable, errors, recoveries,
  * and the lag (records not yet in a committed roll) per partition. Any thread. */

@@ -21,11 +21,11 @@ static int event_eq(const struct tl_event *a, const struct tl_event *b)
 {
 	return a->type == b->type && a->bounce_class == b->bounce_class && a->flags == b->flags &&
 	       a->ts_ms == b->ts_ms && a->arrival_ms == b->arrival_ms && a->sent_ms == b->sent_ms &&
-	       a->src_offset == b->src_offset && str_eq(a->tenant, b->tenant) && str_eq(a->campaign, b->campaign) &&
-	       str_eq(a->variant, b->variant) && str_eq(a->recipient, b->recipient) &&
-	       str_eq(a->message, b->message) && str_eq(a->id, b->id) && str_eq(a->url, b->url) &&
-	       str_eq(a->user_agent, b->user_agent) && str_eq(a->ip, b->ip) && str_eq(a->provider, b->provider) &&
-	       str_eq(a->token, b->token);
+	       a->src_offset == b->src_offset && str_eq(a->tenant, b->tenant) &&
+	       str_eq(a->campaign, b->campaign) && str_eq(a->variant, b->variant) &&
+	       str_eq(a->recipient, b->recipient) && str_eq(a->message, b->message) && str_eq(a->id, b->id) &&
+	       str_eq(a->url, b->url) && str_eq(a->user_agent, b->user_agent) && str_eq(a->ip, b->ip) &&
+	       str_eq(a->provider, b->provider) && str_eq(a->token, b->token);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -29,7 +29,7 @@
 
 #define DAY_MS 86400000LL
 #define D0 20425LL /* 2025-12-03 */
-#define P 2	   /* partitions per topic */
+#define P 2        /* partitions per topic */
 
 struct ctx {
 	char dir[64];
@@ -74,8 +74,8 @@ static void append(struct ctx *c, const char *topic, int part, int k0, int n, in
 		snprintf(id, sizeof id, "%s-%d-%d", topic, part, k);
 		snprintf(rcpt, sizeof rcpt, "r-%d", k % 97);
 		struct tl_event e = {.type = strcmp(topic, TL_TOPIC_EVENTS) ? TL_EV_DELIVERED : TL_EV_OPEN,
-				     .ts_ms = (D0 + k % days) * DAY_MS + 1000LL * (k % 3600),
-				     .arrival_ms = (D0 + 2) * DAY_MS};
+		                     .ts_ms = (D0 + k % days) * DAY_MS + 1000LL * (k % 3600),
+		                     .arrival_ms = (D0 + 2) * DAY_MS};
 		e.tenant = TL_STR("acme");
 		e.campaign = TL_STR("spring");
 		e.recipient = tl_str_of(rcpt, strlen(rcpt));
@@ -83,8 +83,10 @@ static void append(struct ctx *c, const char *topic, int part, int k0, int n, in
 		struct tl_buf b;
 		tl_buf_init(&b, 0);
 		assert_int_equal(tl_event_encode(&e, &b), 0);
-		struct tl_record r = {.key = rcpt, .key_len = (uint32_t)strlen(rcpt), .value = b.data,
-				      .value_len = (uint32_t)b.len};
+		struct tl_record r = {.key = rcpt,
+		                      .key_len = (uint32_t)strlen(rcpt),
+		                      .value = b.data,
+		                      .value_len = (uint32_t)b.len};
 		assert_int_equal(tl_stream_append_sync(c->s, topic, part, &r, 1), 0);
 		tl_buf_free(&b);
 	}
@@ -107,8 +109,12 @@ static void *run_main(void *arg)
 
 static void opts(struct ctx *c, struct tl_archiver_opts *o, int64_t roll_bytes, int64_t interval_ms)
 {
-	*o = (struct tl_archiver_opts){.stream = c->s, .dir = c->arch, .partitions = (1u << P) - 1,
-				       .roll_bytes = roll_bytes, .roll_interval_ms = interval_ms, .batch_max = 64};
+	*o = (struct tl_archiver_opts){.stream = c->s,
+	                               .dir = c->arch,
+	                               .partitions = (1u << P) - 1,
+	                               .roll_bytes = roll_bytes,
+	                               .roll_interval_ms = interval_ms,
+	                               .batch_max = 64};
 }
 
 static void start(struct runner *r, const struct tl_archiver_opts *o)
@@ -390,8 +396,9 @@ static void test_rolls_and_days(void **state)
 	for (size_t i = 0; i < a.n; i++) {
 		size_t same = 0;
 		for (size_t j = 0; j < a.n; j++)
-			same += a.f[j].n.first == a.f[i].n.first && a.f[j].n.partition == a.f[i].n.partition &&
-				!strcmp(a.f[j].n.topic, a.f[i].n.topic);
+			same += a.f[j].n.first == a.f[i].n.first &&
+			        a.f[j].n.partition == a.f[i].n.partition &&
+			        !strcmp(a.f[j].n.topic, a.f[i].n.topic);
 		three += same == 3;
 	}
 	assert_true(three > 0);
@@ -469,8 +476,12 @@ static void test_kill9(void **state)
 		struct tl_stream *s;
 		if (tl_stream_open(c->uri, &so, &s))
 			_exit(2);
-		struct tl_archiver_opts o = {.stream = s, .dir = c->arch, .partitions = (1u << P) - 1,
-					     .roll_bytes = 30000, .roll_interval_ms = 600000, .batch_max = 16};
+		struct tl_archiver_opts o = {.stream = s,
+		                             .dir = c->arch,
+		                             .partitions = (1u << P) - 1,
+		                             .roll_bytes = 30000,
+		                             .roll_interval_ms = 600000,
+		                             .batch_max = 16};
 		struct runner r = {0};
 		if (tl_archiver_create(&o, &r.a) || pthread_create(&r.th, NULL, run_main, &r))
 			_exit(3);
@@ -534,7 +545,7 @@ static void unrename(struct ctx *c, const struct file *f)
 	assert_true(tl_archive_name_format(&f->n, name, sizeof name) > 0);
 	snprintf(from, sizeof from, "%s/dt=%s/%s", c->arch, f->day, name);
 	snprintf(to, sizeof to, "%s/dt=%s/.%s-p%d-%020llu.ndjson.zst.tmp", c->arch, f->day, f->n.topic,
-		 f->n.partition, (unsigned long long)f->n.first);
+	         f->n.partition, (unsigned long long)f->n.first);
 	assert_int_equal(rename(from, to), 0);
 }
 
@@ -609,13 +620,13 @@ static void test_lock(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_naming),
-		cmocka_unit_test_setup_teardown(test_rolls_and_days, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_time_roll, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_kill9, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_partial_commit, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
+	    cmocka_unit_test(test_naming),
+	    cmocka_unit_test_setup_teardown(test_rolls_and_days, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_time_roll, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_kill9, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_partial_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

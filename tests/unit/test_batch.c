@@ -55,12 +55,12 @@ static bool str_eq(struct tl_str a, struct tl_str b)
 static void assert_same_event(const struct tl_event *a, const struct tl_event *b, const char *line)
 {
 	bool same = a->type == b->type && a->bounce_class == b->bounce_class && a->flags == b->flags &&
-		    a->ts_ms == b->ts_ms && a->arrival_ms == b->arrival_ms && a->sent_ms == b->sent_ms &&
-		    a->src_offset == b->src_offset && str_eq(a->tenant, b->tenant) && str_eq(a->campaign, b->campaign) &&
-		    str_eq(a->variant, b->variant) && str_eq(a->recipient, b->recipient) &&
-		    str_eq(a->message, b->message) && str_eq(a->id, b->id) && str_eq(a->url, b->url) &&
-		    str_eq(a->user_agent, b->user_agent) && str_eq(a->ip, b->ip) && str_eq(a->provider, b->provider) &&
-		    str_eq(a->token, b->token);
+	            a->ts_ms == b->ts_ms && a->arrival_ms == b->arrival_ms && a->sent_ms == b->sent_ms &&
+	            a->src_offset == b->src_offset && str_eq(a->tenant, b->tenant) &&
+	            str_eq(a->campaign, b->campaign) && str_eq(a->variant, b->variant) &&
+	            str_eq(a->recipient, b->recipient) && str_eq(a->message, b->message) &&
+	            str_eq(a->id, b->id) && str_eq(a->url, b->url) && str_eq(a->user_agent, b->user_agent) &&
+	            str_eq(a->ip, b->ip) && str_eq(a->provider, b->provider) && str_eq(a->token, b->token);
 	if (!same)
 		fail_msg("fast and full parser disagree on: %s", line);
 }
@@ -77,7 +77,8 @@ static bool check_line(const char *line, size_t n)
 	int rc = tl_event_from_json(line, n, &a, &full, err, sizeof err);
 	if (f == 0) {
 		if (rc)
-			fail_msg("the fast path accepts what the full parser refuses (%s): %.*s", err, (int)n, line);
+			fail_msg("the fast path accepts what the full parser refuses (%s): %.*s", err, (int)n,
+			         line);
 		assert_same_event(&fast, &full, line);
 	}
 	/* and tl_batch_parse_line answers like the full parser */
@@ -94,9 +95,13 @@ static const char *pick(const char *const *v, size_t n)
 
 static void random_event(struct tl_event *e, char *token_buf)
 {
-	static const char *const agents[] = {"Mozilla/5.0", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X)",
-					     "curl/8.1", "Outlook \"quoted\" agent", "Agent\\with\\backslashes",
-					     "Ünïcödé Agent/1.0", "tab\there"};
+	static const char *const agents[] = {"Mozilla/5.0",
+	                                     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X)",
+	                                     "curl/8.1",
+	                                     "Outlook \"quoted\" agent",
+	                                     "Agent\\with\\backslashes",
+	                                     "Ünïcödé Agent/1.0",
+	                                     "tab\there"};
 	static const char *const campaigns[] = {"spring-sale", "c1", "a/b test", "x"};
 	memset(e, 0, sizeof *e);
 	e->type = (uint8_t)(1 + rnd() % 9);
@@ -129,7 +134,8 @@ static void random_event(struct tl_event *e, char *token_buf)
 				e->flags |= TL_EVF_BOT;
 		}
 		if (rnd() % 3 == 0) { /* a raw hit */
-			snprintf(token_buf, 64, "v1.AQK4k-DSx2gEYWNtZQ.oHGIG0JWu0lsLrCcNta%llx", (unsigned long long)rnd());
+			snprintf(token_buf, 64, "v1.AQK4k-DSx2gEYWNtZQ.oHGIG0JWu0lsLrCcNta%llx",
+			         (unsigned long long)rnd());
 			e->token = tl_str_of(token_buf, strlen(token_buf));
 			e->flags |= TL_EVF_HIT;
 			e->campaign = e->recipient = e->tenant = TL_STR_NULL;
@@ -164,28 +170,44 @@ static void test_parse_equivalence(void **state)
 			memcpy(m, b.data, n);
 			size_t len = n, at = 1 + rnd() % (n - 1);
 			switch (k) {
-			case 0: m[at] = ' '; break;		      /* a space anywhere */
-			case 1: m[at] = (char)(rnd() % 256); break;  /* any byte anywhere */
-			case 2: len = at; break;		      /* cut */
-			case 3: memmove(m + at + 1, m + at, n - at), m[at] = '"', len++; break;
-			case 4: memmove(m + at + 1, m + at, n - at), m[at] = ',', len++; break;
+			case 0:
+				m[at] = ' ';
+				break; /* a space anywhere */
+			case 1:
+				m[at] = (char)(rnd() % 256);
+				break; /* any byte anywhere */
+			case 2:
+				len = at;
+				break; /* cut */
+			case 3:
+				memmove(m + at + 1, m + at, n - at), m[at] = '"', len++;
+				break;
+			case 4:
+				memmove(m + at + 1, m + at, n - at), m[at] = ',', len++;
+				break;
 			case 5: /* an unknown key */
-				len = (size_t)snprintf(m, sizeof m, "{\"zzz\":1,%.*s", (int)(n - 1), b.data + 1);
+				len = (size_t)snprintf(m, sizeof m, "{\"zzz\":1,%.*s", (int)(n - 1),
+				                       b.data + 1);
 				break;
 			case 6: /* a repeated key */
-				len = (size_t)snprintf(m, sizeof m, "{\"id\":\"dup\",%.*s", (int)(n - 1), b.data + 1);
+				len = (size_t)snprintf(m, sizeof m, "{\"id\":\"dup\",%.*s", (int)(n - 1),
+				                       b.data + 1);
 				break;
 			case 7: /* a null value */
-				len = (size_t)snprintf(m, sizeof m, "{\"variant\":null,%.*s", (int)(n - 1), b.data + 1);
+				len = (size_t)snprintf(m, sizeof m, "{\"variant\":null,%.*s", (int)(n - 1),
+				                       b.data + 1);
 				break;
 			case 8: /* false */
-				len = (size_t)snprintf(m, sizeof m, "{\"hashed\":false,%.*s", (int)(n - 1), b.data + 1);
+				len = (size_t)snprintf(m, sizeof m, "{\"hashed\":false,%.*s", (int)(n - 1),
+				                       b.data + 1);
 				break;
 			case 9: /* an empty string */
-				len = (size_t)snprintf(m, sizeof m, "{\"message\":\"\",%.*s", (int)(n - 1), b.data + 1);
+				len = (size_t)snprintf(m, sizeof m, "{\"message\":\"\",%.*s", (int)(n - 1),
+				                       b.data + 1);
 				break;
 			case 10: /* a number where a string belongs */
-				len = (size_t)snprintf(m, sizeof m, "{\"url\":5,%.*s", (int)(n - 1), b.data + 1);
+				len = (size_t)snprintf(m, sizeof m, "{\"url\":5,%.*s", (int)(n - 1),
+				                       b.data + 1);
 				break;
 			default: /* trailing garbage */
 				memcpy(m + n, "x", 1), len = n + 1;
@@ -199,28 +221,35 @@ static void test_parse_equivalence(void **state)
 
 	/* timestamps: the fast path takes only the canonical form, others go to the full parser */
 	static const char *const ts[] = {
-		"2026-12-03T18:00:00.123Z", "2026-12-03T18:00:00Z",	"2026-12-03T19:00:00.123+01:00",
-		"2026-02-29T00:00:00.000Z", "2024-02-29T00:00:00.000Z", "2026-12-03T24:00:00.000Z",
-		"2026-12-03T23:59:60.000Z", "2026-13-03T00:00:00.000Z", "0000-01-01T00:00:00.000Z",
-		"1970-01-01T00:00:00.000Z", "1970-01-01T00:00:00.001Z", "9999-12-31T23:59:59.999Z",
-		"2026-12-03t18:00:00.123z", "2026-12-03",		 "2026-04-31T00:00:00.000Z",
-		"1900-02-29T00:00:00.000Z", "2000-02-29T12:34:56.789Z",
+	    "2026-12-03T18:00:00.123Z",      "2026-12-03T18:00:00Z",
+	    "2026-12-03T19:00:00.123+01:00", "2026-02-29T00:00:00.000Z",
+	    "2024-02-29T00:00:00.000Z",      "2026-12-03T24:00:00.000Z",
+	    "2026-12-03T23:59:60.000Z",      "2026-13-03T00:00:00.000Z",
+	    "0000-01-01T00:00:00.000Z",      "1970-01-01T00:00:00.000Z",
+	    "1970-01-01T00:00:00.001Z",      "9999-12-31T23:59:59.999Z",
+	    "2026-12-03t18:00:00.123z",      "2026-12-03",
+	    "2026-04-31T00:00:00.000Z",      "1900-02-29T00:00:00.000Z",
+	    "2000-02-29T12:34:56.789Z",
 	};
 	for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
 		char line[256];
-		int n = snprintf(line, sizeof line,
-				 "{\"type\":\"sent\",\"tenant\":\"a\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"i\","
-				 "\"ts\":\"%s\",\"arrival\":\"%s\"}",
-				 ts[i], ts[(i + 3) % (sizeof ts / sizeof ts[0])]);
+		int n = snprintf(
+		    line, sizeof line,
+		    "{\"type\":\"sent\",\"tenant\":\"a\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"i\","
+		    "\"ts\":\"%s\",\"arrival\":\"%s\"}",
+		    ts[i], ts[(i + 3) % (sizeof ts / sizeof ts[0])]);
 		check_line(line, (size_t)n);
 	}
-	for (int i = 0; i < 20000; i++) { /* every canonical time, parsed the fast way, equals the full parse */
+	for (int i = 0; i < 20000;
+	     i++) { /* every canonical time, parsed the fast way, equals the full parse */
 		int64_t ms = (int64_t)(rnd() % 253402300799999ULL) + 1, a = 0, b = 0;
 		char t[TL_TIME_ISO_MAX], line[160];
 		size_t tn = tl_time_format_iso(ms, t, sizeof t);
 		assert_int_equal(tl_time_parse_iso(t, tn, &a), 0);
-		int n = snprintf(line, sizeof line,
-				 "{\"type\":\"sent\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"i\",\"ts\":\"%s\"}", t);
+		int n = snprintf(
+		    line, sizeof line,
+		    "{\"type\":\"sent\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"i\",\"ts\":\"%s\"}",
+		    t);
 		struct tl_event ev;
 		assert_int_equal(tl_batch_parse_fast(line, (size_t)n, &ev), 0);
 		b = ev.ts_ms;
@@ -259,9 +288,19 @@ static void test_state_files(void **state)
 		fps[i] = (uint8_t)rnd();
 	const char *va[] = {"A", "B"}, *vnone[] = {""};
 	struct tl_bstate_campaign c[] = {
-		{.tenant = "acme", .campaign = "spring", .variants = va, .n_variants = 2, .fps = fps, .count = 3},
-		{.tenant = "acme", .campaign = "autumn", .variants = vnone, .n_variants = 1, .fps = fps + 48, .count = 2},
-		{.tenant = "beta", .campaign = "spring", .variants = NULL, .n_variants = 0, .fps = NULL, .count = 0},
+	    {.tenant = "acme", .campaign = "spring", .variants = va, .n_variants = 2, .fps = fps, .count = 3},
+	    {.tenant = "acme",
+	     .campaign = "autumn",
+	     .variants = vnone,
+	     .n_variants = 1,
+	     .fps = fps + 48,
+	     .count = 2},
+	    {.tenant = "beta",
+	     .campaign = "spring",
+	     .variants = NULL,
+	     .n_variants = 0,
+	     .fps = NULL,
+	     .count = 0},
 	};
 	assert_int_equal(tl_bstate_write(d.path, D0, 77, c, 3), 0);
 	assert_int_equal(tl_bstate_write(d.path, D0, 78, c, 1), 0);
@@ -359,8 +398,8 @@ static int w_teardown(void **state)
 }
 
 /* Writes events as one archive file of (topic, partition) in its day dir. */
-static void write_file(struct world *w, const char *topic, int part, uint64_t first, const struct tl_event *evs,
-		       size_t n, bool corrupt)
+static void write_file(struct world *w, const char *topic, int part, uint64_t first,
+                       const struct tl_event *evs, size_t n, bool corrupt)
 {
 	char dt[32], dir[256], path[512], name[TL_ARCHIVE_NAME_MAX];
 	assert_true(tl_archive_day_format(tl_archive_day_of(evs[0].ts_ms), dt, sizeof dt) > 0);
@@ -392,11 +431,12 @@ static void write_file(struct world *w, const char *topic, int part, uint64_t fi
 }
 
 static struct tl_event mk(struct world *w, enum tl_event_type type, const char *campaign, const char *variant,
-			  int rcpt, int64_t ts, const char *id)
+                          int rcpt, int64_t ts, const char *id)
 {
 	char r[40];
 	snprintf(r, sizeof r, "%032d", rcpt);
-	struct tl_event e = {.type = (uint8_t)type, .flags = TL_EVF_HASHED, .ts_ms = ts, .arrival_ms = ts + 5};
+	struct tl_event e = {
+	    .type = (uint8_t)type, .flags = TL_EVF_HASHED, .ts_ms = ts, .arrival_ms = ts + 5};
 	e.tenant = TL_STR("acme");
 	e.campaign = tl_str_of(keep(w, campaign), strlen(campaign));
 	e.variant = tl_str_of(keep(w, variant), strlen(variant));
@@ -412,7 +452,8 @@ static struct tl_event mk(struct world *w, enum tl_event_type type, const char *
 }
 
 /* A signed open hit for recipient "rcpt-<n>" (the enricher hashes it). */
-static struct tl_event hit(struct world *w, const char *campaign, int rcpt, int64_t ts, const char *id, bool forged)
+static struct tl_event hit(struct world *w, const char *campaign, int rcpt, int64_t ts, const char *id,
+                           bool forged)
 {
 	char r[32];
 	snprintf(r, sizeof r, "rcpt-%d", rcpt);
@@ -467,8 +508,13 @@ static void realtime(struct world *w, const struct tl_event *evs, size_t n, bool
 
 static int run_batch(struct world *w, int64_t from, int64_t to, struct tl_batch_stats *st)
 {
-	struct tl_batch_opts o = {.archive_dir = w->arch, .state_dir = w->state, .db_uri = w->uri,
-				  .from_day = from, .to_day = to, .threads = 2, .fold_events = 7};
+	struct tl_batch_opts o = {.archive_dir = w->arch,
+	                          .state_dir = w->state,
+	                          .db_uri = w->uri,
+	                          .from_day = from,
+	                          .to_day = to,
+	                          .threads = 2,
+	                          .fold_events = 7};
 	tl_classify_defaults(&o.classify);
 	return tl_batch_run(&o, st);
 }
@@ -482,7 +528,7 @@ static void batch_ok(struct world *w, int64_t from, int64_t to)
 }
 
 static void totals(struct world *w, enum tl_source src, const char *campaign, const char *variant,
-		   int64_t c[TL_M__COUNT])
+                   int64_t c[TL_M__COUNT])
 {
 	struct tl_campaign_summary s;
 	int rc = tl_store_campaign(w->st, src, "acme", campaign, variant, &s);
@@ -496,8 +542,8 @@ static void totals(struct world *w, enum tl_source src, const char *campaign, co
 
 static size_t reconcile(struct world *w, int64_t from, int64_t to, struct tl_reconcile_result *r)
 {
-	struct tl_reconcile_opts o = {.db_uri = w->uri, .archive_dir = w->arch, .state_dir = w->state,
-				      .from_day = from, .to_day = to};
+	struct tl_reconcile_opts o = {
+	    .db_uri = w->uri, .archive_dir = w->arch, .state_dir = w->state, .from_day = from, .to_day = to};
 	assert_int_equal(tl_reconcile(&o, r), 0);
 	return r->n_diffs + r->n_notes;
 }
@@ -508,31 +554,31 @@ static void two_days(struct world *w)
 {
 	int64_t t1 = D0 * DAY_MS + 3600000, t2 = (D0 + 1) * DAY_MS + 7200000;
 	struct tl_event ev1[] = {
-		mk(w, TL_EV_OPEN, "spring", "A", 1, t1, "o1"),
-		mk(w, TL_EV_OPEN, "spring", "A", 1, t1 + 60000, "o2"),
-		mk(w, TL_EV_OPEN, "spring", "A", 1, t1 + 60000, "o2"), /* duplicate id */
-		mk(w, TL_EV_OPEN, "spring", "B", 2, t1 + 120000, "o3"),
-		mk(w, TL_EV_CLICK, "spring", "B", 2, t1 + 180000, "c1"),
-		mk(w, TL_EV_OPEN, "plain", "", 9, t1 + 5000, "p1"),
-		hit(w, "spring", 77, t1 + 240000, "h1", false),
-		hit(w, "spring", 78, t1 + 240000, "h2", true), /* forged: rejected */
+	    mk(w, TL_EV_OPEN, "spring", "A", 1, t1, "o1"),
+	    mk(w, TL_EV_OPEN, "spring", "A", 1, t1 + 60000, "o2"),
+	    mk(w, TL_EV_OPEN, "spring", "A", 1, t1 + 60000, "o2"), /* duplicate id */
+	    mk(w, TL_EV_OPEN, "spring", "B", 2, t1 + 120000, "o3"),
+	    mk(w, TL_EV_CLICK, "spring", "B", 2, t1 + 180000, "c1"),
+	    mk(w, TL_EV_OPEN, "plain", "", 9, t1 + 5000, "p1"),
+	    hit(w, "spring", 77, t1 + 240000, "h1", false),
+	    hit(w, "spring", 78, t1 + 240000, "h2", true), /* forged: rejected */
 	};
 	struct tl_event dl1[] = {
-		mk(w, TL_EV_SENT, "spring", "A", 1, t1 - 600000, "s1"),
-		mk(w, TL_EV_SENT, "spring", "B", 2, t1 - 600000, "s2"),
-		mk(w, TL_EV_DELIVERED, "spring", "A", 1, t1 - 590000, "d1"),
-		mk(w, TL_EV_SENT, "plain", "", 9, t1 - 600000, "s9"),
-		mk(w, TL_EV_SENT, "plain", "", 9, t1 - 600000, "s9"), /* duplicate id */
+	    mk(w, TL_EV_SENT, "spring", "A", 1, t1 - 600000, "s1"),
+	    mk(w, TL_EV_SENT, "spring", "B", 2, t1 - 600000, "s2"),
+	    mk(w, TL_EV_DELIVERED, "spring", "A", 1, t1 - 590000, "d1"),
+	    mk(w, TL_EV_SENT, "plain", "", 9, t1 - 600000, "s9"),
+	    mk(w, TL_EV_SENT, "plain", "", 9, t1 - 600000, "s9"), /* duplicate id */
 	};
 	struct tl_event ev2[] = {
-		mk(w, TL_EV_OPEN, "spring", "A", 1, t2, "o4"),		/* unique on day 1 already */
-		mk(w, TL_EV_OPEN, "spring", "A", 3, t2 + 1000, "o5"),	/* new on day 2 */
-		mk(w, TL_EV_CLICK, "spring", "A", 1, t2 + 2000, "c2"), /* first click of 1: day 2 */
-		mk(w, TL_EV_OPEN, "plain", "", 9, t2 + 3000, "p2"),
-		hit(w, "spring", 77, t2 + 240000, "h3", false), /* the same recipient as h1 */
+	    mk(w, TL_EV_OPEN, "spring", "A", 1, t2, "o4"),         /* unique on day 1 already */
+	    mk(w, TL_EV_OPEN, "spring", "A", 3, t2 + 1000, "o5"),  /* new on day 2 */
+	    mk(w, TL_EV_CLICK, "spring", "A", 1, t2 + 2000, "c2"), /* first click of 1: day 2 */
+	    mk(w, TL_EV_OPEN, "plain", "", 9, t2 + 3000, "p2"),
+	    hit(w, "spring", 77, t2 + 240000, "h3", false), /* the same recipient as h1 */
 	};
 	struct tl_event dl2[] = {
-		mk(w, TL_EV_BOUNCED, "spring", "B", 4, t2 - 1000, "b1"),
+	    mk(w, TL_EV_BOUNCED, "spring", "B", 4, t2 - 1000, "b1"),
 	};
 	dl2[0].bounce_class = TL_BOUNCE_HARD;
 	write_file(w, TL_TOPIC_EVENTS, 0, 0, ev1, 8, false);
@@ -557,8 +603,9 @@ static void assert_batch_equals_realtime(struct world *w)
 			totals(w, TL_SOURCE_BATCH, camps[c], vars[v], bt);
 			for (int m = 0; m < TL_M__COUNT; m++)
 				if (rt[m] != bt[m])
-					fail_msg("%s/%s %s: realtime %lld, batch %lld", camps[c], vars[v] ? vars[v] : "*",
-						 tl_metric_name((enum tl_metric)m), (long long)rt[m], (long long)bt[m]);
+					fail_msg("%s/%s %s: realtime %lld, batch %lld", camps[c],
+					         vars[v] ? vars[v] : "*", tl_metric_name((enum tl_metric)m),
+					         (long long)rt[m], (long long)bt[m]);
 		}
 }
 
@@ -591,7 +638,7 @@ static void test_batch_equals_stream(void **state)
 	struct tl_reconcile_result r;
 	if (reconcile(w, D0, D0 + 1, &r))
 		fail_msg("reconcile: %zu differences, %zu notes (%s)", r.n_diffs, r.n_notes,
-			 r.n_notes ? r.notes[0] : "");
+		         r.n_notes ? r.notes[0] : "");
 	assert_true(r.comparisons > 0);
 	tl_reconcile_free(&r);
 	assert_int_equal(reconcile(w, D0 + 1, D0 + 1, &r), 0);
@@ -684,13 +731,13 @@ static void test_missing_state(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_equivalence),
-		cmocka_unit_test(test_state_files),
-		cmocka_unit_test_setup_teardown(test_batch_equals_stream, w_setup, w_teardown),
-		cmocka_unit_test_setup_teardown(test_reconcile_coverage, w_setup, w_teardown),
-		cmocka_unit_test_setup_teardown(test_reconcile_names_difference, w_setup, w_teardown),
-		cmocka_unit_test_setup_teardown(test_failed_run_changes_nothing, w_setup, w_teardown),
-		cmocka_unit_test_setup_teardown(test_missing_state, w_setup, w_teardown),
+	    cmocka_unit_test(test_parse_equivalence),
+	    cmocka_unit_test(test_state_files),
+	    cmocka_unit_test_setup_teardown(test_batch_equals_stream, w_setup, w_teardown),
+	    cmocka_unit_test_setup_teardown(test_reconcile_coverage, w_setup, w_teardown),
+	    cmocka_unit_test_setup_teardown(test_reconcile_names_difference, w_setup, w_teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_run_changes_nothing, w_setup, w_teardown),
+	    cmocka_unit_test_setup_teardown(test_missing_state, w_setup, w_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
