@@ -3,6 +3,7 @@
 
 #include "batch/reader.h"
 #include "batch/state.h"
+#include "core/hmap.h"
 #include "store/store.h"
 
 #include <inttypes.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #define DAY_MS 86400000LL
 
@@ -46,15 +48,23 @@ struct camp {
 struct camps {
 	struct camp *v;
 	size_t n, cap;
+	struct tl_hmap map; /* name -> index */
 	int64_t from_ms, to_ms;
 	int rc;
 };
 
+static int camp_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct camps *cs = arg;
+	return !strcmp(cs->v[idx].name, key);
+}
+
 static struct camp *camp_get(struct camps *cs, const char *name)
 {
-	for (size_t i = 0; i < cs->n; i++)
-		if (!strcmp(cs->v[i].name, name))
-			return &cs->v[i];
+	uint64_t h = XXH3_64bits(name, strlen(name));
+	long i = tl_hmap_find(&cs->map, h, name, camp_eq, cs);
+	if (i >= 0)
+		return &cs->v[i];
 	if (cs->n == cs->cap) {
 		size_t nc = cs->cap ? cs->cap * 2 : 32;
 		struct camp *nv = realloc(cs->v, nc * sizeof *nv);
@@ -65,8 +75,11 @@ static struct camp *camp_get(struct camps *cs, const char *name)
 	}
 	struct camp *c = &cs->v[cs->n];
 	*c = (struct camp){.name = strdup(name), .first_ms = INT64_MAX, .last_ms = INT64_MIN};
-	if (!c->name)
+	int ins;
+	if (!c->name || tl_hmap_upsert(&cs->map, h, name, camp_eq, cs, (uint32_t)cs->n, &ins) < 0) {
+		free(c->name);
 		return NULL;
+	}
 	cs->n++;
 	return c;
 }
@@ -115,6 +128,7 @@ static void camps_free(struct camps *cs)
 		free(cs->v[i].variants);
 	}
 	free(cs->v);
+	tl_hmap_free(&cs->map);
 }
 
 /* ---- the comparison --------------------------------------------------------- */
@@ -361,6 +375,7 @@ int tl_reconcile(const struct tl_reconcile_opts *o, struct tl_reconcile_result *
 	}
 	for (size_t t = 0; t < n_tenants && !rc; t++) {
 		struct camps cs = {.from_ms = o->from_day * DAY_MS, .to_ms = (o->to_day + 1) * DAY_MS};
+		tl_hmap_init(&cs.map);
 		rc = tl_store_campaigns(r.st, TL_SOURCE_REALTIME, tenants[t].name, 0, on_campaign, &cs);
 		if (!rc)
 			rc = tl_store_campaigns(r.st, TL_SOURCE_BATCH, tenants[t].name, 0, on_campaign, &cs);
