@@ -1,5 +1,6 @@
-/* test_webhooks.c — provider webhooks: every sample of
- * ../shared/samples/webhooks parses to the expected canonical events, and
+/* test_webhooks.c — provider webhooks: every sample of tests/samples/webhooks
+ * (the providers' own payloads, see its SOURCES.md) parses to the expected
+ * canonical events, and
  * the edge cases of issue 5 (missing fields, wrong types, huge numbers, bad
  * UTF-8, a 5 MB body, category arrays, multi-recipient SES notifications,
  * bad signatures per provider, replayed and stale Mailgun tokens, SNS URLs
@@ -171,7 +172,7 @@ static char *sample(const char *name, size_t *len)
 {
 	const char *dir = getenv("TALLY_SAMPLES");
 	char path[1024];
-	snprintf(path, sizeof path, "%s/webhooks/%s", dir ? dir : "../shared/samples", name);
+	snprintf(path, sizeof path, "%s/webhooks/%s", dir ? dir : "tests/samples", name);
 	FILE *fp = fopen(path, "rb");
 	if (!fp)
 		fail_msg("cannot open %s", path);
