@@ -28,7 +28,11 @@ struct tl_aggregator {
 	int64_t *arrivals; /* arrival time of each event held, for lag */
 	struct tl_record recs[POLL_MAX];
 	atomic_int stopping;
-	int64_t last_prune_ms;
+	/* dedupe pruning: a sweep in small steps, at most ~5 % of the time */
+	int64_t prune_next_ms;  /* wall clock: when the next sweep starts */
+	int64_t prune_before;   /* the sweep deletes ids that arrived before this */
+	int64_t prune_after_ns; /* monotonic: no step before this */
+	bool pruning;
 	/* statistics */
 	_Atomic uint64_t batches, events, duplicates, retries, dead, undecodable;
 	struct tl_lagstat lag;
@@ -158,15 +162,34 @@ static int apply(struct tl_aggregator *a)
 	}
 }
 
+#define PRUNE_EVERY_MS 60000 /* a sweep starts this long after the previous one ended */
+#define PRUNE_DUTY 20        /* a step of d ns is followed by (PRUNE_DUTY - 1) * d ns without */
+
+/* Ids older than the dedupe window go in sweeps of bounded steps
+ * (tl_store_prune_dedupe_step), spread so that pruning takes at most
+ * 1/PRUNE_DUTY of the aggregator's time: a large window never stalls the
+ * batches (a whole-table sweep at once took seconds at ten million ids). */
 static void maybe_prune(struct tl_aggregator *a)
 {
-	int64_t now = tl_now_ms();
-	if (now - a->last_prune_ms < 60000)
+	int64_t now_ns = tl_mono_ns();
+	if (now_ns < a->prune_after_ns)
 		return;
-	a->last_prune_ms = now;
-	int rc = tl_store_prune_dedupe(a->st, now - a->o.dedupe_window_ms);
-	if (rc)
+	if (!a->pruning) {
+		int64_t now = tl_now_ms();
+		if (now < a->prune_next_ms)
+			return;
+		a->pruning = true;
+		a->prune_before = now - a->o.dedupe_window_ms;
+	}
+	int rc = tl_store_prune_dedupe_step(a->st, a->prune_before);
+	int64_t end_ns = tl_mono_ns();
+	a->prune_after_ns = end_ns + (end_ns - now_ns) * (PRUNE_DUTY - 1);
+	if (rc > 0)
+		return;
+	if (rc < 0)
 		tl_warn("aggregate: pruning the dedupe window: %s", tl_strerror(rc));
+	a->pruning = false;
+	a->prune_next_ms = tl_now_ms() + PRUNE_EVERY_MS;
 }
 
 /* A stored offset past the end of its partition means the reporting DB was
@@ -207,7 +230,7 @@ int tl_aggregator_run(struct tl_aggregator *a)
 		tl_error("aggregate: opening the consumer: %s", tl_strerror(rc));
 		return rc;
 	}
-	a->last_prune_ms = tl_now_ms();
+	a->prune_next_ms = tl_now_ms() + PRUNE_EVERY_MS;
 	int64_t deadline = 0;
 	while (!atomic_load(&a->stopping)) {
 		size_t held = tl_fold_count(a->fold);

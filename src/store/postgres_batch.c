@@ -8,7 +8,7 @@
 
 #include <stdlib.h>
 
-#define PRUNE_CHUNK 20000 /* dedupe rows deleted per statement */
+#define PRUNE_CHUNK 5000 /* dedupe rows deleted per prune step: a few ms */
 
 /* ---- the batch transaction ---------------------------------------------- */
 
@@ -564,28 +564,26 @@ int tl_pg_commit(struct tl_store *st)
 	return 0;
 }
 
-/* Deletes dedupe rows older than before_ms in chunks. */
-int tl_pg_prune_dedupe(struct tl_store *st, int64_t before_ms)
+/* Deletes at most PRUNE_CHUNK dedupe rows older than before_ms (found
+ * through the ts_ms index), its own transaction when outside a batch, so a
+ * step never holds many row locks for long. 1: a full chunk went, call
+ * again. */
+int tl_pg_prune_dedupe_step(struct tl_store *st, int64_t before_ms)
 {
-	/* In chunks, each its own transaction when outside a batch, so that a
-	 * large prune never holds many row locks for long. */
 	struct pg_store *s = pg(st);
 	if (s->in_txn && s->txn_err)
 		return s->txn_err;
-	for (;;) {
-		struct params p;
-		params_init(&p);
-		p_i64(&p, before_ms);
-		p_i64(&p, PRUNE_CHUNK);
-		PGresult *r = NULL;
-		int rc = tl_pg_exec(s, S_PRUNE, &p, !s->in_txn, &r);
-		if (rc != 0)
-			return s->in_txn ? txn_fail(s, rc) : rc;
-		long deleted = strtol(PQcmdTuples(r), NULL, 10);
-		PQclear(r);
-		if (deleted < PRUNE_CHUNK)
-			return 0;
-	}
+	struct params p;
+	params_init(&p);
+	p_i64(&p, before_ms);
+	p_i64(&p, PRUNE_CHUNK);
+	PGresult *r = NULL;
+	int rc = tl_pg_exec(s, S_PRUNE, &p, !s->in_txn, &r);
+	if (rc != 0)
+		return s->in_txn ? txn_fail(s, rc) : rc;
+	long deleted = strtol(PQcmdTuples(r), NULL, 10);
+	PQclear(r);
+	return deleted >= PRUNE_CHUNK;
 }
 
 /* Removes a source's counters, dedupe ids and unique members of a time

@@ -364,7 +364,7 @@ int tl_pg_add_counts(struct tl_store *st, const struct tl_count_row *rows, size_
 int tl_pg_offsets_set(struct tl_store *st, const char *consumer, const struct tl_offset *o, size_t n);
 int tl_pg_commit(struct tl_store *st);
 void tl_pg_rollback(struct tl_store *st);
-int tl_pg_prune_dedupe(struct tl_store *st, int64_t before_ms);
+int tl_pg_prune_dedupe_step(struct tl_store *st, int64_t before_ms);
 int tl_pg_clear_source(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms);
 
 #endif

@@ -229,8 +229,10 @@ static void sq_close(struct tl_store *st)
 		sqlite3_finalize(s->stmt[i]);
 	for (int i = 0; i < TL_M__COUNT; i++)
 		sqlite3_finalize(s->series[i]);
+	tl_sqlite_ckpt_destroy(s->ckpt); /* first: the last connection to close checkpoints */
 	sqlite3_close_v2(s->db);
 	free(s->idx);
+	tl_sqlite_prune_cursor_reset(&s->prune);
 	free(s);
 }
 
@@ -255,11 +257,7 @@ static int set_pragmas(sqlite3 *db)
 	                    "PRAGMA foreign_keys=OFF;"
 	                    "PRAGMA cache_size=-65536;"
 	                    "PRAGMA temp_store=MEMORY;"
-	                    ""
-	                    /* Checkpoint every ~40 MB of WAL rather than 4 MB: pages that
-	                     * every batch rewrites (totals, campaigns, hot index pages)
-	                     * are then copied back once per many commits. */
-	                    "PRAGMA wal_autocheckpoint=10000;"
+	                    /* checkpoints: sqlite_ckpt.c, off the writer's thread */
 	                    "PRAGMA journal_size_limit=67108864;");
 }
 
@@ -278,6 +276,7 @@ static int sq_open(const char *uri, struct tl_store **out)
 	if (!s)
 		return -TL_ENOMEM;
 	s->base.ops = &tl_store_sqlite_ops;
+	s->prune.src = -1;
 	int rc = 0;
 	if (strcmp(path, ":memory:") != 0 && (rc = make_parents(path)) != 0)
 		goto fail;
@@ -291,6 +290,11 @@ static int sq_open(const char *uri, struct tl_store **out)
 	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
 	if ((rc = set_pragmas(s->db)) != 0 || (rc = migrate(s->db)) != 0)
 		goto fail;
+	if (strcmp(path, ":memory:") != 0) {
+		if ((rc = tl_sqlite_ckpt_create(path, &s->ckpt)) != 0)
+			goto fail;
+		sqlite3_wal_hook(s->db, tl_sqlite_wal_hook, s->ckpt); /* replaces the automatic checkpoint */
+	}
 	rc = exec_sql(s->db,
 	              "CREATE TEMP TABLE IF NOT EXISTS clear_keys(tenant TEXT, campaign TEXT, variant TEXT,"
 	              " PRIMARY KEY(tenant,campaign,variant)) WITHOUT ROWID");
@@ -545,7 +549,7 @@ const struct tl_store_ops tl_store_sqlite_ops = {
     .commit = tl_sqlite_commit,
     .rollback = tl_sqlite_rollback,
     .offset_get = tl_sqlite_offset_get,
-    .prune_dedupe = tl_sqlite_prune_dedupe,
+    .prune_dedupe_step = tl_sqlite_prune_dedupe_step,
     .clear_source = tl_sqlite_clear_source,
     .campaigns = tl_sqlite_campaigns,
     .campaign = tl_sqlite_campaign,

@@ -89,6 +89,22 @@ enum stmt_id {
 /* The SQL of every statement, indexed by enum stmt_id (sqlite.c). */
 extern const char *const tl_sqlite_stmt_sql[S__COUNT];
 
+/* Where the dedupe prune sweep stands: the last key examined (src -1: the
+ * start of the table). */
+struct sq_prune_cursor {
+	int64_t src;
+	char *tenant, *id;
+	size_t tenant_n, id_n;
+};
+
+/* The background checkpointer of a writing connection (sqlite_ckpt.c). */
+struct sq_ckpt;
+int tl_sqlite_ckpt_create(const char *path, struct sq_ckpt **out);
+void tl_sqlite_ckpt_destroy(struct sq_ckpt *c); /* NULL-safe; stops and joins the thread */
+uint64_t tl_sqlite_ckpt_runs(const struct sq_ckpt *c);
+/* sqlite3_wal_hook callback, arg = the struct sq_ckpt. */
+int tl_sqlite_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
+
 struct sq_store {
 	struct tl_store base; /* first: a struct tl_store * is a struct sq_store * */
 	sqlite3 *db;
@@ -102,6 +118,8 @@ struct sq_store {
 	int64_t now_ms;                    /* wall clock at begin (updated_ms) */
 	size_t *idx;                       /* scratch: sort order of a call's keys */
 	size_t idx_cap;
+	struct sq_prune_cursor prune; /* tl_sqlite_prune_dedupe_step */
+	struct sq_ckpt *ckpt;         /* WAL checkpoints off this thread; NULL in memory */
 };
 
 static inline struct sq_store *sq(struct tl_store *st)
@@ -214,7 +232,8 @@ int tl_sqlite_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 int tl_sqlite_offsets_set(struct tl_store *st, const char *consumer, const struct tl_offset *o, size_t n);
 int tl_sqlite_commit(struct tl_store *st);
 void tl_sqlite_rollback(struct tl_store *st);
-int tl_sqlite_prune_dedupe(struct tl_store *st, int64_t before_ms);
+int tl_sqlite_prune_dedupe_step(struct tl_store *st, int64_t before_ms);
+void tl_sqlite_prune_cursor_reset(struct sq_prune_cursor *c); /* frees it, back to the start */
 int tl_sqlite_clear_source(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms);
 int tl_sqlite_offset_get(struct tl_store *st, const char *consumer, const char *topic, int partition,
                          uint64_t *next);

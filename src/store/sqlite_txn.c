@@ -10,7 +10,7 @@
 
 #include <stdlib.h>
 
-#define PRUNE_CHUNK 20000 /* dedupe keys examined per prune step */
+#define PRUNE_CHUNK 5000 /* dedupe keys examined per prune step: a few ms */
 
 int tl_sqlite_begin(struct tl_store *st, enum tl_source src)
 {
@@ -313,19 +313,13 @@ int tl_sqlite_commit(struct tl_store *st)
 	return 0;
 }
 
-struct prune_cursor {
-	int64_t src;
-	char *tenant, *id;
-	size_t tenant_n, id_n;
-};
-
-static int cursor_bind(sqlite3_stmt *q, const struct prune_cursor *c, int first)
+static int cursor_bind(sqlite3_stmt *q, const struct sq_prune_cursor *c, int first)
 {
 	return sqlite3_bind_int64(q, first, c->src) | bind_text(q, first + 1, c->tenant, c->tenant_n) |
 	       bind_blob(q, first + 2, c->id, c->id_n);
 }
 
-static int cursor_set(struct prune_cursor *c, sqlite3_stmt *q)
+static int cursor_set(struct sq_prune_cursor *c, sqlite3_stmt *q)
 {
 	size_t tn = (size_t)sqlite3_column_bytes(q, 1), in = (size_t)sqlite3_column_bytes(q, 2);
 	char *t = malloc(tn + 1), *id = malloc(in + 1);
@@ -348,52 +342,63 @@ static int cursor_set(struct prune_cursor *c, sqlite3_stmt *q)
 	return 0;
 }
 
-/* Walks dedupe in primary-key order, PRUNE_CHUNK keys per step, deleting the
- * old rows of each step; outside a batch every step is its own transaction,
- * so a large prune never holds the write lock for long. */
-int tl_sqlite_prune_dedupe(struct tl_store *st, int64_t before_ms)
+void tl_sqlite_prune_cursor_reset(struct sq_prune_cursor *c)
+{
+	free(c->tenant);
+	free(c->id);
+	*c = (struct sq_prune_cursor){.src = -1};
+}
+
+/* Walks dedupe in primary-key order from the connection's cursor (there is
+ * deliberately no index on ts_ms, see migrations/sqlite.c): one step looks at
+ * the next PRUNE_CHUNK keys and deletes the old ones among them; outside a
+ * batch the step is its own transaction, so pruning never holds the write
+ * lock for long. A step rolled back with its batch only leaves rows for the
+ * next sweep. */
+int tl_sqlite_prune_dedupe_step(struct tl_store *st, int64_t before_ms)
 {
 	struct sq_store *s = sq(st);
 	if (s->in_txn && s->txn_err)
 		return s->txn_err;
-	struct prune_cursor cur = {.src = -1};
-	sqlite3_stmt *scan = s->stmt[S_PRUNE_SCAN];
-	int rc = 0;
-	for (bool more = true; more && rc == 0;) {
-		if (cursor_bind(scan, &cur, 1) | sqlite3_bind_int(scan, 4, PRUNE_CHUNK - 1)) {
+	struct sq_prune_cursor *cur = &s->prune;
+	sqlite3_stmt *scan = s->stmt[S_PRUNE_SCAN], *del;
+	int rc = 0, more = 1;
+	if (cursor_bind(scan, cur, 1) | sqlite3_bind_int(scan, 4, PRUNE_CHUNK - 1))
+		return s->in_txn ? txn_fail(s, -TL_ENOMEM) : -TL_ENOMEM;
+	int r = sqlite3_step(scan);
+	if (r == SQLITE_ROW) {
+		/* Delete (cursor, end]; the end becomes the next cursor. */
+		struct sq_prune_cursor end = {0};
+		rc = cursor_set(&end, scan);
+		sqlite3_reset(scan);
+		del = s->stmt[S_PRUNE_RANGE];
+		if (rc == 0 && (cursor_bind(del, cur, 1) | cursor_bind(del, &end, 4) |
+		                sqlite3_bind_int64(del, 7, before_ms)))
 			rc = -TL_ENOMEM;
-			break;
-		}
-		int r = sqlite3_step(scan);
-		sqlite3_stmt *del;
-		if (r == SQLITE_ROW) {
-			/* Delete (cursor, end]; the end becomes the next cursor. */
-			struct prune_cursor end = {0};
-			rc = cursor_set(&end, scan);
-			sqlite3_reset(scan);
-			del = s->stmt[S_PRUNE_RANGE];
-			if (rc == 0 && (cursor_bind(del, &cur, 1) | cursor_bind(del, &end, 4) |
-			                sqlite3_bind_int64(del, 7, before_ms)))
-				rc = -TL_ENOMEM;
-			if (rc == 0)
-				rc = run(del);
-			free(cur.tenant);
-			free(cur.id);
-			cur = end;
-		} else if (r == SQLITE_DONE) {
-			sqlite3_reset(scan);
-			del = s->stmt[S_PRUNE_TAIL];
-			rc = cursor_bind(del, &cur, 1) | sqlite3_bind_int64(del, 4, before_ms) ? -TL_ENOMEM
-			                                                                       : run(del);
-			more = false;
+		if (rc == 0)
+			rc = run(del);
+		if (rc == 0) {
+			tl_sqlite_prune_cursor_reset(cur);
+			*cur = end;
 		} else {
-			rc = sq_err(r);
-			sqlite3_reset(scan);
+			free(end.tenant);
+			free(end.id);
 		}
+	} else if (r == SQLITE_DONE) {
+		/* The last, partial chunk: the sweep ends, the next one starts over. */
+		sqlite3_reset(scan);
+		del = s->stmt[S_PRUNE_TAIL];
+		rc = cursor_bind(del, cur, 1) | sqlite3_bind_int64(del, 4, before_ms) ? -TL_ENOMEM : run(del);
+		if (rc == 0)
+			tl_sqlite_prune_cursor_reset(cur);
+		more = 0;
+	} else {
+		rc = sq_err(r);
+		sqlite3_reset(scan);
 	}
-	free(cur.tenant);
-	free(cur.id);
-	return s->in_txn ? txn_fail(s, rc) : rc;
+	if (rc)
+		return s->in_txn ? txn_fail(s, rc) : rc;
+	return more;
 }
 
 int tl_sqlite_clear_source(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms)

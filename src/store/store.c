@@ -274,11 +274,19 @@ int tl_store_offset_get(struct tl_store *st, const char *consumer, const char *t
 	return st->ops->offset_get(st, consumer, topic, partition, next);
 }
 
-int tl_store_prune_dedupe(struct tl_store *st, int64_t before_ms)
+int tl_store_prune_dedupe_step(struct tl_store *st, int64_t before_ms)
 {
 	if (!st)
 		return -TL_EINVAL;
-	return st->ops->prune_dedupe(st, before_ms);
+	return st->ops->prune_dedupe_step(st, before_ms);
+}
+
+int tl_store_prune_dedupe(struct tl_store *st, int64_t before_ms)
+{
+	int rc;
+	while ((rc = tl_store_prune_dedupe_step(st, before_ms)) > 0)
+		;
+	return rc;
 }
 
 int tl_store_clear_source(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms)

@@ -127,7 +127,16 @@ void tl_store_rollback(struct tl_store *st);
 int tl_store_offset_get(struct tl_store *st, const char *consumer, const char *topic, int partition,
 			uint64_t *next) TL_MUST_CHECK;
 
-/* Deletes dedupe rows with ts older than before_ms. */
+/* One bounded step of pruning: deletes dedupe rows with ts older than
+ * before_ms among the next chunk of the table (a few thousand keys, so the
+ * step takes milliseconds however large the window is), continuing where
+ * the previous step of this connection stopped. Returns 1 while the sweep
+ * goes on (call again), 0 once it reached the end of the table (the next
+ * call starts a new sweep), negative on error. Inside a batch transaction
+ * the step is part of it; outside, it is its own transaction. */
+int tl_store_prune_dedupe_step(struct tl_store *st, int64_t before_ms) TL_MUST_CHECK;
+
+/* A whole sweep: tl_store_prune_dedupe_step until it returns 0. */
 int tl_store_prune_dedupe(struct tl_store *st, int64_t before_ms) TL_MUST_CHECK;
 
 /* Removes everything of one source for a day range (batch re-run). Inside a transaction. */
@@ -183,7 +192,7 @@ struct tl_store_ops {
 	void (*rollback)(struct tl_store *st);
 	int (*offset_get)(struct tl_store *st, const char *consumer, const char *topic, int partition,
 			  uint64_t *next);
-	int (*prune_dedupe)(struct tl_store *st, int64_t before_ms);
+	int (*prune_dedupe_step)(struct tl_store *st, int64_t before_ms);
 	int (*clear_source)(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms);
 	int (*campaigns)(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
 			 tl_campaign_fn fn, void *arg);

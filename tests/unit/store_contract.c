@@ -794,6 +794,50 @@ static void test_prune_dedupe(void **state)
 	free(nw);
 }
 
+/* Pruning in bounded steps: a sweep over more rows than one step takes
+ * several steps (1 = call again), ends with 0, and leaves exactly the rows
+ * inside the window; ids added while a sweep runs are pruned by a later one. */
+static void test_prune_dedupe_steps(void **state)
+{
+	struct fx *f = *state;
+	enum { N = 30000 };
+	struct tl_dedupe_key *k = calloc(N, sizeof(*k));
+	char(*ids)[16] = calloc(N, 16);
+	uint8_t *nw = calloc(N, 1);
+	assert_true(k && ids && nw);
+	for (int i = 0; i < N; i++) {
+		int len = snprintf(ids[i], 16, "s%05d", i);
+		k[i] = (struct tl_dedupe_key){TL_STR("acme"), tl_str_of(ids[i], (size_t)len), i % 3 ? 1000 : 5000};
+	}
+	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
+	assert_int_equal(tl_store_dedupe(f->st, k, N, nw), 0);
+	assert_int_equal(tl_store_commit(f->st), 0);
+
+	int steps = 0, rc;
+	while ((rc = tl_store_prune_dedupe_step(f->st, 2000)) == 1) {
+		steps++;
+		assert_true(steps < N); /* it ends */
+		if (steps == 1) {
+			/* an old id added behind the sweep: left for the next one */
+			struct tl_dedupe_key late = dk("acme", "a-late", 10);
+			assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
+			assert_int_equal(tl_store_dedupe(f->st, &late, 1, nw), 0);
+			assert_int_equal(tl_store_commit(f->st), 0);
+		}
+	}
+	assert_int_equal(rc, 0);
+	assert_true(steps >= 1); /* more rows than one step takes */
+	int64_t left = raw_int(f, "SELECT COUNT(*) FROM dedupe WHERE ts_ms<2000");
+	assert_true(left <= 1); /* at most the late id */
+	assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM dedupe WHERE ts_ms>=2000"), N / 3);
+	assert_int_equal(tl_store_prune_dedupe(f->st, 2000), 0); /* a whole new sweep */
+	assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM dedupe WHERE ts_ms<2000"), 0);
+	assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM dedupe"), N / 3);
+	free(k);
+	free(ids);
+	free(nw);
+}
+
 static void test_clear_source(void **state)
 {
 	struct fx *f = *state;
@@ -1114,6 +1158,7 @@ size_t store_contract_tests(const struct store_contract_backend *b, struct CMUni
 	    cmocka_unit_test_setup_teardown(test_campaigns_list, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tenant_isolation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_prune_dedupe, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prune_dedupe_steps, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clear_source, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tenant_cache, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_overlap, setup, teardown),

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "core/clock.h"
+#include "store/sqlite_int.h"
 #include "store/store.h"
 #include "store/tenants.h"
 
@@ -16,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MIN_MS 60000LL
@@ -926,6 +929,64 @@ static void test_tenant_cache(void **state)
 	tl_store_close(other);
 }
 
+/* ---- WAL checkpoints off the writer's thread (sqlite_ckpt.c) ------------- */
+
+static int64_t file_size(const char *path)
+{
+	struct stat sb;
+	return stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+}
+
+/* Batches that dirty pages all over a large unique set: the WAL is copied
+ * back into the database file by the checkpointer while the store is open
+ * (SQLite's own checkpoint is off on this connection), it stays bounded, and
+ * every member is there. */
+static void test_wal_checkpointed(void **state)
+{
+	struct fx *f = *state;
+	enum { BATCHES = 60, PER = 4000 };
+	struct tl_unique_key *k = calloc(PER, sizeof(*k));
+	char(*r)[40] = calloc(PER, 40);
+	uint8_t *nw = calloc(PER, 1);
+	assert_true(k && r && nw);
+	char wal[330];
+	snprintf(wal, sizeof wal, "%s-wal", f->path);
+	uint64_t x = 88172645463325252ULL;
+	int64_t wal_max = 0;
+	for (int b = 0; b < BATCHES; b++) {
+		for (int i = 0; i < PER; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* random recipients: pages all over */
+			int len = snprintf(r[i], 40, "%016llx%016llx", (unsigned long long)x, (unsigned long long)~x);
+			k[i] = (struct tl_unique_key){TL_STR("acme"), TL_STR("c"), TL_U_OPEN, tl_str_of(r[i], (size_t)len),
+			                              T0};
+		}
+		assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
+		assert_int_equal(tl_store_uniques(f->st, k, PER, nw), 0);
+		assert_int_equal(tl_store_commit(f->st), 0);
+		int64_t w = file_size(wal);
+		if (w > wal_max)
+			wal_max = w;
+	}
+	struct sq_store *s = (struct sq_store *)f->st;
+	/* the checkpointer runs on its own: wait (bounded) for it to copy pages back */
+	int64_t deadline = tl_mono_ms() + 20000;
+	while ((tl_sqlite_ckpt_runs(s->ckpt) == 0 || file_size(f->path) < 4 * 1024 * 1024) &&
+	       tl_mono_ms() < deadline) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	print_message("WAL checkpointer: %llu runs, db %lld bytes, WAL at most %lld bytes\n",
+	              (unsigned long long)tl_sqlite_ckpt_runs(s->ckpt), (long long)file_size(f->path),
+	              (long long)wal_max);
+	assert_true(tl_sqlite_ckpt_runs(s->ckpt) > 0);
+	assert_true(file_size(f->path) >= 4 * 1024 * 1024); /* pages reached the database file */
+	assert_true(wal_max < 128LL * 1024 * 1024); /* started over before the writer's hard limit */
+	assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM uniques"), BATCHES * PER);
+	free(k);
+	free(r);
+	free(nw);
+}
+
 /* ---- measurement (printed, not asserted) -------------------------------- */
 
 static void test_measure_apply(void **state)
@@ -1004,6 +1065,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_prune_dedupe, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clear_source, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tenant_cache, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_wal_checkpointed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_measure_apply, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
