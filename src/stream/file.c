@@ -34,10 +34,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define TLF_WRITERS 4                /* writer threads per stream: fdatasyncs of partitions overlap */
+/* Writer threads per stream, so that fdatasyncs of partitions overlap: one
+ * per core, 2 to 4. More than the cores only take CPU from the threads the
+ * group commits wait for (bench/pixel.sh on 2 cores: 2 writers ~10 % more
+ * hits/s than 4, 8 fewer still). */
+#define TLF_WRITERS_MIN 2
+#define TLF_WRITERS_MAX 4
 #define TLF_SHRINK_BYTES (8u << 20)  /* free a flushed batch's buffer above this */
 #define TLF_RETENTION_EVERY_MS 60000 /* periodic retention check */
 #define TLF_MAX_PARTITIONS 4096
+#define TLF_PREALLOC (1u << 20) /* the active segment grows by this much at a time */
 
 /* ---- batches ---- */
 
@@ -145,6 +151,36 @@ static int io_sync(const struct tl_file_hooks *h, int fd)
 {
 	int r = h->fdatasync ? h->fdatasync(h->ctx, fd) : fdatasync(fd);
 	return r == 0 ? 0 : tl_err_from_errno(errno);
+}
+
+/* Makes the segment open on fd at least `end` bytes long ahead of the
+ * write, TLF_PREALLOC at a time (up to seg_bytes): an append that grows
+ * the file makes its fdatasync write the inode too, one more I/O per
+ * group commit (measured: 125 -> 88 us per append + fdatasync, 54 -> 37 us
+ * of CPU). The bytes past the durable end are zeros, which recovery
+ * treats as a torn tail; a sealed segment is cut to its data first
+ * (seal_segment). Best effort: where fallocate fails (no space for a whole
+ * chunk, a filesystem without it) the write just grows the file. */
+static void seg_reserve(int fd, uint64_t *alloc, uint64_t end, uint64_t seg_bytes)
+{
+	if (end <= *alloc)
+		return;
+	uint64_t want = (end + TLF_PREALLOC - 1) / TLF_PREALLOC * TLF_PREALLOC;
+	if (want > seg_bytes)
+		want = seg_bytes > end ? seg_bytes : end;
+	if (fallocate(fd, 0, (off_t)*alloc, (off_t)(want - *alloc)) == 0)
+		*alloc = want;
+}
+
+/* Cuts a segment about to be sealed to its data (end bytes) and syncs
+ * that: readers take a sealed segment's end of file as its end. */
+static int seal_segment(const struct tl_file_hooks *h, int fd, uint64_t alloc, uint64_t end)
+{
+	if (alloc <= end)
+		return 0;
+	if (ftruncate(fd, (off_t)end) != 0)
+		return tl_err_from_errno(errno);
+	return io_sync(h, fd);
 }
 
 static void durable_write(struct tlf_part *p, const struct tlf_durable *d)
@@ -274,6 +310,7 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 	const struct tlf_batch *b = &p->flush;
 	const uint64_t seg_bytes = (uint64_t)s->opts.segment_bytes;
 	int fd = p->seg_fd;
+	uint64_t alloc = p->alloc_end; /* of fd */
 	uint64_t base = d0.seg_base, pos = d0.seg_pos, last_pos = d0.last_pos;
 	size_t chunk_start = 0, chunk_len = 0, nnew = 0;
 	int rc = 0;
@@ -284,6 +321,7 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 		if (ftruncate(p->seg_fd, (off_t)d0.seg_pos) != 0)
 			return tl_err_from_errno(errno);
 		p->tail_dirty = 0;
+		p->alloc_end = alloc = d0.seg_pos;
 	}
 
 	for (size_t i = 0; i < b->ncb; i++) {
@@ -292,12 +330,15 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 			continue;
 		if (pos + chunk_len > 0 && pos + chunk_len + e->bytes > seg_bytes) {
 			if (chunk_len) {
+				seg_reserve(fd, &alloc, pos + chunk_len, seg_bytes);
 				rc = io_write(h, fd, b->data + chunk_start, chunk_len, pos);
 				if (!rc)
 					rc = io_sync(h, fd);
 				if (rc)
 					goto fail;
 			}
+			if ((rc = seal_segment(h, fd, alloc, pos + chunk_len)) != 0)
+				goto fail;
 			int nfd;
 			rc = seg_create(p, e->first, &nfd);
 			if (!rc) {
@@ -314,6 +355,7 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 			if (fd != p->seg_fd)
 				close(fd); /* an intermediate new segment, complete and synced */
 			fd = nfd;
+			alloc = 0;
 			nnew++;
 			chunk_start += chunk_len;
 			chunk_len = 0;
@@ -324,6 +366,7 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 		chunk_len += e->bytes;
 	}
 	if (chunk_len) {
+		seg_reserve(fd, &alloc, pos + chunk_len, seg_bytes);
 		rc = io_write(h, fd, b->data + chunk_start, chunk_len, pos);
 		if (!rc)
 			rc = io_sync(h, fd);
@@ -335,6 +378,7 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 		close(p->seg_fd);
 		p->seg_fd = fd;
 	}
+	p->alloc_end = alloc;
 	const struct tlf_cb *last = &b->cbs[b->ncb - 1];
 	nd->end = last->first + last->nrec;
 	nd->seg_base = base;
@@ -357,6 +401,7 @@ fail:
 		(void)io_sync(h, p->seg_fd);
 	else
 		p->tail_dirty = 1;
+	p->alloc_end = d0.seg_pos;
 	(void)fsync(p->dir_fd);
 	return rc;
 }
@@ -531,6 +576,7 @@ static int part_open_writer(struct tlf_stream *s, struct tlf_part *p, const char
 	d.flags = 0;
 	p->dur = d;
 	p->next_offset = d.end;
+	p->alloc_end = d.seg_pos; /* the file was cut to it, or is exactly that long */
 	durable_write(p, &d);
 	part_retention(s, p);
 	return 0;
@@ -541,6 +587,11 @@ static int part_open_writer(struct tlf_stream *s, struct tlf_part *p, const char
 static void part_writer_close(struct tlf_part *p, int clean)
 {
 	if (p->dur_fd >= 0) {
+		/* a clean close leaves the active segment exactly as long as its
+		 * data (no preallocated tail), so the next open need not scan it */
+		if (clean && p->seg_fd >= 0 && p->alloc_end > p->dur.seg_pos &&
+		    (ftruncate(p->seg_fd, (off_t)p->dur.seg_pos) != 0 || fdatasync(p->seg_fd) != 0))
+			clean = 0;
 		if (clean) {
 			struct tlf_durable d = p->dur;
 			d.flags = TLF_DURABLE_CLEAN;
@@ -931,7 +982,12 @@ static int file_open(const char *uri, const struct tl_stream_opts *opts, struct 
 		}
 		if (rc)
 			goto fail;
-		for (int i = 0; i < TLF_WRITERS; i++) {
+		long nw = sysconf(_SC_NPROCESSORS_ONLN);
+		if (nw < TLF_WRITERS_MIN)
+			nw = TLF_WRITERS_MIN;
+		if (nw > TLF_WRITERS_MAX)
+			nw = TLF_WRITERS_MAX;
+		for (int i = 0; i < nw; i++) {
 			if (pthread_create(&s->writers[i], NULL, writer_main, s) != 0) {
 				rc = -TL_ENOMEM;
 				goto fail;

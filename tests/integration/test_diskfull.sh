@@ -90,10 +90,17 @@ post() { # FILE: prints the status; the body goes to FILE.out
 	curl -sS -o "$1.out" -D "$1.hdr" -w '%{http_code}' --max-time 30 -H "Authorization: Bearer $ACME_KEY" \
 		-H 'Content-Type: application/x-ndjson' --data-binary "@$1" "$TL_COLLECTOR/v1/events" || true
 }
+# The log preallocates its active segments (up to 1 MiB ahead per
+# partition), so batches fit into that space first: post until two are
+# refused. A batch is ~100 KiB; the bound is far above what 40 partitions'
+# preallocation holds.
 REFUSED=()
-for k in 0 1 2 3; do
-	f="$TL_TMP/full$k.ndjson"
-	batch 400 $((k * 400)) >"$f"
+NB=0
+while [ "${#REFUSED[@]}" -lt 2 ]; do
+	[ "$NB" -lt 1000 ] || tl_fail "no batch was refused on a full disk after $NB batches"
+	f="$TL_TMP/full$NB.ndjson"
+	batch 400 $((NB * 400)) >"$f"
+	NB=$((NB + 1))
 	st=$(post "$f")
 	case $st in
 	503)
@@ -102,25 +109,32 @@ for k in 0 1 2 3; do
 		grep -qi '^retry-after:' "$f.hdr" || tl_fail "503 without Retry-After"
 		REFUSED+=("$f")
 		;;
-	202) tl_log "batch $k fit in the last free bytes: 202" ;;
+	202) ;;
 	*) tl_fail "POST /v1/events on a full disk answered $st: $(cat "$f.out")" ;;
 	esac
 done
-[ "${#REFUSED[@]}" -ge 1 ] || tl_fail "no batch was refused on a full disk"
-tl_log "full disk: ${#REFUSED[@]} of 4 event batches answered 503 $(jq -c . "${REFUSED[0]}.out")"
+tl_log "full disk: $((NB - ${#REFUSED[@]})) event batches fit in the space left, then ${#REFUSED[@]} answered 503 $(jq -c . "${REFUSED[0]}.out")"
 
 # pixel hits: the GIF always; recorded while a page has room, then dropped
 PIX=$("$TALLY_BIN" link open --data "$DATA" --tenant acme --campaign fullpix --recipient r-1 --base-url "$TL_COLLECTOR")
 acc0=$(metric 'tally_events_accepted_total{topic="events"}')
 drop0=$(metric tally_pixel_dropped_total)
+# in rounds of 200 hits over one keep-alive connection, until some were
+# dropped (the partition's preallocated space holds a few thousand)
 HITS=0
-while [ "$HITS" -lt 400 ]; do
-	st=$(curl -sS -o "$TL_TMP/pix.gif" -w '%{http_code} %{content_type}' --max-time 10 "$PIX")
-	[ "$st" = "200 image/gif" ] || tl_fail "pixel on a full disk answered '$st'"
-	[ "$(stat -c %s "$TL_TMP/pix.gif")" = 43 ] && [ "$(head -c 6 "$TL_TMP/pix.gif")" = GIF89a ] ||
+urls=()
+for _ in $(seq 200); do urls+=("$PIX"); done
+while :; do
+	[ "$HITS" -lt 40000 ] || tl_fail "no pixel hit was dropped on a full disk after $HITS hits"
+	# the bodies to a file (checked: 200 GIFs back to back), one status line per hit
+	curl -sS -w '%{stderr}%{http_code} %{content_type} %{size_download}\n' --max-time 60 "${urls[@]}" \
+		>"$TL_TMP/pix.gifs" 2>"$TL_TMP/pix.codes" || tl_fail "pixel requests on a full disk failed"
+	bad=$(grep -cv '^200 image/gif 43$' "$TL_TMP/pix.codes" || true)
+	[ "$bad" = 0 ] || tl_fail "pixel on a full disk: not the 43-byte GIF: $(grep -v '^200 image/gif 43$' "$TL_TMP/pix.codes" | head -n 1)"
+	[ "$(stat -c %s "$TL_TMP/pix.gifs")" = $((43 * ${#urls[@]})) ] && [ "$(head -c 6 "$TL_TMP/pix.gifs")" = GIF89a ] ||
 		tl_fail "pixel on a full disk: not the 43-byte GIF"
-	HITS=$((HITS + 1))
-	[ $((HITS % 50)) = 0 ] && [ "$(metric tally_pixel_dropped_total)" -gt "$drop0" ] && break
+	HITS=$((HITS + $(wc -l <"$TL_TMP/pix.codes")))
+	[ "$(metric tally_pixel_dropped_total)" -gt "$drop0" ] && break
 done
 RECORDED=$(($(metric 'tally_events_accepted_total{topic="events"}') - acc0))
 DROPPED=$(($(metric tally_pixel_dropped_total) - drop0))
@@ -157,9 +171,9 @@ tl_check_variants after "$ACME_KEY" "$KS" "$TL_TMP/after.json"
 full_ok() {
 	local body
 	body=$(tl_api_get /v1/campaigns/full/metrics "$ACME_KEY") || return 1
-	jq -e '.counts.sent == 1600 and .counts.delivered == 1600' <<<"$body" >/dev/null
+	jq -e --argjson n $((NB * 400)) '.counts.sent == $n and .counts.delivered == $n' <<<"$body" >/dev/null
 }
-tl_wait_for 60 "campaign full: 1600 sent, 1600 delivered (every batch once)" full_ok
+tl_wait_for 60 "campaign full: $((NB * 400)) sent, $((NB * 400)) delivered (every batch once)" full_ok
 pix_ok() {
 	local body
 	body=$(tl_api_get /v1/campaigns/fullpix/metrics "$ACME_KEY") || return 1

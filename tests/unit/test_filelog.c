@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -395,7 +396,9 @@ static void test_segment_roll(void **state)
 		n += k;
 	}
 	/* Several segments, each named after its first offset, each at most
-	 * segment_bytes unless it holds a single call. */
+	 * segment_bytes unless it holds a single call. A sealed segment is
+	 * exactly its records; the active one may run on in preallocated
+	 * zeros past them. */
 	uint64_t *segs;
 	size_t nsegs;
 	char pdir[512];
@@ -413,7 +416,10 @@ static void test_segment_roll(void **state)
 		assert_int_equal(tlf_scan_fd(fd, (uint64_t)file_size(path), segs[i], &sc), 0);
 		close(fd);
 		assert_int_equal(sc.corrupt, 0);
-		assert_int_equal(sc.valid_end, (uint64_t)file_size(path));
+		if (i + 1 < nsegs)
+			assert_int_equal(sc.valid_end, (uint64_t)file_size(path));
+		else
+			assert_true(sc.valid_end <= (uint64_t)file_size(path));
 		assert_int_equal(sc.next_offset, i + 1 < nsegs ? segs[i + 1] : n);
 	}
 	free(segs);
@@ -797,6 +803,70 @@ static void test_lock_released_by_dead_process(void **state)
 	tl_stream_close(s);
 }
 
+/* The active segment is preallocated ahead of the writes (so an append's
+ * fdatasync need not write the inode): a writer killed with it leaves zeros
+ * past its records, which recovery cuts off like a torn tail; reading and
+ * appending go on from the durable end; a clean close leaves the segment
+ * exactly as long as its records. */
+static void test_preallocated_tail(void **state)
+{
+	struct fx *f = *state;
+	struct tl_stream_opts o;
+	tl_stream_opts_defaults(&o);
+	o.partitions = 1;
+	char path[512];
+	seg_path(f, path, sizeof(path), "events", 0, 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct tl_stream *w;
+		if (tl_stream_open(f->uri, &o, &w) != 0 || append_range(w, "events", 0, 0, 20) != 0)
+			_exit(2);
+		_exit(0); /* no close: like kill -9 after the answers went out */
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	struct tlf_scan sc;
+	assert_int_equal(tlf_scan_fd(fd, (uint64_t)file_size(path), 0, &sc), 0);
+	close(fd);
+	assert_int_equal(sc.next_offset, 20);
+	assert_int_equal(sc.corrupt, 0);
+	print_message("after an unclean stop: %llu bytes of records in a %lld-byte segment\n",
+	              (unsigned long long)sc.valid_end, (long long)file_size(path));
+	/* where the filesystem can preallocate, the writer did */
+	char probe[600];
+	snprintf(probe, sizeof(probe), "%s/probe", f->dir);
+	int pfd = open(probe, O_RDWR | O_CREAT, 0644);
+	assert_true(pfd >= 0);
+	bool can = fallocate(pfd, 0, 0, 4096) == 0;
+	close(pfd);
+	unlink(probe);
+	if (can)
+		assert_true(file_size(path) > (off_t)sc.valid_end);
+
+	struct tl_stream *s = open_stream(f, &o);
+	assert_int_equal(file_size(path), (off_t)sc.valid_end); /* the tail is gone */
+	uint64_t end;
+	assert_int_equal(tl_stream_end_offset(s, "events", 0, &end), 0);
+	assert_int_equal(end, 20);
+	assert_int_equal(append_range(s, "events", 0, 20, 5), 0);
+	struct tl_subscription sub = {"events", 0, 0};
+	struct tl_consumer *c;
+	assert_int_equal(tl_consumer_open(s, &sub, 1, &c), 0);
+	assert_int_equal(drain_check(c, "events", 0, 0, 25), 25);
+	tl_consumer_close(c);
+	tl_stream_close(s);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(tlf_scan_fd(fd, (uint64_t)file_size(path), 0, &sc), 0);
+	close(fd);
+	assert_int_equal(sc.next_offset, 25);
+	assert_int_equal(file_size(path), (off_t)sc.valid_end); /* clean close: no tail */
+}
+
 /* Two processes, each writing its own topic and reading the other's (the
  * enricher's situation): records cross both ways, and a reader blocked in
  * poll wakes on the other process's publication (inotify on the durable
@@ -1119,7 +1189,14 @@ static void test_write_failure_injected(void **state)
 	assert_int_equal(append_range(s, "t", 0, 0, 5), 0);
 	char path[512];
 	seg_path(f, path, sizeof(path), "t", 0, 0);
-	const off_t good_size = file_size(path);
+	/* the durable records' bytes (the file may run on, preallocated) */
+	struct tlf_scan sc0;
+	int fd0 = open(path, O_RDONLY);
+	assert_true(fd0 >= 0);
+	assert_int_equal(tlf_scan_fd(fd0, (uint64_t)file_size(path), 0, &sc0), 0);
+	close(fd0);
+	const off_t good_size = (off_t)sc0.valid_end;
+	assert_int_equal(sc0.next_offset, 5);
 
 	/* Disk full: three calls queued behind a held write all fail. */
 	inject_set(&in, &in.gate_closed, 1);
@@ -1641,6 +1718,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_torn_tail_every_byte, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_writer_locked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_preallocated_tail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lock_released_by_dead_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_two_writers_ping_pong, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readonly_consumer_thread, setup, teardown),
