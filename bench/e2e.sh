@@ -115,7 +115,7 @@ for try in $(seq 1 "$TRIES"); do
 		"$(jq .accepted_per_s "$s")" "$(jq .processed_per_s "$s")" "$(jq .backlog_growth_per_s "$s")" \
 		"$([[ $ok == true ]] && echo sustained || echo 'not sustained')"
 	if [[ $ok == true ]]; then
-		sustained=$(jq .processed_per_s "$s")
+		sustained=$(jq '[.accepted_per_s, .processed_per_s] | min' "$s") # in and out; not a backlog drained
 		break
 	fi
 	rate=$(awk -v r="$rate" 'BEGIN { printf "%.0f", r * 0.85 }')
