@@ -69,6 +69,8 @@ int tl_config_parse_value(enum tl_opt_type t, const char *s, int64_t *out)
 			mul = 1024LL * 1024 * 1024;
 		else if (*rest && strcasecmp(rest, "b"))
 			return -TL_EINVAL;
+		if (v > INT64_MAX / mul) /* "9223372036854775807k" */
+			return -TL_EINVAL;
 		*out = v * mul;
 		return TL_OK;
 	}
@@ -87,6 +89,8 @@ int tl_config_parse_value(enum tl_opt_type t, const char *s, int64_t *out)
 		else if (!strcmp(rest, "d"))
 			mul = 86400000;
 		else
+			return -TL_EINVAL;
+		if (v > INT64_MAX / mul)
 			return -TL_EINVAL;
 		*out = v * mul;
 		return TL_OK;
