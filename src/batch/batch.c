@@ -606,6 +606,23 @@ static int interleave(struct tl_archive_file *f, size_t n)
 	return TL_OK;
 }
 
+/* About how many event ids the files hold, to size the dedupe set once:
+ * a file holds at most the records of its roll's offset range (a roll may
+ * spread over several days' files), and surely not more lines than one per
+ * 16 compressed bytes (every line has an id and a recipient hash). */
+static size_t expected_ids(const struct tl_archive_file *f, size_t n)
+{
+	uint64_t sum = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(f[i].name.topic, TL_TOPIC_EVENTS) && strcmp(f[i].name.topic, TL_TOPIC_DELIVERY))
+			continue;
+		uint64_t range = f[i].name.last >= f[i].name.first ? f[i].name.last - f[i].name.first + 1 : 0;
+		uint64_t bound = f[i].size / 16 + 1;
+		sum += range < bound ? range : bound;
+	}
+	return sum < SIZE_MAX / 2 ? (size_t)sum : SIZE_MAX / 2;
+}
+
 static int lock_state(const char *dir, int *fd)
 {
 	char path[PATH_MAX];
@@ -687,6 +704,8 @@ int tl_batch_run(const struct tl_batch_opts *o, struct tl_batch_stats *st)
 	for (size_t i = 0; i < r.n_files; i++)
 		st->bytes += r.files[i].size;
 	if ((rc = tl_mem_create(preload, &r, &r.mem)))
+		goto out;
+	if ((rc = tl_mem_reserve_ids(r.mem, expected_ids(r.files, r.n_files))))
 		goto out;
 
 	if ((size_t)threads > r.n_files)

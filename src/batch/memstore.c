@@ -11,39 +11,38 @@
 #include <xxhash.h>
 
 #define NSHARD 64
-#define SHARD_MIN 1024       /* slots */
 #define HUGE_PAGE (2u << 20) /* tables this large ask for transparent huge pages */
 
 /* ---- sharded fingerprint sets -------------------------------------------- */
 
-/* A slot is `stride` words: lo, hi (the fingerprint; 0,0 = empty) and, for
- * the member set, a value. */
+/* A shard is an open-addressing table of buckets, one cache line each: four
+ * entries of a 128-bit fingerprint (lo, hi; 0,0 = empty), filled in order,
+ * a full bucket continuing into the next. A lookup is then one random
+ * access, mostly, even with the table 85 % full. The member set keeps a
+ * value per entry in a parallel array. */
+#define BUCKET 4    /* entries per bucket: 4 x 16 bytes */
+#define FILL_PCT 85 /* highest fill before a shard grows */
+#define SHARD_MIN_BUCKETS 256
+
 struct shard {
 	pthread_mutex_t mu;
-	uint64_t *slots;
-	size_t cap, count;
+	uint64_t *fp;  /* nb * BUCKET * 2 words */
+	uint64_t *val; /* nb * BUCKET values, for a set with values */
+	size_t nb, count, max;
 } __attribute__((aligned(64)));
 
 struct fpset {
-	unsigned stride;
+	bool values;
 	struct shard sh[NSHARD];
 };
 
-static void set_init(struct fpset *s, unsigned stride)
+static void set_init(struct fpset *s, bool values)
 {
-	s->stride = stride;
+	s->values = values;
 	for (int i = 0; i < NSHARD; i++) {
 		pthread_mutex_init(&s->sh[i].mu, NULL);
-		s->sh[i].slots = NULL;
-		s->sh[i].cap = s->sh[i].count = 0;
-	}
-}
-
-static void set_free(struct fpset *s)
-{
-	for (int i = 0; i < NSHARD; i++) {
-		pthread_mutex_destroy(&s->sh[i].mu);
-		free(s->sh[i].slots);
+		s->sh[i].fp = s->sh[i].val = NULL;
+		s->sh[i].nb = s->sh[i].count = s->sh[i].max = 0;
 	}
 }
 
@@ -60,72 +59,150 @@ static inline unsigned shard_of(uint64_t hi)
 	return (unsigned)(hi >> 58);
 }
 
-/* Zeroed slots; large tables on huge pages: a probe is a random access,
- * and with 4 KiB pages most of them would also miss the TLB. */
-static uint64_t *slots_alloc(size_t words)
+/* Home bucket of lo among nb: its high bits scaled to nb (nb need not be a
+ * power of two, so a table can be sized to what it will hold). */
+static inline size_t home(uint64_t lo, size_t nb)
+{
+#if defined(__SIZEOF_INT128__)
+	return (size_t)(((unsigned __int128)lo * nb) >> 64);
+#else
+	return (size_t)(lo % nb);
+#endif
+}
+
+/* Zeroed memory; large tables straight from mmap, on huge pages: a probe is
+ * a random access, and with 4 KiB pages most of them would also miss the
+ * TLB. Fresh mappings are zero already, and their pages are faulted in as
+ * the inserts first touch them, instead of all at once by a memset. */
+static uint64_t *words_alloc(size_t words)
 {
 	size_t bytes = words * sizeof(uint64_t);
 	if (bytes < HUGE_PAGE)
-		return calloc(words, sizeof(uint64_t));
-	void *p = NULL;
-	if (posix_memalign(&p, HUGE_PAGE, bytes))
+		return calloc(words ? words : 1, sizeof(uint64_t));
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
 		return NULL;
 	(void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: fine if it is not taken */
-	memset(p, 0, bytes);
 	return p;
 }
 
-static int shard_grow(struct shard *s, unsigned stride)
+static void words_free(uint64_t *p, size_t words)
 {
-	size_t ncap = s->cap ? s->cap * 2 : SHARD_MIN;
-	uint64_t *ns = slots_alloc(ncap * stride);
-	if (!ns)
+	if (!p)
+		return;
+	if (words * sizeof(uint64_t) < HUGE_PAGE)
+		free(p);
+	else
+		munmap(p, words * sizeof(uint64_t));
+}
+
+/* The entry of (lo, hi) in s, or of the empty slot where it goes. */
+static inline size_t shard_probe(const struct shard *s, uint64_t lo, uint64_t hi, bool *found)
+{
+	size_t b = home(lo, s->nb);
+	for (;;) {
+		const uint64_t *e = &s->fp[b * BUCKET * 2];
+		for (int k = 0; k < BUCKET; k++) {
+			if (e[2 * k] == lo && e[2 * k + 1] == hi) {
+				*found = true;
+				return b * BUCKET + (size_t)k;
+			}
+			if (!e[2 * k] && !e[2 * k + 1]) {
+				*found = false;
+				return b * BUCKET + (size_t)k;
+			}
+		}
+		b = b + 1 == s->nb ? 0 : b + 1;
+	}
+}
+
+/* Rehashes s into nb buckets (more than it has). */
+static int shard_resize(struct shard *s, bool values, size_t nb)
+{
+	struct shard n = {.nb = nb, .count = s->count, .max = nb * BUCKET * FILL_PCT / 100};
+	n.fp = words_alloc(nb * BUCKET * 2);
+	n.val = values ? words_alloc(nb * BUCKET) : NULL;
+	if (!n.fp || (values && !n.val)) {
+		words_free(n.fp, nb * BUCKET * 2);
+		words_free(n.val, nb * BUCKET);
 		return -TL_ENOMEM;
-	for (size_t i = 0; i < s->cap; i++) {
-		const uint64_t *o = &s->slots[i * stride];
+	}
+	for (size_t i = 0; i < s->nb * BUCKET; i++) {
+		const uint64_t *o = &s->fp[2 * i];
 		if (!o[0] && !o[1])
 			continue;
-		size_t j = o[0] & (ncap - 1);
-		while (ns[j * stride] || ns[j * stride + 1])
-			j = (j + 1) & (ncap - 1);
-		memcpy(&ns[j * stride], o, stride * sizeof *o);
+		bool found;
+		size_t j = shard_probe(&n, o[0], o[1], &found);
+		n.fp[2 * j] = o[0];
+		n.fp[2 * j + 1] = o[1];
+		if (values)
+			n.val[j] = s->val[i];
 	}
-	free(s->slots);
-	s->slots = ns;
-	s->cap = ncap;
+	words_free(s->fp, s->nb * BUCKET * 2);
+	words_free(s->val, s->nb * BUCKET);
+	s->fp = n.fp;
+	s->val = n.val;
+	s->nb = n.nb;
+	s->max = n.max;
 	return TL_OK;
+}
+
+static void set_free(struct fpset *s)
+{
+	for (int i = 0; i < NSHARD; i++) {
+		pthread_mutex_destroy(&s->sh[i].mu);
+		words_free(s->sh[i].fp, s->sh[i].nb * BUCKET * 2);
+		words_free(s->sh[i].val, s->sh[i].nb * BUCKET);
+	}
+}
+
+/* Sizes every shard for n keys in all, so that they need not grow (each
+ * growth rehashes the shard and faults in fresh memory). */
+static int set_reserve(struct fpset *s, size_t n)
+{
+	size_t per = n / NSHARD + n / NSHARD / 64 + 64; /* the shards fill evenly: +1.6 % */
+	size_t nb = per * 100 / FILL_PCT / BUCKET + 1;
+	for (int i = 0; i < NSHARD; i++) {
+		struct shard *sh = &s->sh[i];
+		pthread_mutex_lock(&sh->mu);
+		int rc = nb > sh->nb ? shard_resize(sh, s->values, nb) : TL_OK;
+		pthread_mutex_unlock(&sh->mu);
+		if (rc)
+			return rc;
+	}
+	return TL_OK;
+}
+
+static inline void shard_prefetch(const struct shard *s, uint64_t lo)
+{
+	if (s->nb)
+		__builtin_prefetch(&s->fp[home(lo, s->nb) * BUCKET * 2], 1);
 }
 
 /* Inserts (lo, hi) with val; returns 1 when new, 0 when present (*old = its
  * value), or -TL_ENOMEM. Caller holds s->mu. */
-static int shard_insert(struct shard *s, unsigned stride, uint64_t lo, uint64_t hi, uint64_t val,
-                        uint64_t *old)
+static int shard_insert(struct shard *s, bool values, uint64_t lo, uint64_t hi, uint64_t val, uint64_t *old)
 {
 	if (!lo && !hi)
-		lo = 1; /* (0,0) marks an empty slot */
-	if ((s->count + 1) * 10 > s->cap * 7) {
-		int rc = shard_grow(s, stride);
+		lo = 1; /* (0,0) marks an empty entry */
+	if (s->count + 1 > s->max) {
+		int rc = shard_resize(s, values, s->nb ? s->nb * 2 : SHARD_MIN_BUCKETS);
 		if (rc)
 			return rc;
 	}
-	size_t j = lo & (s->cap - 1);
-	for (;;) {
-		uint64_t *sl = &s->slots[j * stride];
-		if (!sl[0] && !sl[1]) {
-			sl[0] = lo;
-			sl[1] = hi;
-			if (stride > 2)
-				sl[2] = val;
-			s->count++;
-			return 1;
-		}
-		if (sl[0] == lo && sl[1] == hi) {
-			if (old)
-				*old = stride > 2 ? sl[2] : 0;
-			return 0;
-		}
-		j = (j + 1) & (s->cap - 1);
+	bool found;
+	size_t j = shard_probe(s, lo, hi, &found);
+	if (found) {
+		if (old)
+			*old = values ? s->val[j] : 0;
+		return 0;
 	}
+	s->fp[2 * j] = lo;
+	s->fp[2 * j + 1] = hi;
+	if (values)
+		s->val[j] = val;
+	s->count++;
+	return 1;
 }
 
 /* ---- campaigns and connections ------------------------------------------- */
@@ -495,11 +572,10 @@ static int insert_many(struct conn *c, struct fpset *set, size_t n, uint8_t *is_
 		pthread_mutex_lock(&sh->mu);
 		int rc = TL_OK;
 		for (size_t j = start[s]; j < start[s + 1] && rc >= 0; j++) {
-			if (j + 8 < start[s + 1] && sh->cap)
-				__builtin_prefetch(
-				    &sh->slots[(c->sorted[j + 8].lo & (sh->cap - 1)) * set->stride], 1);
+			if (j + 8 < start[s + 1])
+				shard_prefetch(sh, c->sorted[j + 8].lo);
 			const struct fkey *k = &c->sorted[j];
-			rc = shard_insert(sh, set->stride, k->lo, k->hi, k->val, NULL);
+			rc = shard_insert(sh, set->values, k->lo, k->hi, k->val, NULL);
 			is_new[k->idx] = rc == 1;
 		}
 		pthread_mutex_unlock(&sh->mu);
@@ -521,9 +597,14 @@ static int op_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size
 	int rc = scratch(c, n);
 	if (rc)
 		return rc;
+	struct tl_str tenant = TL_STR_NULL;
+	uint64_t seed = 0;
 	for (size_t i = 0; i < n; i++) {
-		XXH128_hash_t h = XXH3_128bits_withSeed(keys[i].id.p, keys[i].id.n,
-		                                        XXH3_64bits(keys[i].tenant.p, keys[i].tenant.n));
+		if (i == 0 || !str_is(tenant.p, tenant.n, keys[i].tenant)) { /* mostly one tenant */
+			tenant = keys[i].tenant;
+			seed = XXH3_64bits(tenant.p, tenant.n);
+		}
+		XXH128_hash_t h = XXH3_128bits_withSeed(keys[i].id.p, keys[i].id.n, seed);
 		c->keys[i] = (struct fkey){.lo = h.low64, .hi = h.high64};
 	}
 	return insert_many(c, &c->m->ids, n, is_new);
@@ -633,8 +714,8 @@ int tl_mem_create(tl_mem_preload_fn preload, void *arg, struct tl_mem **out)
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cv, NULL);
 	tl_hmap_init(&m->cmap);
-	set_init(&m->ids, 2);
-	set_init(&m->members, 3);
+	set_init(&m->ids, false);
+	set_init(&m->members, true);
 	*out = m;
 	return TL_OK;
 }
@@ -685,6 +766,11 @@ int tl_mem_conn_open(struct tl_mem *m, struct tl_store **out)
 	return TL_OK;
 }
 
+int tl_mem_reserve_ids(struct tl_mem *m, size_t n)
+{
+	return set_reserve(&m->ids, n);
+}
+
 int tl_mem_add_preloaded(struct tl_mem *m, uint32_t cid, const uint8_t fp[TL_FP_BYTES])
 {
 	XXH128_canonical_t canon;
@@ -694,7 +780,7 @@ int tl_mem_add_preloaded(struct tl_mem *m, uint32_t cid, const uint8_t fp[TL_FP_
 	pthread_mutex_lock(&sh->mu);
 	uint64_t old;
 	int rc =
-	    shard_insert(sh, 3, h.low64, h.high64, (uint64_t)cid << 32 | (uint32_t)TL_MEM_PRELOADED, &old);
+	    shard_insert(sh, true, h.low64, h.high64, (uint64_t)cid << 32 | (uint32_t)TL_MEM_PRELOADED, &old);
 	pthread_mutex_unlock(&sh->mu);
 	return rc < 0 ? rc : TL_OK;
 }
@@ -769,16 +855,16 @@ int tl_mem_members(struct tl_mem *m, tl_mem_member_fn fn, void *arg)
 {
 	for (int s = 0; s < NSHARD; s++) {
 		const struct shard *sh = &m->members.sh[s];
-		for (size_t j = 0; j < sh->cap; j++) {
-			const uint64_t *sl = &sh->slots[j * 3];
-			if (!sl[0] && !sl[1])
+		for (size_t j = 0; j < sh->nb * BUCKET; j++) {
+			const uint64_t *e = &sh->fp[2 * j];
+			if (!e[0] && !e[1])
 				continue;
-			int32_t day = (int32_t)(uint32_t)sl[2];
+			int32_t day = (int32_t)(uint32_t)sh->val[j];
 			if (day == TL_MEM_PRELOADED)
 				continue;
 			XXH128_canonical_t c;
-			XXH128_canonicalFromHash(&c, (XXH128_hash_t){.low64 = sl[0], .high64 = sl[1]});
-			int rc = fn(arg, (uint32_t)(sl[2] >> 32), day, c.digest);
+			XXH128_canonicalFromHash(&c, (XXH128_hash_t){.low64 = e[0], .high64 = e[1]});
+			int rc = fn(arg, (uint32_t)(sh->val[j] >> 32), day, c.digest);
 			if (rc)
 				return rc;
 		}
