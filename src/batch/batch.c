@@ -437,11 +437,31 @@ static int cmp_kv(const void *a, const void *b)
 	return (x->vid > y->vid) - (x->vid < y->vid);
 }
 
+struct kv_ctx {
+	struct run *r;
+	size_t n_camps;
+	struct kv *kv;
+	size_t n;
+};
+
+/* tl_mem_rows_fn: the (day and campaign, variant) pair of every row. */
+static int collect_kv(void *arg, const struct tl_count_row *rows, const uint32_t *cids, const uint32_t *vids,
+                      size_t n)
+{
+	struct kv_ctx *kc = arg;
+	for (size_t i = 0; i < n; i++) {
+		int64_t day = rows[i].minute_ms / DAY_MS;
+		kc->kv[kc->n++] = (struct kv){
+		    (uint32_t)((uint64_t)(day - kc->r->o->from_day) * kc->n_camps + cids[i]), vids[i]};
+	}
+	return TL_OK;
+}
+
 /* Writes one state file per day of the run: every campaign with rows or
  * credited members that day, its variants that day, its members. */
-static int write_states(struct run *r, const struct tl_count_row *rows, const uint32_t *cids,
-                        const uint32_t *vids, size_t n_rows, uint64_t runid)
+static int write_states(struct run *r, uint64_t runid)
 {
+	size_t n_rows = tl_mem_rows_count(r->mem);
 	size_t n_camps = tl_mem_campaigns_count(r->mem);
 	uint64_t n_days = (uint64_t)(r->o->to_day - r->o->from_day + 1);
 	if (n_camps && n_days * n_camps > UINT32_MAX)
@@ -473,12 +493,10 @@ static int write_states(struct run *r, const struct tl_count_row *rows, const ui
 		mc.v = NULL;
 	}
 	/* (key, variant) pairs of the rows */
-	size_t n_kv = 0;
-	for (size_t i = 0; i < n_rows && !rc; i++) {
-		int64_t day = rows[i].minute_ms / DAY_MS;
-		kv[n_kv++] =
-		    (struct kv){(uint32_t)((uint64_t)(day - r->o->from_day) * n_camps + cids[i]), vids[i]};
-	}
+	struct kv_ctx kc = {.r = r, .n_camps = n_camps, .kv = kv};
+	if (!rc)
+		rc = tl_mem_rows_each(r->mem, 16384, collect_kv, &kc);
+	size_t n_kv = kc.n;
 	if (!rc && n_kv)
 		qsort(kv, n_kv, sizeof *kv, cmp_kv);
 	struct tl_bstate_campaign *camps = rc ? NULL : calloc(n_camps + 1, sizeof *camps);
@@ -522,9 +540,45 @@ static int write_states(struct run *r, const struct tl_count_row *rows, const ui
 	return rc;
 }
 
-/* The one transaction: clear the days, add the rows, record the runs. */
-static int write_db(struct run *r, struct tl_store *st, const struct tl_count_row *rows, size_t n,
-                    uint64_t runid)
+/* The state files are written on a thread of their own while the rows go
+ * into the reporting DB; the transaction commits only once they are on
+ * disk. */
+struct states_job {
+	struct run *r;
+	uint64_t runid;
+	pthread_t th;
+	bool started, joined;
+	int rc;
+};
+
+static void *states_main(void *arg)
+{
+	struct states_job *j = arg;
+	j->rc = write_states(j->r, j->runid);
+	return NULL;
+}
+
+static int states_wait(struct states_job *j)
+{
+	if (j->started && !j->joined) {
+		pthread_join(j->th, NULL);
+		j->joined = true;
+	}
+	return j->rc;
+}
+
+/* tl_mem_rows_fn: one chunk of rows into the transaction. */
+static int add_rows(void *arg, const struct tl_count_row *rows, const uint32_t *cids, const uint32_t *vids,
+                    size_t n)
+{
+	(void)cids;
+	(void)vids;
+	return n ? tl_store_add_counts(arg, rows, n) : TL_OK;
+}
+
+/* The one transaction: clear the days, add the rows, record the runs; it
+ * commits once the state files of job are written. Returns with job done. */
+static int write_db(struct run *r, struct tl_store *st, uint64_t runid, struct states_job *job)
 {
 	size_t n_days = (size_t)(r->o->to_day - r->o->from_day + 1);
 	struct tl_offset *offs = calloc(n_days, sizeof *offs);
@@ -534,26 +588,32 @@ static int write_db(struct run *r, struct tl_store *st, const struct tl_count_ro
 		rc = tl_bstate_topic(r->o->from_day + (int64_t)d, topics[d], sizeof topics[d]);
 		offs[d] = (struct tl_offset){topics[d], 0, runid};
 	}
+	bool states_failed = false;
 	for (int attempt = 0; !rc; attempt++) {
 		rc = tl_store_begin(st, TL_SOURCE_BATCH);
 		if (!rc)
 			rc = tl_store_clear_source(st, TL_SOURCE_BATCH, r->from_ms, r->to_ms);
-		if (!rc && n)
-			rc = tl_store_add_counts(st, rows, n);
+		if (!rc)
+			rc = tl_mem_rows_each(r->mem, 16384, add_rows, st);
 		if (!rc)
 			rc = tl_store_offsets_set(st, TL_BSTATE_CONSUMER, offs, n_days);
+		if (!rc && (rc = states_wait(job)))
+			states_failed = true; /* its error is set already */
 		if (!rc)
 			rc = tl_store_commit(st); /* rolls back itself on failure */
 		else
 			tl_store_rollback(st);
-		if (rc != -TL_EBUSY || attempt == 20)
+		if (rc != -TL_EBUSY || states_failed || attempt == 20)
 			break;
 		/* another writer holds the DB (the aggregator, briefly): try again */
 		struct timespec ts = {0, 250 * 1000000L};
 		nanosleep(&ts, NULL);
 		rc = TL_OK;
 	}
-	if (rc)
+	int jrc = states_wait(job);
+	if (!rc && jrc)
+		rc = jrc; /* cannot happen: the commit waited for the states */
+	if (rc && !states_failed)
 		set_error(r, "writing the reporting DB %s: %s", r->o->db_uri, tl_strerror(rc));
 	free(offs);
 	free(topics);
@@ -667,9 +727,6 @@ int tl_batch_run(const struct tl_batch_opts *o, struct tl_batch_stats *st)
 	memset(w, 0, sizeof w);
 	int started = 0, lock_fd = -1;
 	struct tl_store *db = NULL;
-	struct tl_count_row *rows = NULL;
-	uint32_t *cids = NULL, *vids = NULL;
-	size_t n_rows = 0;
 	int64_t t0 = tl_mono_ms();
 	st->runid = ((uint64_t)tl_now_ms() << 12) | ((uint64_t)getpid() & 0xfff);
 
@@ -768,13 +825,15 @@ stop:
 		goto out;
 
 	int64_t t1 = tl_mono_ms();
-	if ((rc = tl_mem_rows(r.mem, &rows, &cids, &vids, &n_rows)))
+	if ((rc = tl_mem_rows_seal(r.mem)))
 		goto out;
-	st->rows = n_rows;
+	st->rows = tl_mem_rows_count(r.mem);
 	st->campaigns = tl_mem_campaigns_count(r.mem);
-	if ((rc = write_states(&r, rows, cids, vids, n_rows, st->runid)))
-		goto cleanup_states;
-	if ((rc = write_db(&r, db, rows, n_rows, st->runid)))
+	struct states_job job = {.r = &r, .runid = st->runid};
+	job.started = pthread_create(&job.th, NULL, states_main, &job) == 0;
+	if (!job.started)
+		job.rc = write_states(&r, st->runid); /* no thread: one after the other */
+	if ((rc = write_db(&r, db, st->runid, &job)))
 		goto cleanup_states;
 	/* committed: the older runs of these days are garbage now */
 	for (int64_t d = o->from_day; d <= o->to_day; d++)
@@ -789,9 +848,6 @@ cleanup_states:
 			unlink(path);
 	}
 out:
-	free(rows);
-	free(cids);
-	free(vids);
 	tl_mem_destroy(r.mem);
 	for (size_t i = 0; i < r.n_others; i++)
 		tl_bstate_close(r.others[i].state);

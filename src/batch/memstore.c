@@ -233,6 +233,15 @@ struct rowset {
 	struct tl_hmap map;
 };
 
+/* The counter rows of every connection, by (campaign, variant, minute),
+ * sharded by key so that the threads rarely wait for one another. */
+#define RSHARD 64
+
+struct rowshard {
+	pthread_mutex_t mu;
+	struct rowset rs;
+} __attribute__((aligned(64)));
+
 struct cached_camp {
 	struct camp *c;
 	bool ready; /* its other days' members are loaded */
@@ -258,10 +267,12 @@ struct conn {
 	struct tl_hmap vmap; /* variant cache */
 	struct cached_var *cv;
 	size_t n_cv, cap_cv;
-	struct rowset rows;
 	/* scratch of one call: the keys, and the same grouped by shard */
 	struct fkey *keys, *sorted;
 	size_t scap;
+	struct staged *stage; /* rows of one add_counts, and their order by shard */
+	uint32_t *sorder;
+	size_t stage_cap;
 	struct conn *next;
 };
 
@@ -275,6 +286,10 @@ struct tl_mem {
 	struct tl_hmap cmap;
 	struct fpset ids, members;
 	struct conn *conns;
+	struct rowshard rows[RSHARD];
+	/* after tl_mem_rows_seal: every row, by campaign */
+	const struct row **order;
+	size_t n_rows, max_camp_rows;
 };
 
 struct ckey {
@@ -495,16 +510,26 @@ static inline uint64_t row_hash(uint32_t cid, uint32_t vid, int64_t minute)
 	return x ^ (x >> 31);
 }
 
-static int rows_add(struct rowset *rs, uint32_t cid, uint32_t vid, int64_t minute, const int64_t *d,
-                    int64_t first, int64_t last)
+/* A row of one add_counts call, before it goes into its shard. */
+struct staged {
+	struct row r;
+	uint64_t hash;
+};
+
+static inline unsigned rshard_of(uint64_t hash)
+{
+	return (unsigned)(hash >> 58) % RSHARD;
+}
+
+static int rows_add(struct rowset *rs, uint64_t hash, uint32_t cid, uint32_t vid, int64_t minute,
+                    const int64_t *d, int64_t first, int64_t last)
 {
 	struct row key = {.cid = cid, .vid = vid, .minute = minute};
 	int rc = grow_arr((void **)&rs->v, &rs->cap, rs->n + 1, sizeof *rs->v);
 	if (rc)
 		return rc;
 	int ins;
-	long r =
-	    tl_hmap_upsert(&rs->map, row_hash(cid, vid, minute), &key, row_eq, rs, (uint32_t)rs->n, &ins);
+	long r = tl_hmap_upsert(&rs->map, hash, &key, row_eq, rs, (uint32_t)rs->n, &ins);
 	if (r < 0)
 		return (int)r;
 	struct row *row = &rs->v[r];
@@ -636,10 +661,27 @@ static int op_uniques(struct tl_store *st, const struct tl_unique_key *keys, siz
 	return insert_many(c, &c->m->members, n, is_new);
 }
 
+/* Resolves the rows' campaigns and variants (through the connection's
+ * caches), then adds them shard by shard, one lock each. */
 static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, size_t n)
 {
 	struct conn *c = cn(st);
+	if (n > c->stage_cap) {
+		size_t nc = c->stage_cap ? c->stage_cap : 1024;
+		while (nc < n)
+			nc *= 2;
+		struct staged *ns = realloc(c->stage, nc * sizeof *ns);
+		if (ns)
+			c->stage = ns;
+		uint32_t *no = realloc(c->sorder, nc * sizeof *no);
+		if (no)
+			c->sorder = no;
+		if (!ns || !no)
+			return -TL_ENOMEM;
+		c->stage_cap = nc;
+	}
 	struct cached_camp *cc = NULL;
+	size_t start[RSHARD + 1] = {0};
 	for (size_t i = 0; i < n; i++) {
 		const struct tl_count_row *r = &rows[i];
 		int rc;
@@ -650,9 +692,35 @@ static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 		uint32_t vid = 0;
 		if ((rc = conn_variant(c, cc->c, r->variant, &vid)))
 			return rc;
-		int64_t first = r->first_ts_ms ? r->first_ts_ms : r->minute_ms;
-		int64_t last = r->last_ts_ms ? r->last_ts_ms : r->minute_ms;
-		if ((rc = rows_add(&c->rows, cc->c->cid, vid, r->minute_ms, r->delta, first, last)))
+		struct staged *sg = &c->stage[i];
+		sg->r.cid = cc->c->cid;
+		sg->r.vid = vid;
+		sg->r.minute = r->minute_ms;
+		memcpy(sg->r.d, r->delta, sizeof sg->r.d);
+		sg->r.first = r->first_ts_ms ? r->first_ts_ms : r->minute_ms;
+		sg->r.last = r->last_ts_ms ? r->last_ts_ms : r->minute_ms;
+		sg->hash = row_hash(sg->r.cid, vid, r->minute_ms);
+		start[rshard_of(sg->hash) + 1]++;
+	}
+	for (int k = 0; k < RSHARD; k++)
+		start[k + 1] += start[k];
+	size_t pos[RSHARD];
+	memcpy(pos, start, sizeof pos);
+	for (size_t i = 0; i < n; i++)
+		c->sorder[pos[rshard_of(c->stage[i].hash)]++] = (uint32_t)i;
+	for (int k = 0; k < RSHARD; k++) {
+		if (start[k] == start[k + 1])
+			continue;
+		struct rowshard *sh = &c->m->rows[k];
+		int rc = TL_OK;
+		pthread_mutex_lock(&sh->mu);
+		for (size_t j = start[k]; j < start[k + 1] && !rc; j++) {
+			const struct staged *sg = &c->stage[c->sorder[j]];
+			rc = rows_add(&sh->rs, sg->hash, sg->r.cid, sg->r.vid, sg->r.minute, sg->r.d,
+			              sg->r.first, sg->r.last);
+		}
+		pthread_mutex_unlock(&sh->mu);
+		if (rc)
 			return rc;
 	}
 	return TL_OK;
@@ -687,7 +755,9 @@ static void op_close(struct tl_store *st)
 	free(c->cv);
 	free(c->keys);
 	free(c->sorted);
-	/* the rows stay until tl_mem_destroy: tl_mem_rows merges them */
+	free(c->stage);
+	free(c->sorder);
+	/* the connection itself stays until tl_mem_destroy */
 }
 
 static const struct tl_store_ops mem_ops = {
@@ -716,6 +786,10 @@ int tl_mem_create(tl_mem_preload_fn preload, void *arg, struct tl_mem **out)
 	tl_hmap_init(&m->cmap);
 	set_init(&m->ids, false);
 	set_init(&m->members, true);
+	for (int k = 0; k < RSHARD; k++) {
+		pthread_mutex_init(&m->rows[k].mu, NULL);
+		tl_hmap_init(&m->rows[k].rs.map);
+	}
 	*out = m;
 	return TL_OK;
 }
@@ -726,10 +800,14 @@ void tl_mem_destroy(struct tl_mem *m)
 		return;
 	for (struct conn *c = m->conns, *next; c; c = next) {
 		next = c->next;
-		free(c->rows.v);
-		tl_hmap_free(&c->rows.map);
 		free(c);
 	}
+	for (int k = 0; k < RSHARD; k++) {
+		pthread_mutex_destroy(&m->rows[k].mu);
+		free(m->rows[k].rs.v);
+		tl_hmap_free(&m->rows[k].rs.map);
+	}
+	free(m->order);
 	for (size_t i = 0; i < m->n_camps; i++) {
 		struct camp *p = m->camps[i];
 		for (size_t j = 0; j < p->n_var; j++)
@@ -757,7 +835,6 @@ int tl_mem_conn_open(struct tl_mem *m, struct tl_store **out)
 	c->m = m;
 	tl_hmap_init(&c->cmap);
 	tl_hmap_init(&c->vmap);
-	tl_hmap_init(&c->rows.map);
 	pthread_mutex_lock(&m->mu);
 	c->next = m->conns;
 	m->conns = c;
@@ -796,58 +873,78 @@ void tl_mem_campaign_get(const struct tl_mem *m, uint32_t cid, struct tl_mem_cam
 	*out = (struct tl_mem_campaign){p->tenant, p->campaign, (const char *const *)p->variants, p->n_var};
 }
 
-int tl_mem_rows(struct tl_mem *m, struct tl_count_row **rows, uint32_t **cids, uint32_t **vids, size_t *n)
+int tl_mem_rows_seal(struct tl_mem *m)
 {
-	struct rowset all = {0};
-	tl_hmap_init(&all.map);
-	int rc = TL_OK;
-	for (struct conn *c = m->conns; c && !rc; c = c->next)
-		for (size_t i = 0; i < c->rows.n && !rc; i++) {
-			const struct row *r = &c->rows.v[i];
-			rc = rows_add(&all, r->cid, r->vid, r->minute, r->d, r->first, r->last);
+	size_t n = 0;
+	for (int k = 0; k < RSHARD; k++)
+		n += m->rows[k].rs.n;
+	size_t *start = calloc(m->n_camps + 2, sizeof *start);
+	const struct row **order = malloc((n + 1) * sizeof *order);
+	if (!start || !order) {
+		free(start);
+		free(order);
+		return -TL_ENOMEM;
+	}
+	/* counting sort by campaign */
+	for (int k = 0; k < RSHARD; k++)
+		for (size_t i = 0; i < m->rows[k].rs.n; i++)
+			start[m->rows[k].rs.v[i].cid + 1]++;
+	size_t max = 0;
+	for (size_t c = 0; c < m->n_camps; c++) {
+		max = start[c + 1] > max ? start[c + 1] : max;
+		start[c + 1] += start[c];
+	}
+	for (int k = 0; k < RSHARD; k++)
+		for (size_t i = 0; i < m->rows[k].rs.n; i++)
+			order[start[m->rows[k].rs.v[i].cid]++] = &m->rows[k].rs.v[i];
+	free(start);
+	free(m->order);
+	m->order = order;
+	m->n_rows = n;
+	m->max_camp_rows = max;
+	return TL_OK;
+}
+
+size_t tl_mem_rows_count(const struct tl_mem *m)
+{
+	return m->n_rows;
+}
+
+int tl_mem_rows_each(const struct tl_mem *m, size_t chunk, tl_mem_rows_fn fn, void *arg)
+{
+	size_t cap = chunk > m->max_camp_rows ? chunk : m->max_camp_rows;
+	struct tl_count_row *out = malloc((cap + 1) * sizeof *out);
+	uint32_t *oc = malloc((cap + 1) * sizeof *oc), *ov = malloc((cap + 1) * sizeof *ov);
+	int rc = out && oc && ov ? TL_OK : -TL_ENOMEM;
+	for (size_t i = 0; i < m->n_rows && !rc;) {
+		/* whole campaigns, up to chunk rows (or one campaign, if larger) */
+		size_t n = 0;
+		while (i < m->n_rows) {
+			size_t end = i;
+			while (end < m->n_rows && m->order[end]->cid == m->order[i]->cid)
+				end++;
+			if (n && n + (end - i) > chunk)
+				break;
+			for (; i < end; i++, n++) {
+				const struct row *r = m->order[i];
+				const struct camp *p = m->camps[r->cid];
+				const char *v = p->variants[r->vid];
+				out[n] = (struct tl_count_row){.tenant = tl_str_of(p->tenant, p->tn),
+				                               .campaign = tl_str_of(p->campaign, p->cn),
+				                               .variant = tl_str_of(v, strlen(v)),
+				                               .minute_ms = r->minute,
+				                               .first_ts_ms = r->first,
+				                               .last_ts_ms = r->last};
+				memcpy(out[n].delta, r->d, sizeof r->d);
+				oc[n] = r->cid;
+				ov[n] = r->vid;
+			}
 		}
-	struct tl_count_row *out = NULL;
-	uint32_t *oc = NULL, *ov = NULL;
-	if (!rc && all.n) {
-		out = calloc(all.n, sizeof *out);
-		oc = malloc(all.n * sizeof *oc);
-		ov = malloc(all.n * sizeof *ov);
-		if (!out || !oc || !ov)
-			rc = -TL_ENOMEM;
+		rc = fn(arg, out, oc, ov, n);
 	}
-	for (size_t i = 0; !rc && i < all.n; i++) {
-		const struct row *r = &all.v[i];
-		const struct camp *p = m->camps[r->cid];
-		const char *v = p->variants[r->vid];
-		out[i] = (struct tl_count_row){.tenant = tl_str_of(p->tenant, p->tn),
-		                               .campaign = tl_str_of(p->campaign, p->cn),
-		                               .variant = tl_str_of(v, strlen(v)),
-		                               .minute_ms = r->minute,
-		                               .first_ts_ms = r->first,
-		                               .last_ts_ms = r->last};
-		memcpy(out[i].delta, r->d, sizeof r->d);
-		oc[i] = r->cid;
-		ov[i] = r->vid;
-	}
-	if (rc) {
-		free(out);
-		free(oc);
-		free(ov);
-		out = NULL;
-		oc = ov = NULL;
-	}
-	*n = rc ? 0 : all.n;
-	*rows = out;
-	if (cids)
-		*cids = oc;
-	else
-		free(oc);
-	if (vids)
-		*vids = ov;
-	else
-		free(ov);
-	free(all.v);
-	tl_hmap_free(&all.map);
+	free(out);
+	free(oc);
+	free(ov);
 	return rc;
 }
 

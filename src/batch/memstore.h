@@ -5,10 +5,10 @@
  * the end (batch.c).
  *
  * One struct tl_mem holds what all threads share: the event-id dedupe set,
- * the unique-recipient sets, and the campaigns seen. Each worker thread opens
- * its own connection (tl_mem_conn_open) and gives it to tl_fold_apply; a
- * connection accumulates its counter rows privately. The sets are sharded
- * hash sets of 128-bit fingerprints (XXH3-128) behind one mutex per shard:
+ * the unique-recipient sets, the counter rows and the campaigns seen. Each
+ * worker thread opens its own connection (tl_mem_conn_open) and gives it to
+ * tl_fold_apply. The rows are sharded by key, and the sets are sharded
+ * hash sets of 128-bit fingerprints (XXH3-128), behind one mutex per shard:
  *
  *   dedupe:  XXH3_128(id, seed = XXH3_64(tenant))
  *   member:  XXH3_128(recipient, seed = campaign_seed ^ kind)
@@ -72,12 +72,21 @@ struct tl_mem_campaign {
 size_t tl_mem_campaigns_count(const struct tl_mem *m);
 void tl_mem_campaign_get(const struct tl_mem *m, uint32_t cid, struct tl_mem_campaign *out);
 
-/* Every counter row of every connection merged: (tenant, campaign, variant,
- * minute) with deltas, the unique counts credited included. rows[i].tenant
- * etc. point into m. *rows is malloc'd (free it). cids[i] and vids[i], when
- * asked for, give the campaign and variant index of row i. */
-int tl_mem_rows(struct tl_mem *m, struct tl_count_row **rows, uint32_t **cids, uint32_t **vids,
-                size_t *n) TL_MUST_CHECK;
+/* Indexes the counter rows of every connection by campaign, once they are
+ * all in (after every connection is closed); before tl_mem_rows_each. */
+int tl_mem_rows_seal(struct tl_mem *m) TL_MUST_CHECK;
+size_t tl_mem_rows_count(const struct tl_mem *m); /* after tl_mem_rows_seal */
+
+/* Calls fn with the rows — (tenant, campaign, variant, minute) with deltas,
+ * the unique counts credited included — in chunks of whole campaigns of
+ * about `chunk` rows (a campaign with more is one chunk), until fn returns
+ * non-zero (which it returns) or the rows end. rows[i].tenant etc. point
+ * into m; cids[i] and vids[i] are the campaign and variant index of row i.
+ * The arrays are valid during the call only. Several threads may call it at
+ * once. */
+typedef int (*tl_mem_rows_fn)(void *arg, const struct tl_count_row *rows, const uint32_t *cids,
+                              const uint32_t *vids, size_t n);
+int tl_mem_rows_each(const struct tl_mem *m, size_t chunk, tl_mem_rows_fn fn, void *arg) TL_MUST_CHECK;
 
 /* Calls fn for every member this run credited (not the preloaded ones). */
 typedef int (*tl_mem_member_fn)(void *arg, uint32_t cid, int32_t day, const uint8_t fp[TL_FP_BYTES]);
