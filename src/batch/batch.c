@@ -722,7 +722,7 @@ int tl_batch_run(const struct tl_batch_opts *o, struct tl_batch_stats *st)
 	pthread_mutex_init(&r.mu, NULL);
 	pthread_cond_init(&r.cv, NULL);
 	int threads = o->threads > 0 ? (o->threads < MAX_THREADS ? o->threads : MAX_THREADS) : 2;
-	size_t fold_events = o->fold_events ? o->fold_events : 65536;
+	size_t fold_events = o->fold_events ? o->fold_events : 8192;
 	struct worker w[MAX_THREADS];
 	memset(w, 0, sizeof w);
 	int started = 0, lock_fd = -1;

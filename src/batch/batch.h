@@ -48,7 +48,7 @@ struct tl_batch_opts {
 	const char *db_uri;
 	int64_t from_day, to_day; /* inclusive, days since 1970-01-01 (UTC) */
 	int threads;              /* worker threads, default 2 */
-	size_t fold_events;       /* events a fold holds before it applies, default 65536 */
+	size_t fold_events;       /* events a fold holds before it applies, default 8192 */
 	struct tl_classify_opts classify;
 	tl_batch_progress_fn progress;
 	void *progress_arg;

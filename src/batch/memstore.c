@@ -70,10 +70,12 @@ static inline size_t home(uint64_t lo, size_t nb)
 #endif
 }
 
-/* Zeroed memory; large tables straight from mmap, on huge pages: a probe is
- * a random access, and with 4 KiB pages most of them would also miss the
- * TLB. Fresh mappings are zero already, and their pages are faulted in as
- * the inserts first touch them, instead of all at once by a memset. */
+/* Zeroed memory; large tables straight from mmap, on huge pages (a probe is
+ * a random access: with 4 KiB pages most would also miss the TLB), and
+ * faulted in here, all at once. Left to the inserts, a page is first read
+ * (mapping the shared zero page) and then written, and that copy-on-write
+ * flushes the TLB of every CPU running a worker: paid per page while both
+ * workers insert, it cost more than the inserts themselves. */
 static uint64_t *words_alloc(size_t words)
 {
 	size_t bytes = words * sizeof(uint64_t);
@@ -83,6 +85,12 @@ static uint64_t *words_alloc(size_t words)
 	if (p == MAP_FAILED)
 		return NULL;
 	(void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: fine if it is not taken */
+#if defined(MADV_POPULATE_WRITE)
+	if (madvise(p, bytes, MADV_POPULATE_WRITE) == 0)
+		return p;
+#endif
+	for (size_t off = 0; off < bytes; off += 4096) /* older kernels: a write per page */
+		((volatile char *)p)[off] = 0;
 	return p;
 }
 
@@ -845,7 +853,8 @@ int tl_mem_conn_open(struct tl_mem *m, struct tl_store **out)
 
 int tl_mem_reserve_ids(struct tl_mem *m, size_t n)
 {
-	return set_reserve(&m->ids, n);
+	int rc = set_reserve(&m->ids, n);
+	return rc;
 }
 
 int tl_mem_add_preloaded(struct tl_mem *m, uint32_t cid, const uint8_t fp[TL_FP_BYTES])
