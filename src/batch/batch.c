@@ -444,16 +444,13 @@ struct kv_ctx {
 	size_t n;
 };
 
-/* tl_mem_rows_fn: the (day and campaign, variant) pair of every row. */
-static int collect_kv(void *arg, const struct tl_count_row *rows, const uint32_t *cids, const uint32_t *vids,
-                      size_t n)
+/* tl_mem_key_fn: the (day and campaign, variant) pair of every row. */
+static int collect_kv(void *arg, uint32_t cid, uint32_t vid, int64_t minute_ms)
 {
 	struct kv_ctx *kc = arg;
-	for (size_t i = 0; i < n; i++) {
-		int64_t day = rows[i].minute_ms / DAY_MS;
-		kc->kv[kc->n++] = (struct kv){
-		    (uint32_t)((uint64_t)(day - kc->r->o->from_day) * kc->n_camps + cids[i]), vids[i]};
-	}
+	int64_t day = minute_ms / DAY_MS;
+	kc->kv[kc->n++] =
+	    (struct kv){(uint32_t)((uint64_t)(day - kc->r->o->from_day) * kc->n_camps + cid), vid};
 	return TL_OK;
 }
 
@@ -461,7 +458,7 @@ static int collect_kv(void *arg, const struct tl_count_row *rows, const uint32_t
  * credited members that day, its variants that day, its members. */
 static int write_states(struct run *r, uint64_t runid)
 {
-	size_t n_rows = tl_mem_rows_count(r->mem);
+	size_t n_rows = tl_mem_rows_live(r->mem);
 	size_t n_camps = tl_mem_campaigns_count(r->mem);
 	uint64_t n_days = (uint64_t)(r->o->to_day - r->o->from_day + 1);
 	if (n_camps && n_days * n_camps > UINT32_MAX)
@@ -495,7 +492,7 @@ static int write_states(struct run *r, uint64_t runid)
 	/* (key, variant) pairs of the rows */
 	struct kv_ctx kc = {.r = r, .n_camps = n_camps, .kv = kv};
 	if (!rc)
-		rc = tl_mem_rows_each(r->mem, 16384, collect_kv, &kc);
+		rc = tl_mem_row_keys(r->mem, collect_kv, &kc);
 	size_t n_kv = kc.n;
 	if (!rc && n_kv)
 		qsort(kv, n_kv, sizeof *kv, cmp_kv);
@@ -576,9 +573,25 @@ static int add_rows(void *arg, const struct tl_count_row *rows, const uint32_t *
 	return n ? tl_store_add_counts(arg, rows, n) : TL_OK;
 }
 
+/* Begins the one transaction and clears the days in it, waiting for a busy
+ * DB (another writer, the aggregator, holds it briefly). */
+static int db_begin(struct tl_store *db, const struct run *r)
+{
+	int rc;
+	for (int attempt = 0;; attempt++) {
+		rc = tl_store_begin(db, TL_SOURCE_BATCH);
+		if (!rc && (rc = tl_store_clear_source(db, TL_SOURCE_BATCH, r->from_ms, r->to_ms)))
+			tl_store_rollback(db);
+		if (rc != -TL_EBUSY || attempt == 20)
+			return rc;
+		struct timespec ts = {0, 250 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* The one transaction: clear the days, add the rows, record the runs; it
  * commits once the state files of job are written. Returns with job done. */
-static int write_db(struct run *r, struct tl_store *st, uint64_t runid, struct states_job *job)
+static int write_db(struct run *r, struct tl_store *db, uint64_t runid, struct states_job *job)
 {
 	size_t n_days = (size_t)(r->o->to_day - r->o->from_day + 1);
 	struct tl_offset *offs = calloc(n_days, sizeof *offs);
@@ -588,33 +601,24 @@ static int write_db(struct run *r, struct tl_store *st, uint64_t runid, struct s
 		rc = tl_bstate_topic(r->o->from_day + (int64_t)d, topics[d], sizeof topics[d]);
 		offs[d] = (struct tl_offset){topics[d], 0, runid};
 	}
-	bool states_failed = false;
-	for (int attempt = 0; !rc; attempt++) {
-		rc = tl_store_begin(st, TL_SOURCE_BATCH);
-		if (!rc)
-			rc = tl_store_clear_source(st, TL_SOURCE_BATCH, r->from_ms, r->to_ms);
-		if (!rc)
-			rc = tl_mem_rows_each(r->mem, 16384, add_rows, st);
-		if (!rc)
-			rc = tl_store_offsets_set(st, TL_BSTATE_CONSUMER, offs, n_days);
-		if (!rc && (rc = states_wait(job)))
-			states_failed = true; /* its error is set already */
-		if (!rc)
-			rc = tl_store_commit(st); /* rolls back itself on failure */
-		else
-			tl_store_rollback(st);
-		if (rc != -TL_EBUSY || states_failed || attempt == 20)
-			break;
-		/* another writer holds the DB (the aggregator, briefly): try again */
-		struct timespec ts = {0, 250 * 1000000L};
-		nanosleep(&ts, NULL);
-		rc = TL_OK;
-	}
-	int jrc = states_wait(job);
-	if (!rc && jrc)
-		rc = jrc; /* cannot happen: the commit waited for the states */
-	if (rc && !states_failed)
+	bool txn = false;
+	if (!rc)
+		txn = (rc = db_begin(db, r)) == TL_OK;
+	if (!rc)
+		rc = tl_mem_rows_flush(r->mem, add_rows, db);
+	if (!rc)
+		rc = tl_store_offsets_set(db, TL_BSTATE_CONSUMER, offs, n_days);
+	int jrc = states_wait(job); /* its error is set already */
+	if (rc)
 		set_error(r, "writing the reporting DB %s: %s", r->o->db_uri, tl_strerror(rc));
+	else
+		rc = jrc;
+	if (txn && !rc) {
+		if ((rc = tl_store_commit(db))) /* rolls back itself on failure */
+			set_error(r, "writing the reporting DB %s: %s", r->o->db_uri, tl_strerror(rc));
+	} else if (txn) {
+		tl_store_rollback(db);
+	}
 	free(offs);
 	free(topics);
 	return rc;
@@ -825,9 +829,7 @@ stop:
 		goto out;
 
 	int64_t t1 = tl_mono_ms();
-	if ((rc = tl_mem_rows_seal(r.mem)))
-		goto out;
-	st->rows = tl_mem_rows_count(r.mem);
+	st->rows = tl_mem_rows_live(r.mem);
 	st->campaigns = tl_mem_campaigns_count(r.mem);
 	struct states_job job = {.r = &r, .runid = st->runid};
 	job.started = pthread_create(&job.th, NULL, states_main, &job) == 0;

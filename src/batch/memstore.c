@@ -4,6 +4,7 @@
 #include "core/hmap.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -76,22 +77,34 @@ static inline size_t home(uint64_t lo, size_t nb)
  * (mapping the shared zero page) and then written, and that copy-on-write
  * flushes the TLB of every CPU running a worker: paid per page while both
  * workers insert, it cost more than the inserts themselves. */
+static size_t map_bytes(size_t words)
+{
+	return (words * sizeof(uint64_t) + 4095) / 4096 * 4096;
+}
+
 static uint64_t *words_alloc(size_t words)
 {
-	size_t bytes = words * sizeof(uint64_t);
-	if (bytes < HUGE_PAGE)
+	if (words * sizeof(uint64_t) < HUGE_PAGE)
 		return calloc(words ? words : 1, sizeof(uint64_t));
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
+	/* starting on a huge page (all but the last partial one can be huge):
+	 * map one more and trim both ends */
+	size_t bytes = map_bytes(words);
+	char *m = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
 		return NULL;
+	char *p = (char *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+	if (p > m)
+		munmap(m, (size_t)(p - m));
+	if (p + bytes < m + bytes + HUGE_PAGE)
+		munmap(p + bytes, (size_t)(m + bytes + HUGE_PAGE - (p + bytes)));
 	(void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: fine if it is not taken */
 #if defined(MADV_POPULATE_WRITE)
 	if (madvise(p, bytes, MADV_POPULATE_WRITE) == 0)
-		return p;
+		return (uint64_t *)(void *)p;
 #endif
 	for (size_t off = 0; off < bytes; off += 4096) /* older kernels: a write per page */
 		((volatile char *)p)[off] = 0;
-	return p;
+	return (uint64_t *)(void *)p;
 }
 
 static void words_free(uint64_t *p, size_t words)
@@ -101,7 +114,7 @@ static void words_free(uint64_t *p, size_t words)
 	if (words * sizeof(uint64_t) < HUGE_PAGE)
 		free(p);
 	else
-		munmap(p, words * sizeof(uint64_t));
+		munmap(p, map_bytes(words));
 }
 
 /* The entry of (lo, hi) in s, or of the empty slot where it goes. */
@@ -242,8 +255,11 @@ struct rowset {
 };
 
 /* The counter rows of every connection, by (campaign, variant, minute),
- * sharded by key so that the threads rarely wait for one another. */
+ * sharded by campaign, so that a shard holds whole campaigns (and the
+ * threads rarely wait for one another). A row that tl_mem_rows_flush wrote
+ * is clean (first = INT64_MAX, deltas 0) until it is added to again. */
 #define RSHARD 64
+#define ROW_CLEAN INT64_MAX
 
 struct rowshard {
 	pthread_mutex_t mu;
@@ -259,6 +275,19 @@ struct cached_var {
 	uint32_t cid, vid;
 	const char *name; /* the camp's copy */
 	size_t len;
+};
+
+/* The last (tenant, campaign, variant) seen in a slot, for the counter rows:
+ * a direct-mapped cache in front of conn_camp and conn_variant, with a hash
+ * far cheaper than theirs (a wrong guess only costs the slow way). */
+#define RCACHE 4096
+
+struct rcache_ent {
+	uint64_t h;
+	const struct camp *p; /* NULL: empty */
+	const char *vname;    /* the camp's copy */
+	size_t vlen;
+	uint32_t vid;
 };
 
 struct fkey {
@@ -278,7 +307,8 @@ struct conn {
 	/* scratch of one call: the keys, and the same grouped by shard */
 	struct fkey *keys, *sorted;
 	size_t scap;
-	struct staged *stage; /* rows of one add_counts, and their order by shard */
+	struct rcache_ent *rcache; /* RCACHE entries */
+	struct staged *stage;      /* rows of one add_counts, and their order by shard */
 	uint32_t *sorder;
 	size_t stage_cap;
 	struct conn *next;
@@ -295,9 +325,7 @@ struct tl_mem {
 	struct fpset ids, members;
 	struct conn *conns;
 	struct rowshard rows[RSHARD];
-	/* after tl_mem_rows_seal: every row, by campaign */
-	const struct row **order;
-	size_t n_rows, max_camp_rows;
+	_Atomic size_t n_rows_live; /* rows in all shards, as they are added */
 };
 
 struct ckey {
@@ -524,9 +552,9 @@ struct staged {
 	uint64_t hash;
 };
 
-static inline unsigned rshard_of(uint64_t hash)
+static inline unsigned rshard_of(uint32_t cid)
 {
-	return (unsigned)(hash >> 58) % RSHARD;
+	return cid % RSHARD;
 }
 
 static int rows_add(struct rowset *rs, uint64_t hash, uint32_t cid, uint32_t vid, int64_t minute,
@@ -669,6 +697,52 @@ static int op_uniques(struct tl_store *st, const struct tl_unique_key *keys, siz
 	return insert_many(c, &c->m->members, n, is_new);
 }
 
+static inline uint64_t mix_str(uint64_t h, struct tl_str s)
+{
+	uint64_t a = 0, b = 0;
+	if (s.n >= 8) {
+		memcpy(&a, s.p, 8);
+		memcpy(&b, s.p + s.n - 8, 8);
+	} else if (s.n >= 4) {
+		uint32_t x, y;
+		memcpy(&x, s.p, 4);
+		memcpy(&y, s.p + s.n - 4, 4);
+		a = x;
+		b = y;
+	} else if (s.n) {
+		a = (uint8_t)s.p[0] | (uint64_t)(uint8_t)s.p[s.n / 2] << 8 |
+		    (uint64_t)(uint8_t)s.p[s.n - 1] << 16;
+	}
+	h = (h ^ a) * 0x9E3779B97F4A7C15ULL;
+	h = (h ^ (h >> 29) ^ b ^ s.n) * 0xBF58476D1CE4E5B9ULL;
+	return h ^ (h >> 32);
+}
+
+/* Campaign and variant of row r: from the row cache when it holds them. */
+static int row_ids(struct conn *c, const struct tl_count_row *r, uint32_t *cid, uint32_t *vid)
+{
+	uint64_t h = mix_str(mix_str(mix_str(0, r->tenant), r->campaign), r->variant);
+	struct rcache_ent *e = &c->rcache[h & (RCACHE - 1)];
+	if (e->p && e->h == h && str_is(e->vname, e->vlen, r->variant) &&
+	    str_is(e->p->campaign, e->p->cn, r->campaign) && str_is(e->p->tenant, e->p->tn, r->tenant)) {
+		*cid = e->p->cid;
+		*vid = e->vid;
+		return TL_OK;
+	}
+	struct cached_camp *cc;
+	int rc = conn_camp(c, r->tenant, r->campaign, &cc);
+	if (!rc)
+		rc = conn_variant(c, cc->c, r->variant, vid);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&c->m->mu); /* the camp's variants array may move while others add */
+	const char *vname = cc->c->variants[*vid];
+	pthread_mutex_unlock(&c->m->mu);
+	*e = (struct rcache_ent){.h = h, .p = cc->c, .vname = vname, .vlen = r->variant.n, .vid = *vid};
+	*cid = cc->c->cid;
+	return TL_OK;
+}
+
 /* Resolves the rows' campaigns and variants (through the connection's
  * caches), then adds them shard by shard, one lock each. */
 static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, size_t n)
@@ -688,45 +762,44 @@ static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 			return -TL_ENOMEM;
 		c->stage_cap = nc;
 	}
-	struct cached_camp *cc = NULL;
+	if (!c->rcache && !(c->rcache = calloc(RCACHE, sizeof *c->rcache)))
+		return -TL_ENOMEM;
 	size_t start[RSHARD + 1] = {0};
 	for (size_t i = 0; i < n; i++) {
 		const struct tl_count_row *r = &rows[i];
-		int rc;
-		if (!cc || !str_is(cc->c->campaign, cc->c->cn, r->campaign) ||
-		    !str_is(cc->c->tenant, cc->c->tn, r->tenant))
-			if ((rc = conn_camp(c, r->tenant, r->campaign, &cc)))
-				return rc;
-		uint32_t vid = 0;
-		if ((rc = conn_variant(c, cc->c, r->variant, &vid)))
+		uint32_t cid = 0, vid = 0;
+		int rc = row_ids(c, r, &cid, &vid);
+		if (rc)
 			return rc;
 		struct staged *sg = &c->stage[i];
-		sg->r.cid = cc->c->cid;
+		sg->r.cid = cid;
 		sg->r.vid = vid;
 		sg->r.minute = r->minute_ms;
 		memcpy(sg->r.d, r->delta, sizeof sg->r.d);
 		sg->r.first = r->first_ts_ms ? r->first_ts_ms : r->minute_ms;
 		sg->r.last = r->last_ts_ms ? r->last_ts_ms : r->minute_ms;
-		sg->hash = row_hash(sg->r.cid, vid, r->minute_ms);
-		start[rshard_of(sg->hash) + 1]++;
+		sg->hash = row_hash(cid, vid, r->minute_ms);
+		start[rshard_of(cid) + 1]++;
 	}
 	for (int k = 0; k < RSHARD; k++)
 		start[k + 1] += start[k];
 	size_t pos[RSHARD];
 	memcpy(pos, start, sizeof pos);
 	for (size_t i = 0; i < n; i++)
-		c->sorder[pos[rshard_of(c->stage[i].hash)]++] = (uint32_t)i;
+		c->sorder[pos[rshard_of(c->stage[i].r.cid)]++] = (uint32_t)i;
 	for (int k = 0; k < RSHARD; k++) {
 		if (start[k] == start[k + 1])
 			continue;
 		struct rowshard *sh = &c->m->rows[k];
 		int rc = TL_OK;
 		pthread_mutex_lock(&sh->mu);
+		size_t n0 = sh->rs.n;
 		for (size_t j = start[k]; j < start[k + 1] && !rc; j++) {
 			const struct staged *sg = &c->stage[c->sorder[j]];
 			rc = rows_add(&sh->rs, sg->hash, sg->r.cid, sg->r.vid, sg->r.minute, sg->r.d,
 			              sg->r.first, sg->r.last);
 		}
+		atomic_fetch_add(&c->m->n_rows_live, sh->rs.n - n0);
 		pthread_mutex_unlock(&sh->mu);
 		if (rc)
 			return rc;
@@ -765,6 +838,7 @@ static void op_close(struct tl_store *st)
 	free(c->sorted);
 	free(c->stage);
 	free(c->sorder);
+	free(c->rcache);
 	/* the connection itself stays until tl_mem_destroy */
 }
 
@@ -815,7 +889,6 @@ void tl_mem_destroy(struct tl_mem *m)
 		free(m->rows[k].rs.v);
 		tl_hmap_free(&m->rows[k].rs.map);
 	}
-	free(m->order);
 	for (size_t i = 0; i < m->n_camps; i++) {
 		struct camp *p = m->camps[i];
 		for (size_t j = 0; j < p->n_var; j++)
@@ -882,79 +955,81 @@ void tl_mem_campaign_get(const struct tl_mem *m, uint32_t cid, struct tl_mem_cam
 	*out = (struct tl_mem_campaign){p->tenant, p->campaign, (const char *const *)p->variants, p->n_var};
 }
 
-int tl_mem_rows_seal(struct tl_mem *m)
+size_t tl_mem_rows_live(struct tl_mem *m)
 {
-	size_t n = 0;
-	for (int k = 0; k < RSHARD; k++)
-		n += m->rows[k].rs.n;
-	size_t *start = calloc(m->n_camps + 2, sizeof *start);
-	const struct row **order = malloc((n + 1) * sizeof *order);
-	if (!start || !order) {
-		free(start);
-		free(order);
-		return -TL_ENOMEM;
-	}
-	/* counting sort by campaign */
-	for (int k = 0; k < RSHARD; k++)
-		for (size_t i = 0; i < m->rows[k].rs.n; i++)
-			start[m->rows[k].rs.v[i].cid + 1]++;
-	size_t max = 0;
-	for (size_t c = 0; c < m->n_camps; c++) {
-		max = start[c + 1] > max ? start[c + 1] : max;
-		start[c + 1] += start[c];
-	}
-	for (int k = 0; k < RSHARD; k++)
-		for (size_t i = 0; i < m->rows[k].rs.n; i++)
-			order[start[m->rows[k].rs.v[i].cid]++] = &m->rows[k].rs.v[i];
-	free(start);
-	free(m->order);
-	m->order = order;
-	m->n_rows = n;
-	m->max_camp_rows = max;
-	return TL_OK;
+	return atomic_load(&m->n_rows_live);
 }
 
-size_t tl_mem_rows_count(const struct tl_mem *m)
+int tl_mem_rows_flush(struct tl_mem *m, tl_mem_rows_fn fn, void *arg)
 {
-	return m->n_rows;
-}
-
-int tl_mem_rows_each(const struct tl_mem *m, size_t chunk, tl_mem_rows_fn fn, void *arg)
-{
-	size_t cap = chunk > m->max_camp_rows ? chunk : m->max_camp_rows;
-	struct tl_count_row *out = malloc((cap + 1) * sizeof *out);
-	uint32_t *oc = malloc((cap + 1) * sizeof *oc), *ov = malloc((cap + 1) * sizeof *ov);
-	int rc = out && oc && ov ? TL_OK : -TL_ENOMEM;
-	for (size_t i = 0; i < m->n_rows && !rc;) {
-		/* whole campaigns, up to chunk rows (or one campaign, if larger) */
-		size_t n = 0;
-		while (i < m->n_rows) {
-			size_t end = i;
-			while (end < m->n_rows && m->order[end]->cid == m->order[i]->cid)
-				end++;
-			if (n && n + (end - i) > chunk)
-				break;
-			for (; i < end; i++, n++) {
-				const struct row *r = m->order[i];
-				const struct camp *p = m->camps[r->cid];
-				const char *v = p->variants[r->vid];
-				out[n] = (struct tl_count_row){.tenant = tl_str_of(p->tenant, p->tn),
-				                               .campaign = tl_str_of(p->campaign, p->cn),
-				                               .variant = tl_str_of(v, strlen(v)),
-				                               .minute_ms = r->minute,
-				                               .first_ts_ms = r->first,
-				                               .last_ts_ms = r->last};
-				memcpy(out[n].delta, r->d, sizeof r->d);
-				oc[n] = r->cid;
-				ov[n] = r->vid;
-			}
+	struct tl_count_row *out = NULL;
+	uint32_t *oc = NULL, *ov = NULL;
+	size_t cap = 0;
+	int rc = TL_OK;
+	for (int k = 0; k < RSHARD && !rc; k++) {
+		struct rowshard *sh = &m->rows[k];
+		pthread_mutex_lock(&sh->mu);
+		if (sh->rs.n > cap) {
+			size_t nc = sh->rs.n * 2;
+			struct tl_count_row *no = realloc(out, nc * sizeof *no);
+			if (no)
+				out = no;
+			uint32_t *nc1 = realloc(oc, nc * sizeof *nc1);
+			if (nc1)
+				oc = nc1;
+			uint32_t *nv = realloc(ov, nc * sizeof *nv);
+			if (nv)
+				ov = nv;
+			if (!no || !nc1 || !nv)
+				rc = -TL_ENOMEM;
+			else
+				cap = nc;
 		}
-		rc = fn(arg, out, oc, ov, n);
+		size_t n = 0;
+		pthread_mutex_lock(&m->mu); /* the campaigns and their variants, which workers may add to */
+		for (size_t i = 0; i < sh->rs.n && !rc; i++) {
+			struct row *r = &sh->rs.v[i];
+			if (r->first == ROW_CLEAN)
+				continue;
+			const struct camp *p = m->camps[r->cid];
+			const char *v = p->variants[r->vid];
+			out[n] = (struct tl_count_row){.tenant = tl_str_of(p->tenant, p->tn),
+			                               .campaign = tl_str_of(p->campaign, p->cn),
+			                               .variant = tl_str_of(v, strlen(v)),
+			                               .minute_ms = r->minute,
+			                               .first_ts_ms = r->first,
+			                               .last_ts_ms = r->last};
+			memcpy(out[n].delta, r->d, sizeof r->d);
+			oc[n] = r->cid;
+			ov[n] = r->vid;
+			n++;
+			memset(r->d, 0, sizeof r->d);
+			r->first = ROW_CLEAN;
+			r->last = INT64_MIN;
+		}
+		pthread_mutex_unlock(&m->mu);
+		pthread_mutex_unlock(&sh->mu);
+		/* the strings stay valid: campaigns and variants are never freed before tl_mem_destroy */
+		if (!rc && n)
+			rc = fn(arg, out, oc, ov, n);
 	}
 	free(out);
 	free(oc);
 	free(ov);
 	return rc;
+}
+
+int tl_mem_row_keys(const struct tl_mem *m, tl_mem_key_fn fn, void *arg)
+{
+	for (int k = 0; k < RSHARD; k++) {
+		const struct rowset *rs = &m->rows[k].rs;
+		for (size_t i = 0; i < rs->n; i++) {
+			int rc = fn(arg, rs->v[i].cid, rs->v[i].vid, rs->v[i].minute);
+			if (rc)
+				return rc;
+		}
+	}
+	return TL_OK;
 }
 
 int tl_mem_members(struct tl_mem *m, tl_mem_member_fn fn, void *arg)

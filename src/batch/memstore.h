@@ -72,21 +72,28 @@ struct tl_mem_campaign {
 size_t tl_mem_campaigns_count(const struct tl_mem *m);
 void tl_mem_campaign_get(const struct tl_mem *m, uint32_t cid, struct tl_mem_campaign *out);
 
-/* Indexes the counter rows of every connection by campaign, once they are
- * all in (after every connection is closed); before tl_mem_rows_each. */
-int tl_mem_rows_seal(struct tl_mem *m) TL_MUST_CHECK;
-size_t tl_mem_rows_count(const struct tl_mem *m); /* after tl_mem_rows_seal */
-
-/* Calls fn with the rows — (tenant, campaign, variant, minute) with deltas,
- * the unique counts credited included — in chunks of whole campaigns of
- * about `chunk` rows (a campaign with more is one chunk), until fn returns
- * non-zero (which it returns) or the rows end. rows[i].tenant etc. point
- * into m; cids[i] and vids[i] are the campaign and variant index of row i.
- * The arrays are valid during the call only. Several threads may call it at
- * once. */
+/* A chunk of counter rows: rows[i].tenant etc. point into m; cids[i] and
+ * vids[i] are the campaign and variant index of row i. The arrays are valid
+ * during the call only. */
 typedef int (*tl_mem_rows_fn)(void *arg, const struct tl_count_row *rows, const uint32_t *cids,
                               const uint32_t *vids, size_t n);
-int tl_mem_rows_each(const struct tl_mem *m, size_t chunk, tl_mem_rows_fn fn, void *arg) TL_MUST_CHECK;
+
+/* How many counter rows there are (any thread, also while connections add
+ * rows). */
+size_t tl_mem_rows_live(struct tl_mem *m);
+
+/* Calls fn with the rows added to since the last
+ * flush — their deltas since then — shard by shard, each chunk holding every
+ * such row of its campaigns, and leaves them at zero: adding the chunks up
+ * gives the rows. May run while connections add rows (on one thread at a
+ * time); fn runs without any lock held. Returns 0 or what fn returned. */
+int tl_mem_rows_flush(struct tl_mem *m, tl_mem_rows_fn fn, void *arg) TL_MUST_CHECK;
+
+/* Calls fn with the key of every counter row (flushed or not), until fn
+ * returns non-zero (which it returns), once no connection adds rows any
+ * more; a flush may run meanwhile. */
+typedef int (*tl_mem_key_fn)(void *arg, uint32_t cid, uint32_t vid, int64_t minute_ms);
+int tl_mem_row_keys(const struct tl_mem *m, tl_mem_key_fn fn, void *arg) TL_MUST_CHECK;
 
 /* Calls fn for every member this run credited (not the preloaded ones). */
 typedef int (*tl_mem_member_fn)(void *arg, uint32_t cid, int32_t day, const uint8_t fp[TL_FP_BYTES]);
