@@ -11,18 +11,18 @@ struct subcommand {
 };
 
 static const struct subcommand commands[] = {
-	{"serve", tl_cmd_serve, "run every role in one process (embedded default)"},
-	{"collect", tl_cmd_collect, "HTTP collector: pixel, click redirect, event API, webhooks"},
-	{"enrich", tl_cmd_enrich, "verify tokens, classify opens/clicks: events -> metrics"},
-	{"aggregate", tl_cmd_aggregate, "fold metrics + delivery into the reporting DB, exactly once"},
-	{"api", tl_cmd_api, "JSON API, live stream, dashboard"},
-	{"archive", tl_cmd_archive, "archive raw events as zstd NDJSON by day, exactly once"},
-	{"batch", tl_cmd_batch, "recompute days from the archive into the batch tables"},
-	{"reconcile", tl_cmd_reconcile, "compare real-time and batch numbers; non-zero exit on a difference"},
-	{"tenant", tl_cmd_tenant, "add, list and configure tenants"},
-	{"link", tl_cmd_link, "mint a signed open-pixel or click URL"},
-	{"gen", tl_cmd_gen, "simulate campaigns against a collector; write the ground truth"},
-	{"bench", tl_cmd_bench, "measure: load generator, lag probe, API data set, parser timing"},
+    {"serve", tl_cmd_serve, "run every role in one process (embedded default)"},
+    {"collect", tl_cmd_collect, "HTTP collector: pixel, click redirect, event API, webhooks"},
+    {"enrich", tl_cmd_enrich, "verify tokens, classify opens/clicks: events -> metrics"},
+    {"aggregate", tl_cmd_aggregate, "fold metrics + delivery into the reporting DB, exactly once"},
+    {"api", tl_cmd_api, "JSON API, live stream, dashboard"},
+    {"archive", tl_cmd_archive, "archive raw events as zstd NDJSON by day, exactly once"},
+    {"batch", tl_cmd_batch, "recompute days from the archive into the batch tables"},
+    {"reconcile", tl_cmd_reconcile, "compare real-time and batch numbers; non-zero exit on a difference"},
+    {"tenant", tl_cmd_tenant, "add, list and configure tenants"},
+    {"link", tl_cmd_link, "mint a signed open-pixel or click URL"},
+    {"gen", tl_cmd_gen, "simulate campaigns against a collector; write the ground truth"},
+    {"bench", tl_cmd_bench, "measure: load generator, lag probe, API data set, parser timing"},
 };
 
 static void usage(FILE *f)

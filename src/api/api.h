@@ -21,7 +21,7 @@ struct tl_api_opts {
 	const char *db_uri; /* the reporting DB (the API opens its own connection) */
 	struct tl_http_limits limits;
 	enum tl_source default_source; /* read_source setting */
-	int live_interval_ms;	       /* SSE poll of the store, default 100 */
+	int live_interval_ms;          /* SSE poll of the store, default 100 */
 	tl_api_metrics_fn extra_metrics;
 	void *extra_metrics_arg;
 };

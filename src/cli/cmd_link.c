@@ -10,26 +10,27 @@
 
 int tl_cmd_link(int argc, char **argv)
 {
-	static const char *const flags[] = {TL_COMMON_FLAGS, "tenant",	"campaign", "recipient", "variant",
-					    "message",	     "url",	"base-url", NULL};
+	static const char *const flags[] = {TL_COMMON_FLAGS, "tenant", "campaign", "recipient", "variant",
+	                                    "message",       "url",    "base-url", NULL};
 	struct tl_settings s;
 	struct tl_config_result res;
-	int ec = tl_settings_load(&s, "tally link open|click --tenant T --campaign C --recipient R [flags]", flags,
-				  argc, argv, &res);
+	int ec = tl_settings_load(&s, "tally link open|click --tenant T --campaign C --recipient R [flags]",
+	                          flags, argc, argv, &res);
 	if (ec >= 0)
 		goto out;
 	ec = 2;
 	const char *kind = res.n_positional == 1 ? res.positional[0] : "";
 	if (strcmp(kind, "open") && strcmp(kind, "click")) {
-		fprintf(stderr, "usage: tally link open|click --tenant T --campaign C --recipient R [flags]\n");
+		fprintf(stderr,
+		        "usage: tally link open|click --tenant T --campaign C --recipient R [flags]\n");
 		goto out;
 	}
 	int click = !strcmp(kind, "click");
-	const char *missing = !*s.tenant	   ? "--tenant"
-			      : !*s.campaign	   ? "--campaign"
-			      : !*s.recipient	   ? "--recipient"
-			      : click && !*s.url ? "--url"
-						   : NULL;
+	const char *missing = !*s.tenant         ? "--tenant"
+	                      : !*s.campaign     ? "--campaign"
+	                      : !*s.recipient    ? "--recipient"
+	                      : click && !*s.url ? "--url"
+	                                         : NULL;
 	if (missing) {
 		fprintf(stderr, "tally link: %s is required\n", missing);
 		goto out;
@@ -66,13 +67,13 @@ int tl_cmd_link(int argc, char **argv)
 		goto out;
 	}
 	struct tl_token tok = {
-		.kind = click ? TL_TOKEN_CLICK : TL_TOKEN_OPEN,
-		.tenant = tl_str_of(s.tenant, strlen(s.tenant)),
-		.campaign = tl_str_of(s.campaign, strlen(s.campaign)),
-		.variant = tl_str_of(s.variant, strlen(s.variant)),
-		.message = tl_str_of(s.message, strlen(s.message)),
-		.recipient = tl_str_of(s.recipient, strlen(s.recipient)),
-		.url = tl_str_of(s.url, strlen(s.url)),
+	    .kind = click ? TL_TOKEN_CLICK : TL_TOKEN_OPEN,
+	    .tenant = tl_str_of(s.tenant, strlen(s.tenant)),
+	    .campaign = tl_str_of(s.campaign, strlen(s.campaign)),
+	    .variant = tl_str_of(s.variant, strlen(s.variant)),
+	    .message = tl_str_of(s.message, strlen(s.message)),
+	    .recipient = tl_str_of(s.recipient, strlen(s.recipient)),
+	    .url = tl_str_of(s.url, strlen(s.url)),
 	};
 	struct tl_buf url;
 	tl_buf_init(&url, 0);
@@ -80,7 +81,7 @@ int tl_cmd_link(int argc, char **argv)
 	tl_tenants_free(ts, n);
 	if (rc) {
 		fprintf(stderr, "tally link: %s (a field over its limit, or --url not http/https)\n",
-			tl_strerror(rc));
+		        tl_strerror(rc));
 		ec = 2;
 	} else {
 		printf("%s\n", url.data);

@@ -77,17 +77,17 @@ out:
 
 int tl_cmd_serve(int argc, char **argv)
 {
-	static const char *const flags[] = {TL_COMMON_FLAGS, TL_COLLECT_FLAGS, TL_PIPE_FLAGS,	 TL_ENRICH_FLAGS,
-					    TL_AGG_FLAGS,    TL_API_FLAGS,     TL_ARCHIVE_FLAGS, "archive",
-					    NULL};
+	static const char *const flags[] = {TL_COMMON_FLAGS,  TL_COLLECT_FLAGS, TL_PIPE_FLAGS,
+	                                    TL_ENRICH_FLAGS,  TL_AGG_FLAGS,     TL_API_FLAGS,
+	                                    TL_ARCHIVE_FLAGS, "archive",        NULL};
 	return run_roles(argc, argv, ROLE_COLLECT | ROLE_ENRICH | ROLE_AGGREGATE | ROLE_API | ROLE_ARCHIVE,
-			 "tally serve [flags]   every role in one process", flags);
+	                 "tally serve [flags]   every role in one process", flags);
 }
 
 int tl_cmd_collect(int argc, char **argv)
 {
-	static const char *const flags[] = {TL_COMMON_FLAGS, TL_COLLECT_FLAGS, "topic-partitions", "retention",
-					    "segment-size", NULL};
+	static const char *const flags[] = {TL_COMMON_FLAGS, TL_COLLECT_FLAGS, "topic-partitions",
+	                                    "retention",     "segment-size",   NULL};
 	return run_roles(argc, argv, ROLE_COLLECT, "tally collect [flags]   the HTTP collector", flags);
 }
 
@@ -100,8 +100,8 @@ int tl_cmd_enrich(int argc, char **argv)
 int tl_cmd_aggregate(int argc, char **argv)
 {
 	static const char *const flags[] = {TL_COMMON_FLAGS, TL_PIPE_FLAGS, TL_AGG_FLAGS, NULL};
-	return run_roles(argc, argv, ROLE_AGGREGATE, "tally aggregate [flags]   metrics + delivery -> reporting DB",
-			 flags);
+	return run_roles(argc, argv, ROLE_AGGREGATE,
+	                 "tally aggregate [flags]   metrics + delivery -> reporting DB", flags);
 }
 
 int tl_cmd_api(int argc, char **argv)

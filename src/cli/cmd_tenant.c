@@ -10,8 +10,17 @@
 
 /* Per-tenant settings `tenant set` accepts (DESIGN.md §6). */
 static const char *const known_settings[] = {
-	"sendgrid_public_key", "mailgun_signing_key", "postmark_auth",  "sparkpost_auth", "sendgrid_verify",
-	"ses_verify",	       "ses_topic_arn",       "campaign_field",	"variant_field", "recipient_field", NULL,
+    "sendgrid_public_key",
+    "mailgun_signing_key",
+    "postmark_auth",
+    "sparkpost_auth",
+    "sendgrid_verify",
+    "ses_verify",
+    "ses_topic_arn",
+    "campaign_field",
+    "variant_field",
+    "recipient_field",
+    NULL,
 };
 
 static int print_json_str(const char *s)
@@ -35,8 +44,9 @@ static int add(struct tl_store *st, const char *name)
 		return 1;
 	}
 	if (rc == -TL_EINVAL) {
-		fprintf(stderr, "tally tenant add: bad name '%s' (letters, digits, '-' and '_', at most %d)\n", name,
-			TL_MAX_TENANT);
+		fprintf(stderr,
+		        "tally tenant add: bad name '%s' (letters, digits, '-' and '_', at most %d)\n", name,
+		        TL_MAX_TENANT);
 		return 2;
 	}
 	if (rc) {
@@ -74,7 +84,8 @@ static int list(struct tl_store *st)
 			(void)print_json_str(ts[i].settings[k].key);
 			putchar(':');
 			/* credentials are never printed */
-			int secret = strstr(ts[i].settings[k].key, "key") || strstr(ts[i].settings[k].key, "auth");
+			int secret =
+			    strstr(ts[i].settings[k].key, "key") || strstr(ts[i].settings[k].key, "auth");
 			(void)print_json_str(secret ? "(set)" : ts[i].settings[k].value);
 		}
 		printf("}}\n");
@@ -120,18 +131,19 @@ int tl_cmd_tenant(int argc, char **argv)
 	static const char *const flags[] = {TL_COMMON_FLAGS, NULL};
 	struct tl_settings s;
 	struct tl_config_result res;
-	int ec = tl_settings_load(&s,
-				  "tally tenant add NAME | list | set NAME KEY=VALUE…\n"
-				  "  KEY: sendgrid_public_key mailgun_signing_key postmark_auth sparkpost_auth\n"
-				  "       sendgrid_verify ses_verify ses_topic_arn campaign_field variant_field recipient_field\n"
-				  "       (an empty VALUE removes the setting)",
-				  flags, argc, argv, &res);
+	int ec = tl_settings_load(
+	    &s,
+	    "tally tenant add NAME | list | set NAME KEY=VALUE…\n"
+	    "  KEY: sendgrid_public_key mailgun_signing_key postmark_auth sparkpost_auth\n"
+	    "       sendgrid_verify ses_verify ses_topic_arn campaign_field variant_field recipient_field\n"
+	    "       (an empty VALUE removes the setting)",
+	    flags, argc, argv, &res);
 	if (ec >= 0)
 		goto out_settings;
 	const char *verb = res.n_positional ? res.positional[0] : "";
 	int ok_args = (!strcmp(verb, "add") && res.n_positional == 2) ||
-		      (!strcmp(verb, "list") && res.n_positional == 1) ||
-		      (!strcmp(verb, "set") && res.n_positional >= 3);
+	              (!strcmp(verb, "list") && res.n_positional == 1) ||
+	              (!strcmp(verb, "set") && res.n_positional >= 3);
 	if (!ok_args) {
 		fprintf(stderr, "usage: tally tenant add NAME | list | set NAME KEY=VALUE…\n");
 		ec = 2;

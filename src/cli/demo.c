@@ -40,9 +40,9 @@ int tl_demo_first_start(struct tl_wired *w)
 	struct tl_buf url;
 	tl_buf_init(&url, 0);
 	struct tl_token tok = {.kind = TL_TOKEN_OPEN,
-			       .tenant = TL_STR("demo"),
-			       .campaign = TL_STR("welcome"),
-			       .recipient = TL_STR("r-1")};
+	                       .tenant = TL_STR("demo"),
+	                       .campaign = TL_STR("welcome"),
+	                       .recipient = TL_STR("r-1")};
 	rc = tl_link_url(&tok, t.link_key, sizeof t.link_key, base, &url);
 	/* a new tenant has no settings: nothing to free */
 	if (rc) {

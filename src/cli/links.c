@@ -5,7 +5,7 @@
 #include <string.h>
 
 int tl_link_url(const struct tl_token *t, const unsigned char *key, size_t key_len, const char *base,
-		struct tl_buf *out)
+                struct tl_buf *out)
 {
 	size_t bl = strlen(base);
 	while (bl && base[bl - 1] == '/')

@@ -7,6 +7,6 @@
 
 /* Mints t with key and appends the whole URL to out. 0 or negative. */
 int tl_link_url(const struct tl_token *t, const unsigned char *key, size_t key_len, const char *base,
-		struct tl_buf *out) TL_MUST_CHECK;
+                struct tl_buf *out) TL_MUST_CHECK;
 
 #endif

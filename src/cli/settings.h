@@ -8,11 +8,11 @@
 #include <stdint.h>
 
 struct tl_settings {
-	char *data;	  /* --data DIR */
-	char *stream;	  /* --stream URI (default file:<data>/log) */
-	char *db;	  /* --db URI (default sqlite:<data>/tally.db) */
-	char *collector;  /* --collector ADDR:PORT */
-	char *api;	  /* --api ADDR:PORT */
+	char *data;      /* --data DIR */
+	char *stream;    /* --stream URI (default file:<data>/log) */
+	char *db;        /* --db URI (default sqlite:<data>/tally.db) */
+	char *collector; /* --collector ADDR:PORT */
+	char *api;       /* --api ADDR:PORT */
 	char *log_level;
 	char *partitions; /* --partitions 0-3,6: partitions this process owns (default all) */
 	int64_t topic_partitions;
@@ -27,11 +27,11 @@ struct tl_settings {
 	int64_t machine_open_window_ms;
 	int64_t bot_click_window_ms;
 	char *read_source;
-	int archive;		      /* serve: run the archiver */
-	char *archive_dir;	      /* default <data>/archive */
+	int archive;       /* serve: run the archiver */
+	char *archive_dir; /* default <data>/archive */
 	int64_t archive_roll_bytes;
 	int64_t archive_roll_interval_ms;
-	char *batch_dir;	      /* batch state, default <data>/batch */
+	char *batch_dir; /* batch state, default <data>/batch */
 	int64_t batch_threads;
 	char *replicas_unused; /* reserved */
 	/* tenant / link */
@@ -48,7 +48,7 @@ extern const size_t tl_settings_count;
  * the error naming the flag (exit code 2) or the help text (exit 0) itself.
  * Returns -1 to continue, else the exit code to return. */
 int tl_settings_load(struct tl_settings *s, const char *usage_line, const char *const *flags, int argc,
-		     char **argv, struct tl_config_result *res);
+                     char **argv, struct tl_config_result *res);
 
 void tl_settings_free(struct tl_settings *s);
 

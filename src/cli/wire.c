@@ -8,16 +8,46 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static int run_collector(void *o) { return tl_collector_run(o); }
-static void stop_collector(void *o) { tl_collector_stop(o); }
-static int run_enricher(void *o) { return tl_enricher_run(o); }
-static void stop_enricher(void *o) { tl_enricher_stop(o); }
-static int run_aggregator(void *o) { return tl_aggregator_run(o); }
-static void stop_aggregator(void *o) { tl_aggregator_stop(o); }
-static int run_archiver(void *o) { return tl_archiver_run(o); }
-static void stop_archiver(void *o) { tl_archiver_stop(o); }
-static int run_api(void *o) { return tl_api_run(o); }
-static void stop_api(void *o) { tl_api_stop(o); }
+static int run_collector(void *o)
+{
+	return tl_collector_run(o);
+}
+static void stop_collector(void *o)
+{
+	tl_collector_stop(o);
+}
+static int run_enricher(void *o)
+{
+	return tl_enricher_run(o);
+}
+static void stop_enricher(void *o)
+{
+	tl_enricher_stop(o);
+}
+static int run_aggregator(void *o)
+{
+	return tl_aggregator_run(o);
+}
+static void stop_aggregator(void *o)
+{
+	tl_aggregator_stop(o);
+}
+static int run_archiver(void *o)
+{
+	return tl_archiver_run(o);
+}
+static void stop_archiver(void *o)
+{
+	tl_archiver_stop(o);
+}
+static int run_api(void *o)
+{
+	return tl_api_run(o);
+}
+static void stop_api(void *o)
+{
+	tl_api_stop(o);
+}
 
 /* Waits ms for SIGINT or SIGTERM, which every thread blocks
  * (tl_roles_block_signals): 1 when one came (it is consumed: the caller
@@ -70,7 +100,7 @@ static int mkdir_p(const char *path)
 int tl_wire_stream(struct tl_wired *w, int read_only)
 {
 	static const char *const all[] = {TL_TOPIC_EVENTS,  TL_TOPIC_DELIVERY, TL_TOPIC_DEAD_WEBHOOKS,
-					  TL_TOPIC_METRICS, TL_TOPIC_DEAD,     NULL};
+	                                  TL_TOPIC_METRICS, TL_TOPIC_DEAD,     NULL};
 	return tl_wire_stream_for(w, read_only ? NULL : all);
 }
 
@@ -95,9 +125,11 @@ int tl_wire_stream_for(struct tl_wired *w, const char *const *write_topics)
 	if (rc) {
 		if (rc == -TL_ELOCKED)
 			tl_error("--stream %s: %s", w->s->stream,
-				 detail[0] ? detail : "another tally process is writing this log (stop it first)");
+			         detail[0] ? detail
+			                   : "another tally process is writing this log (stop it first)");
 		else
-			tl_error("--stream %s: %s%s%s", w->s->stream, tl_strerror(rc), detail[0] ? ": " : "", detail);
+			tl_error("--stream %s: %s%s%s", w->s->stream, tl_strerror(rc), detail[0] ? ": " : "",
+			         detail);
 		return 1;
 	}
 	return 0;
@@ -113,11 +145,11 @@ static void http_limits(const struct tl_settings *s, struct tl_http_limits *l)
 int tl_wire_collector(struct tl_wired *w, struct tl_roles *rs)
 {
 	struct tl_collector_opts o = {
-		.addr = w->s->collector,
-		.db_uri = w->s->db,
-		.stream = w->stream,
-		.max_batch_events = (size_t)w->s->max_batch_events,
-		.tenant_refresh_ms = 1000,
+	    .addr = w->s->collector,
+	    .db_uri = w->s->db,
+	    .stream = w->stream,
+	    .max_batch_events = (size_t)w->s->max_batch_events,
+	    .tenant_refresh_ms = 1000,
 	};
 	http_limits(w->s, &o.limits);
 	int rc;
@@ -167,11 +199,11 @@ int tl_wire_enricher(struct tl_wired *w, struct tl_roles *rs)
 int tl_wire_aggregator(struct tl_wired *w, struct tl_roles *rs)
 {
 	struct tl_aggregator_opts o = {
-		.stream = w->stream,
-		.db_uri = w->s->db,
-		.poll_interval_ms = (int)w->s->poll_interval_ms,
-		.batch_max_events = (size_t)w->s->batch_max_events,
-		.dedupe_window_ms = w->s->dedupe_window_ms,
+	    .stream = w->stream,
+	    .db_uri = w->s->db,
+	    .poll_interval_ms = (int)w->s->poll_interval_ms,
+	    .batch_max_events = (size_t)w->s->batch_max_events,
+	    .dedupe_window_ms = w->s->dedupe_window_ms,
 	};
 	if (partitions(w, TL_TOPIC_METRICS, &o.partitions))
 		return 1;
@@ -203,12 +235,12 @@ static int extra_metrics(void *arg, struct tl_buf *out)
 int tl_wire_api(struct tl_wired *w, struct tl_roles *rs)
 {
 	struct tl_api_opts o = {
-		.addr = w->s->api,
-		.db_uri = w->s->db,
-		.default_source = strcmp(w->s->read_source, "batch") ? TL_SOURCE_REALTIME : TL_SOURCE_BATCH,
-		.live_interval_ms = 100,
-		.extra_metrics = extra_metrics,
-		.extra_metrics_arg = w,
+	    .addr = w->s->api,
+	    .db_uri = w->s->db,
+	    .default_source = strcmp(w->s->read_source, "batch") ? TL_SOURCE_REALTIME : TL_SOURCE_BATCH,
+	    .live_interval_ms = 100,
+	    .extra_metrics = extra_metrics,
+	    .extra_metrics_arg = w,
 	};
 	http_limits(w->s, &o.limits);
 	int rc;
@@ -227,17 +259,18 @@ int tl_wire_api(struct tl_wired *w, struct tl_roles *rs)
 int tl_wire_archiver(struct tl_wired *w, struct tl_roles *rs)
 {
 	struct tl_archiver_opts o = {
-		.stream = w->stream,
-		.dir = w->s->archive_dir,
-		.roll_bytes = w->s->archive_roll_bytes,
-		.roll_interval_ms = w->s->archive_roll_interval_ms,
+	    .stream = w->stream,
+	    .dir = w->s->archive_dir,
+	    .roll_bytes = w->s->archive_roll_bytes,
+	    .roll_interval_ms = w->s->archive_roll_interval_ms,
 	};
 	if (partitions(w, TL_TOPIC_EVENTS, &o.partitions))
 		return 1;
 	int rc = tl_archiver_create(&o, &w->archiver);
 	if (rc) {
 		if (rc == -TL_ELOCKED)
-			tl_error("archiver on %s: another archiver holds these partitions", w->s->archive_dir);
+			tl_error("archiver on %s: another archiver holds these partitions",
+			         w->s->archive_dir);
 		else
 			tl_error("archiver on %s: %s", w->s->archive_dir, tl_strerror(rc));
 		return 1;
@@ -254,7 +287,7 @@ void tl_wire_reload(void *arg)
 	char err[512];
 	memset(&s, 0, sizeof s);
 	if (tl_config_load(&s, tl_settings_table, tl_settings_count, r->flags, r->argc, r->argv, &res, err,
-			   sizeof err)) {
+	                   sizeof err)) {
 		tl_warn("SIGHUP: settings not reloaded: %s", err);
 	} else if (strcmp(s.read_source, "realtime") && strcmp(s.read_source, "batch")) {
 		tl_warn("SIGHUP: read_source must be realtime or batch, not '%s'; unchanged", s.read_source);

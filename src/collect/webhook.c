@@ -113,7 +113,8 @@ int col_on_webhook(void *arg, struct tl_http_req *r)
 	 * of this request arriving before the commit is refused as a replay. */
 	if (tl_webhook_replay_reserve(c->replay, &out, req.now_ms)) {
 		col_count(&c->batches[BT_UNAUTHORIZED]);
-		tl_http_respond_error(r, 403, "forbidden", "replayed token (a request with it is in progress)");
+		tl_http_respond_error(r, 403, "forbidden",
+		                      "replayed token (a request with it is in progress)");
 		return TL_HTTP_DONE;
 	}
 

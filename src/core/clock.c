@@ -138,11 +138,11 @@ static size_t format(int64_t ms, char *buf, size_t cap, int with_ms)
 	int n;
 	if (with_ms)
 		n = snprintf(buf, cap, "%04lld-%02u-%02uT%02lld:%02lld:%02lld.%03lldZ", (long long)y, m, d,
-			     (long long)(sod / 3600), (long long)(sod / 60 % 60), (long long)(sod % 60),
-			     (long long)msr);
+		             (long long)(sod / 3600), (long long)(sod / 60 % 60), (long long)(sod % 60),
+		             (long long)msr);
 	else
 		n = snprintf(buf, cap, "%04lld-%02u-%02uT%02lld:%02lld:%02lldZ", (long long)y, m, d,
-			     (long long)(sod / 3600), (long long)(sod / 60 % 60), (long long)(sod % 60));
+		             (long long)(sod / 3600), (long long)(sod / 60 % 60), (long long)(sod % 60));
 	return n < 0 ? 0 : (size_t)n;
 }
 

@@ -44,10 +44,11 @@ int tl_config_parse_value(enum tl_opt_type t, const char *s, int64_t *out)
 	int64_t v;
 	switch (t) {
 	case TL_OPT_BOOL:
-		if (!strcasecmp(s, "true") || !strcmp(s, "1") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
+		if (!strcasecmp(s, "true") || !strcmp(s, "1") || !strcasecmp(s, "yes") ||
+		    !strcasecmp(s, "on"))
 			*out = 1;
 		else if (!strcasecmp(s, "false") || !strcmp(s, "0") || !strcasecmp(s, "no") ||
-			 !strcasecmp(s, "off"))
+		         !strcasecmp(s, "off"))
 			*out = 0;
 		else
 			return -TL_EINVAL;
@@ -154,7 +155,7 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 }
 
 int tl_config_load(void *obj, const struct tl_opt *all, size_t n_all, const char *const *flags, int argc,
-		   char **argv, struct tl_config_result *res, char *err, size_t errlen)
+                   char **argv, struct tl_config_result *res, char *err, size_t errlen)
 {
 	memset(res, 0, sizeof *res);
 	for (size_t i = 0; i < n_all; i++)
@@ -243,8 +244,9 @@ int tl_config_load(void *obj, const struct tl_opt *all, size_t n_all, const char
 		const char *value;
 		if (eq) {
 			value = eq + 1;
-		} else if (o->type == TL_OPT_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0 ||
-						      tl_config_parse_value(TL_OPT_BOOL, argv[i + 1], &(int64_t){0}))) {
+		} else if (o->type == TL_OPT_BOOL &&
+		           (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0 ||
+		            tl_config_parse_value(TL_OPT_BOOL, argv[i + 1], &(int64_t){0}))) {
 			value = "true";
 		} else if (i + 1 < argc) {
 			value = argv[++i];

@@ -13,18 +13,18 @@
 #include <stdint.h>
 
 enum tl_opt_type {
-	TL_OPT_STR,   /* char * (malloc'd, freed by tl_config_free) */
-	TL_OPT_INT,   /* int64_t */
-	TL_OPT_BOOL,  /* int: true/false/1/0/yes/no/on/off; a bare --flag means true */
-	TL_OPT_SIZE,  /* int64_t bytes: 1048576, 512k, 64M, 2G */
-	TL_OPT_MS,    /* int64_t milliseconds: 200, 200ms, 5s, 2m, 72h */
+	TL_OPT_STR,  /* char * (malloc'd, freed by tl_config_free) */
+	TL_OPT_INT,  /* int64_t */
+	TL_OPT_BOOL, /* int: true/false/1/0/yes/no/on/off; a bare --flag means true */
+	TL_OPT_SIZE, /* int64_t bytes: 1048576, 512k, 64M, 2G */
+	TL_OPT_MS,   /* int64_t milliseconds: 200, 200ms, 5s, 2m, 72h */
 };
 
 struct tl_opt {
 	const char *name; /* flag "--name", INI key "name" (any section), env TALLY_NAME (- -> _) */
 	enum tl_opt_type type;
-	size_t offset;	   /* offsetof(struct, field) */
-	const char *def;   /* default as text, NULL = empty/0 */
+	size_t offset;   /* offsetof(struct, field) */
+	const char *def; /* default as text, NULL = empty/0 */
 	const char *help;
 };
 
@@ -33,7 +33,7 @@ struct tl_opt {
 struct tl_config_result {
 	int n_positional;
 	char *positional[TL_CONFIG_MAX_POSITIONAL]; /* pointers into argv */
-	int help; /* --help / -h was given */
+	int help;                                   /* --help / -h was given */
 };
 
 /* Loads settings into obj. `all` is every option any role knows (for the
@@ -42,7 +42,7 @@ struct tl_config_result {
  * or -TL_EINVAL with a message in err ("unknown flag --partitons",
  * "--partitions: not a number: x", "tally.conf: unknown key 'prt'"). */
 int tl_config_load(void *obj, const struct tl_opt *all, size_t n_all, const char *const *flags, int argc,
-		   char **argv, struct tl_config_result *res, char *err, size_t errlen) TL_MUST_CHECK;
+                   char **argv, struct tl_config_result *res, char *err, size_t errlen) TL_MUST_CHECK;
 
 /* Frees the strings of obj. */
 void tl_config_free(void *obj, const struct tl_opt *all, size_t n_all);

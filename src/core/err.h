@@ -9,21 +9,21 @@
 
 enum tl_err {
 	TL_OK = 0,
-	TL_EINVAL = 1,	 /* bad argument or malformed input */
-	TL_ENOMEM,	 /* allocation failed */
-	TL_EIO,		 /* I/O error */
-	TL_ENOSPC,	 /* no space left on the data device */
-	TL_EAGAIN,	 /* try again later (nothing lost) */
-	TL_ECORRUPT,	 /* stored data failed its integrity check */
-	TL_ENOTFOUND,	 /* no such object */
-	TL_EBUSY,	 /* resource locked or busy */
-	TL_ETOOBIG,	 /* over a configured size cap */
-	TL_EAUTH,	 /* authentication / signature failed */
-	TL_ECLOSED,	 /* object closed or shutting down */
-	TL_EEXIST,	 /* already exists */
-	TL_ETIMEDOUT,	 /* deadline passed */
-	TL_EUNAVAIL,	 /* backend unavailable (database or server down) */
-	TL_ELOCKED,	 /* held by another process */
+	TL_EINVAL = 1,   /* bad argument or malformed input */
+	TL_ENOMEM,       /* allocation failed */
+	TL_EIO,          /* I/O error */
+	TL_ENOSPC,       /* no space left on the data device */
+	TL_EAGAIN,       /* try again later (nothing lost) */
+	TL_ECORRUPT,     /* stored data failed its integrity check */
+	TL_ENOTFOUND,    /* no such object */
+	TL_EBUSY,        /* resource locked or busy */
+	TL_ETOOBIG,      /* over a configured size cap */
+	TL_EAUTH,        /* authentication / signature failed */
+	TL_ECLOSED,      /* object closed or shutting down */
+	TL_EEXIST,       /* already exists */
+	TL_ETIMEDOUT,    /* deadline passed */
+	TL_EUNAVAIL,     /* backend unavailable (database or server down) */
+	TL_ELOCKED,      /* held by another process */
 	TL_EUNSUPPORTED, /* unknown scheme / feature */
 	TL_ERR__COUNT
 };

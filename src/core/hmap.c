@@ -72,7 +72,7 @@ static int grow(struct tl_hmap *m)
 }
 
 long tl_hmap_upsert(struct tl_hmap *m, uint64_t hash, const void *key, tl_hmap_eq_fn eq, const void *arg,
-		    uint32_t new_index, int *inserted)
+                    uint32_t new_index, int *inserted)
 {
 	*inserted = 0;
 	if ((m->count + 1) * 4 > m->cap * 3) {

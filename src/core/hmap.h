@@ -13,9 +13,9 @@
 #include <stdint.h>
 
 struct tl_hmap {
-	uint64_t *hashes;  /* 0 = empty slot (hash 0 is remapped to 1) */
+	uint64_t *hashes; /* 0 = empty slot (hash 0 is remapped to 1) */
 	uint32_t *indices;
-	size_t cap;	   /* power of two */
+	size_t cap; /* power of two */
 	size_t count;
 };
 
@@ -32,6 +32,6 @@ long tl_hmap_find(const struct tl_hmap *m, uint64_t hash, const void *key, tl_hm
 /* Finds key or inserts new_index for it. Returns the existing index, or
  * new_index when inserted (then *inserted = 1), or -TL_ENOMEM. */
 long tl_hmap_upsert(struct tl_hmap *m, uint64_t hash, const void *key, tl_hmap_eq_fn eq, const void *arg,
-		    uint32_t new_index, int *inserted);
+                    uint32_t new_index, int *inserted);
 
 #endif

@@ -11,7 +11,7 @@
 
 struct tl_classify_opts {
 	int64_t machine_open_window_ms; /* open within this of send => machine (default 2000) */
-	int64_t bot_click_window_ms;	/* click within this of send => bot (default 2000) */
+	int64_t bot_click_window_ms;    /* click within this of send => bot (default 2000) */
 };
 
 /* Fills o with the defaults. */

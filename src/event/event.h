@@ -51,14 +51,14 @@ enum tl_bounce_class {
 
 /* Event flags (bit set). Part of the codec. */
 enum {
-	TL_EVF_MACHINE = 1u << 0,   /* open classified as a machine open */
-	TL_EVF_BOT = 1u << 1,	    /* click classified as a bot click */
-	TL_EVF_HEAD = 1u << 2,	    /* the hit was a HEAD request */
-	TL_EVF_HIT = 1u << 3,	    /* raw pixel/click hit: fields are in `token`, unverified */
-	TL_EVF_HASHED = 1u << 4,    /* `recipient` is already the tenant-keyed hash */
-	TL_EVF_ENRICHED = 1u << 5,  /* passed the enricher (classified, resolved) */
+	TL_EVF_MACHINE = 1u << 0,          /* open classified as a machine open */
+	TL_EVF_BOT = 1u << 1,              /* click classified as a bot click */
+	TL_EVF_HEAD = 1u << 2,             /* the hit was a HEAD request */
+	TL_EVF_HIT = 1u << 3,              /* raw pixel/click hit: fields are in `token`, unverified */
+	TL_EVF_HASHED = 1u << 4,           /* `recipient` is already the tenant-keyed hash */
+	TL_EVF_ENRICHED = 1u << 5,         /* passed the enricher (classified, resolved) */
 	TL_EVF_PROVIDER_MACHINE = 1u << 6, /* provider says machine open (e.g. sg_machine_open) */
-	TL_EVF_DEAD = 1u << 7,	    /* rejected by the enricher: a placeholder, never counted */
+	TL_EVF_DEAD = 1u << 7,             /* rejected by the enricher: a placeholder, never counted */
 };
 
 /* Size limits of each field, enforced by every parser (DESIGN.md §4). */
@@ -76,16 +76,16 @@ enum {
 #define TL_MAX_EVENT_JSON 16384 /* one NDJSON line */
 
 struct tl_event {
-	uint8_t type;	      /* enum tl_event_type */
+	uint8_t type;         /* enum tl_event_type */
 	uint8_t bounce_class; /* enum tl_bounce_class */
-	uint16_t flags;	      /* TL_EVF_* */
-	int64_t ts_ms;	      /* event time, ms since epoch */
+	uint16_t flags;       /* TL_EVF_* */
+	int64_t ts_ms;        /* event time, ms since epoch */
 	int64_t arrival_ms;   /* when the collector received it */
 	int64_t sent_ms;      /* send time of the message if known (token issue time), else 0 */
 	uint64_t src_offset;  /* offset of the source record in `events` (enriched events only) */
 	struct tl_str tenant;
 	struct tl_str campaign;
-	struct tl_str variant; /* empty = no variant */
+	struct tl_str variant;   /* empty = no variant */
 	struct tl_str recipient; /* raw id, or the keyed hash when TL_EVF_HASHED */
 	struct tl_str message;
 	struct tl_str id; /* idempotency key */
@@ -118,8 +118,8 @@ int tl_event_decode(const void *buf, size_t len, struct tl_event *ev) TL_MUST_CH
  * "unknown type \"opne\"", "missing campaign", "bad ts") into err. The tenant
  * field, if present, is parsed but the caller decides whether it is allowed.
  * Any thread (a is the caller's). */
-int tl_event_from_json(const char *json, size_t len, struct tl_arena *a, struct tl_event *ev,
-		       char *err, size_t errlen) TL_MUST_CHECK;
+int tl_event_from_json(const char *json, size_t len, struct tl_arena *a, struct tl_event *ev, char *err,
+                       size_t errlen) TL_MUST_CHECK;
 
 /* Appends ev as one canonical JSON object (no trailing newline). Fields that
  * are empty are omitted; flags appear as "machine":true / "bot":true; hits

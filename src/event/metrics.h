@@ -33,21 +33,21 @@ enum tl_metric {
 
 /* Kinds of exact-unique sets: distinct recipients per (tenant, campaign, kind). */
 enum tl_unique_kind {
-	TL_U_OPEN,	  /* any open            -> unique_opens */
+	TL_U_OPEN,        /* any open            -> unique_opens */
 	TL_U_HUMAN_OPEN,  /* a non-machine open  -> unique_human_opens */
-	TL_U_CLICK,	  /* any click           -> unique_clicks */
+	TL_U_CLICK,       /* any click           -> unique_clicks */
 	TL_U_HUMAN_CLICK, /* a non-bot click     -> unique_human_clicks */
 	TL_U__COUNT
 };
 
 enum tl_rate {
-	TL_R_DELIVERY,	    /* delivered / sent */
-	TL_R_BOUNCE,	    /* bounced / sent */
-	TL_R_OPEN,	    /* unique_opens / delivered */
+	TL_R_DELIVERY,      /* delivered / sent */
+	TL_R_BOUNCE,        /* bounced / sent */
+	TL_R_OPEN,          /* unique_opens / delivered */
 	TL_R_HUMAN_OPEN,    /* unique_human_opens / delivered */
-	TL_R_CLICK,	    /* unique_clicks / delivered */
+	TL_R_CLICK,         /* unique_clicks / delivered */
 	TL_R_CLICK_TO_OPEN, /* unique_clicks / unique_opens */
-	TL_R_COMPLAINT,	    /* complaints / delivered */
+	TL_R_COMPLAINT,     /* complaints / delivered */
 	TL_R_UNSUBSCRIBE,   /* unsubscribes / delivered */
 	TL_R__COUNT
 };
@@ -75,8 +75,7 @@ unsigned tl_metrics_unique_kinds(const struct tl_event *ev);
 
 /* Computes every rate from counts; valid[r] is false when the denominator is 0
  * (the rate is JSON null). */
-void tl_rates_compute(const int64_t counts[TL_M__COUNT], double rate[TL_R__COUNT],
-		      bool valid[TL_R__COUNT]);
+void tl_rates_compute(const int64_t counts[TL_M__COUNT], double rate[TL_R__COUNT], bool valid[TL_R__COUNT]);
 
 /* Appends {"sent":1,…} and {"delivery_rate":0.98,…|null} objects. */
 int tl_metrics_counts_json(const int64_t counts[TL_M__COUNT], struct tl_buf *out) TL_MUST_CHECK;

@@ -26,19 +26,19 @@ struct tl_token {
  * Returns 0, -TL_EINVAL (a field over its limit, a click without url, or a
  * url that is not http(s)), -TL_ETOOBIG or -TL_ENOMEM. */
 int tl_token_mint(const struct tl_token *t, const unsigned char *key, size_t key_len,
-		  struct tl_buf *out) TL_MUST_CHECK;
+                  struct tl_buf *out) TL_MUST_CHECK;
 
 /* Decodes the payload of text (len bytes) WITHOUT checking the signature, into
  * t (strings point into scratch, which must hold at least len bytes). Use it
  * only to learn t->tenant before tl_token_verify. Returns 0 or -TL_EINVAL. */
 int tl_token_peek(const char *text, size_t len, unsigned char *scratch, size_t scratch_len,
-		  struct tl_token *t) TL_MUST_CHECK;
+                  struct tl_token *t) TL_MUST_CHECK;
 
 /* Decodes and verifies text with key (constant-time MAC comparison). On
  * success fills t like tl_token_peek and returns 0; a bad format returns
  * -TL_EINVAL, a bad signature -TL_EAUTH. */
 int tl_token_verify(const char *text, size_t len, const unsigned char *key, size_t key_len,
-		    unsigned char *scratch, size_t scratch_len, struct tl_token *t) TL_MUST_CHECK;
+                    unsigned char *scratch, size_t scratch_len, struct tl_token *t) TL_MUST_CHECK;
 
 /* base64url without padding. encode appends; decode writes at most out_cap
  * bytes and returns the decoded length or -TL_EINVAL. */
@@ -53,7 +53,7 @@ long tl_hex_decode(const char *in, size_t n, unsigned char *out, size_t out_cap)
  * 32 characters + NUL into out. The raw recipient is never stored. */
 #define TL_RCPT_HASH_LEN 32
 void tl_recipient_hash(const unsigned char *salt, size_t salt_len, const char *rcpt, size_t n,
-		       char out[TL_RCPT_HASH_LEN + 1]);
+                       char out[TL_RCPT_HASH_LEN + 1]);
 
 /* Constant-time comparison; returns 1 when equal. */
 int tl_ct_equal(const void *a, const void *b, size_t n);

@@ -113,8 +113,8 @@ static int connect_store(struct tl_aggregator *a)
 		int rc = tl_store_open(a->db_uri, &a->st);
 		if (!rc) {
 			for (size_t i = 0; i < a->n_subs && !rc; i++) {
-				rc = tl_store_offset_get(a->st, CONSUMER, a->subs[i].topic, a->subs[i].partition,
-							 &a->subs[i].start);
+				rc = tl_store_offset_get(a->st, CONSUMER, a->subs[i].topic,
+				                         a->subs[i].partition, &a->subs[i].start);
 				a->offs[i].next = a->subs[i].start;
 			}
 			if (!rc)
@@ -125,7 +125,7 @@ static int connect_store(struct tl_aggregator *a)
 		if (atomic_load(&a->stopping))
 			return -TL_ECLOSED;
 		tl_warn("aggregate: store %s: %s; retrying in %lld ms", a->db_uri, tl_strerror(rc),
-			(long long)backoff);
+		        (long long)backoff);
 		sleep_ms(backoff);
 		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
 	}
@@ -151,12 +151,13 @@ static int apply(struct tl_aggregator *a)
 		}
 		atomic_fetch_add(&a->retries, 1);
 		if (atomic_load(&a->stopping) && backoff > 1000) {
-			tl_warn("aggregate: giving up on the held batch at shutdown (%s); it is re-read on start",
-				tl_strerror(rc));
+			tl_warn(
+			    "aggregate: giving up on the held batch at shutdown (%s); it is re-read on start",
+			    tl_strerror(rc));
 			return rc;
 		}
 		tl_warn("aggregate: applying a batch of %zu events failed: %s; retrying in %lld ms",
-			tl_fold_count(a->fold), tl_strerror(rc), (long long)backoff);
+		        tl_fold_count(a->fold), tl_strerror(rc), (long long)backoff);
 		sleep_ms(backoff);
 		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
 	}
@@ -203,16 +204,19 @@ static int check_offsets(struct tl_aggregator *a)
 		uint64_t end;
 		int rc = tl_stream_end_offset(a->o.stream, a->subs[i].topic, a->subs[i].partition, &end);
 		if (rc) {
-			tl_warn("aggregate: %s/%d: end of the stream unknown (%s); stored offsets not checked",
-				a->subs[i].topic, a->subs[i].partition, tl_strerror(rc));
+			tl_warn(
+			    "aggregate: %s/%d: end of the stream unknown (%s); stored offsets not checked",
+			    a->subs[i].topic, a->subs[i].partition, tl_strerror(rc));
 			return TL_OK;
 		}
 		if (a->subs[i].start > end) {
-			tl_error("aggregate: the reporting DB has counted %s/%d up to offset %llu but the stream ends "
-				 "at %llu: this DB was fed from another stream (--stream, its prefix) or the stream "
-				 "lost records; refusing to skip records silently",
-				 a->subs[i].topic, a->subs[i].partition, (unsigned long long)a->subs[i].start,
-				 (unsigned long long)end);
+			tl_error("aggregate: the reporting DB has counted %s/%d up to offset %llu but the "
+			         "stream ends "
+			         "at %llu: this DB was fed from another stream (--stream, its prefix) or the "
+			         "stream "
+			         "lost records; refusing to skip records silently",
+			         a->subs[i].topic, a->subs[i].partition, (unsigned long long)a->subs[i].start,
+			         (unsigned long long)end);
 			return -TL_ECORRUPT;
 		}
 	}
@@ -243,7 +247,8 @@ int tl_aggregator_run(struct tl_aggregator *a)
 		}
 		int n = want ? tl_consumer_poll(a->cons, a->recs, want, timeout) : 0;
 		if (n < 0) {
-			tl_error("aggregate: reading: %s at %s", tl_strerror(n), tl_consumer_error_detail(a->cons));
+			tl_error("aggregate: reading: %s at %s", tl_strerror(n),
+			         tl_consumer_error_detail(a->cons));
 			if (n == -TL_ECORRUPT)
 				return n; /* never skip silently: an operator must look */
 			sleep_ms(100);
@@ -255,8 +260,8 @@ int tl_aggregator_run(struct tl_aggregator *a)
 			struct tl_event ev;
 			if (tl_event_decode(r->value, r->value_len, &ev)) {
 				atomic_fetch_add(&a->undecodable, 1);
-				tl_warn("aggregate: undecodable record %s/%d@%llu skipped", a->subs[r->sub].topic,
-					r->partition, (unsigned long long)r->offset);
+				tl_warn("aggregate: undecodable record %s/%d@%llu skipped",
+				        a->subs[r->sub].topic, r->partition, (unsigned long long)r->offset);
 				continue;
 			}
 			if (ev.flags & (TL_EVF_DEAD | TL_EVF_HIT)) {
@@ -289,19 +294,21 @@ int tl_aggregator_run(struct tl_aggregator *a)
 
 int tl_aggregator_metrics(struct tl_aggregator *a, struct tl_buf *out)
 {
-	int rc = tl_buf_printf(out,
-			       "# TYPE tally_aggregate_batches_total counter\ntally_aggregate_batches_total %llu\n"
-			       "# TYPE tally_aggregate_events_total counter\ntally_aggregate_events_total %llu\n"
-			       "# TYPE tally_aggregate_duplicates_total counter\ntally_aggregate_duplicates_total %llu\n"
-			       "# TYPE tally_aggregate_retries_total counter\ntally_aggregate_retries_total %llu\n"
-			       "# TYPE tally_aggregate_skipped_total counter\ntally_aggregate_skipped_total{reason=\"dead\"} %llu\n"
-			       "tally_aggregate_skipped_total{reason=\"undecodable\"} %llu\n",
-			       (unsigned long long)atomic_load(&a->batches), (unsigned long long)atomic_load(&a->events),
-			       (unsigned long long)atomic_load(&a->duplicates),
-			       (unsigned long long)atomic_load(&a->retries), (unsigned long long)atomic_load(&a->dead),
-			       (unsigned long long)atomic_load(&a->undecodable));
+	int rc = tl_buf_printf(
+	    out,
+	    "# TYPE tally_aggregate_batches_total counter\ntally_aggregate_batches_total %llu\n"
+	    "# TYPE tally_aggregate_events_total counter\ntally_aggregate_events_total %llu\n"
+	    "# TYPE tally_aggregate_duplicates_total counter\ntally_aggregate_duplicates_total %llu\n"
+	    "# TYPE tally_aggregate_retries_total counter\ntally_aggregate_retries_total %llu\n"
+	    "# TYPE tally_aggregate_skipped_total counter\ntally_aggregate_skipped_total{reason=\"dead\"} "
+	    "%llu\n"
+	    "tally_aggregate_skipped_total{reason=\"undecodable\"} %llu\n",
+	    (unsigned long long)atomic_load(&a->batches), (unsigned long long)atomic_load(&a->events),
+	    (unsigned long long)atomic_load(&a->duplicates), (unsigned long long)atomic_load(&a->retries),
+	    (unsigned long long)atomic_load(&a->dead), (unsigned long long)atomic_load(&a->undecodable));
 	if (!rc)
 		rc = tl_lagstat_prometheus(&a->lag, "tally_event_lag_ms",
-					   "event arrival at the collector to committed in the reporting DB", out);
+		                           "event arrival at the collector to committed in the reporting DB",
+		                           out);
 	return rc;
 }

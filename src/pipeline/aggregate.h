@@ -23,8 +23,8 @@ struct tl_aggregator;
 struct tl_aggregator_opts {
 	struct tl_stream *stream; /* not owned */
 	const char *db_uri;
-	uint64_t partitions;	  /* bit mask of owned partitions */
-	int poll_interval_ms;	  /* default 200 */
+	uint64_t partitions;      /* bit mask of owned partitions */
+	int poll_interval_ms;     /* default 200 */
 	size_t batch_max_events;  /* default 50000 */
 	int64_t dedupe_window_ms; /* default 72 h */
 };

@@ -15,7 +15,7 @@
 /* ---- the pure part ------------------------------------------------------ */
 
 int tl_enrich_event(const struct tl_enrich_ctx *ctx, struct tl_event *ev, struct tl_enrich_scratch *scratch,
-		    const char **reason)
+                    const char **reason)
 {
 	*reason = NULL;
 	if (ev->type != TL_EV_OPEN && ev->type != TL_EV_CLICK) {
@@ -33,8 +33,8 @@ int tl_enrich_event(const struct tl_enrich_ctx *ctx, struct tl_event *ev, struct
 			*reason = "unknown_tenant";
 			return -TL_EAUTH;
 		}
-		int rc = tl_token_verify(ev->token.p, ev->token.n, tn->link_key, sizeof tn->link_key, scratch->token,
-					 sizeof scratch->token, &t);
+		int rc = tl_token_verify(ev->token.p, ev->token.n, tn->link_key, sizeof tn->link_key,
+		                         scratch->token, sizeof scratch->token, &t);
 		if (rc) {
 			*reason = rc == -TL_EAUTH ? "bad_signature" : "bad_token";
 			return rc;
@@ -49,7 +49,8 @@ int tl_enrich_event(const struct tl_enrich_ctx *ctx, struct tl_event *ev, struct
 		ev->message = t.message;
 		ev->url = t.url;
 		ev->sent_ms = t.issued_ms;
-		tl_recipient_hash(tn->salt, sizeof tn->salt, t.recipient.p, t.recipient.n, scratch->rcpt_hash);
+		tl_recipient_hash(tn->salt, sizeof tn->salt, t.recipient.p, t.recipient.n,
+		                  scratch->rcpt_hash);
 		ev->recipient = tl_str_of(scratch->rcpt_hash, TL_RCPT_HASH_LEN);
 		ev->token = TL_STR_NULL;
 		ev->flags = (uint16_t)((ev->flags & ~TL_EVF_HIT) | TL_EVF_HASHED);
@@ -59,7 +60,8 @@ int tl_enrich_event(const struct tl_enrich_ctx *ctx, struct tl_event *ev, struct
 			*reason = "unknown_tenant";
 			return -TL_EAUTH;
 		}
-		tl_recipient_hash(tn->salt, sizeof tn->salt, ev->recipient.p, ev->recipient.n, scratch->rcpt_hash);
+		tl_recipient_hash(tn->salt, sizeof tn->salt, ev->recipient.p, ev->recipient.n,
+		                  scratch->rcpt_hash);
 		ev->recipient = tl_str_of(scratch->rcpt_hash, TL_RCPT_HASH_LEN);
 		ev->flags |= TL_EVF_HASHED;
 	}
@@ -78,13 +80,13 @@ int tl_enrich_event(const struct tl_enrich_ctx *ctx, struct tl_event *ev, struct
 #define N_REASONS 5
 
 static const char *const reasons[N_REASONS] = {"bad_token", "bad_signature", "unknown_tenant", "token_kind",
-					       "invalid_event"};
+                                               "invalid_event"};
 
 struct out_part {
-	struct tl_buf data;  /* encoded values, back to back */
-	size_t *ends;	     /* end of each value in data */
-	uint64_t *src;	     /* source offset of each record: its idempotency id */
-	char (*ids)[32];     /* "events/<p>/<offset>", for backends that drop re-sends */
+	struct tl_buf data; /* encoded values, back to back */
+	size_t *ends;       /* end of each value in data */
+	uint64_t *src;      /* source offset of each record: its idempotency id */
+	char (*ids)[32];    /* "events/<p>/<offset>", for backends that drop re-sends */
 	struct tl_record *recs;
 	size_t n;
 };
@@ -234,7 +236,7 @@ static int open_consumer(struct tl_enricher *e)
 		int rc = resume_offset(e, e->subs[i].partition, &e->subs[i].start);
 		if (rc) {
 			tl_error("enrich: finding the resume point of partition %d: %s", e->subs[i].partition,
-				 tl_strerror(rc));
+			         tl_strerror(rc));
 			return rc;
 		}
 	}
@@ -257,7 +259,7 @@ static int dead_copy(struct tl_enricher *e, const struct tl_event *ev, const cha
 {
 	size_t start = e->dead.len;
 	int rc = tl_buf_printf(&e->dead, "{\"reason\":\"%s\",\"partition_offset\":%llu,\"event\":", reason,
-			       (unsigned long long)ev->src_offset);
+	                       (unsigned long long)ev->src_offset);
 	if (!rc)
 		rc = tl_event_to_json(ev, &e->dead);
 	if (!rc)
@@ -286,7 +288,7 @@ static int process(struct tl_enricher *e, int n)
 			reason = "invalid_event";
 		} else {
 			rc = tl_enrich_event(&(struct tl_enrich_ctx){lookup, e->tenants, e->o.classify}, &ev,
-					     &e->scratch, &reason);
+			                     &e->scratch, &reason);
 		}
 		ev.src_offset = r->offset;
 		if (reason) {
@@ -295,8 +297,8 @@ static int process(struct tl_enricher *e, int n)
 					atomic_fetch_add(&e->rejected[k], 1);
 			ev.flags |= TL_EVF_DEAD;
 			if (dead_copy(e, &ev, reason))
-				tl_warn("enrich: dead-letter copy of %d@%llu dropped (too large)", r->partition,
-					(unsigned long long)r->offset);
+				tl_warn("enrich: dead-letter copy of %d@%llu dropped (too large)",
+				        r->partition, (unsigned long long)r->offset);
 		} else {
 			if (ev.flags & TL_EVF_MACHINE)
 				atomic_fetch_add(&e->machine, 1);
@@ -329,17 +331,18 @@ static int flush(struct tl_enricher *e)
 		size_t start = 0;
 		for (size_t i = 0; i < op->n; i++) {
 			int idn = snprintf(op->ids[i], sizeof op->ids[i], "events/%d/%llu", p,
-					   (unsigned long long)op->src[i]);
+			                   (unsigned long long)op->src[i]);
 			op->recs[i] = (struct tl_record){.value = op->data.data + start,
-							 .value_len = (uint32_t)(op->ends[i] - start),
-							 .msg_id = op->ids[i],
-							 .msg_id_len = (uint32_t)idn};
+			                                 .value_len = (uint32_t)(op->ends[i] - start),
+			                                 .msg_id = op->ids[i],
+			                                 .msg_id_len = (uint32_t)idn};
 			start = op->ends[i];
 		}
 		pthread_mutex_lock(&e->wg.mu);
 		e->wg.pending++;
 		pthread_mutex_unlock(&e->wg.mu);
-		int arc = tl_stream_append(e->o.stream, TL_TOPIC_METRICS, p, op->recs, op->n, done_cb, &e->wg);
+		int arc =
+		    tl_stream_append(e->o.stream, TL_TOPIC_METRICS, p, op->recs, op->n, done_cb, &e->wg);
 		if (arc) {
 			rc = arc;
 			pthread_mutex_lock(&e->wg.mu);
@@ -359,8 +362,8 @@ static int flush(struct tl_enricher *e)
 		/* dead-letter copies are for people to inspect: at least once */
 		size_t start = 0;
 		for (size_t i = 0; i < e->n_dead; i++) {
-			e->dead_recs[i] = (struct tl_record){.value = e->dead.data + start,
-							     .value_len = (uint32_t)(e->dead_ends[i] - start)};
+			e->dead_recs[i] = (struct tl_record){
+			    .value = e->dead.data + start, .value_len = (uint32_t)(e->dead_ends[i] - start)};
 			start = e->dead_ends[i];
 		}
 		int drc = tl_stream_append_sync(e->o.stream, TL_TOPIC_DEAD, 0, e->dead_recs, e->n_dead);
@@ -396,7 +399,8 @@ int tl_enricher_run(struct tl_enricher *e)
 		int n = tl_consumer_poll(e->cons, e->in, e->o.batch_max, 200);
 		(void)tl_tenant_cache_refresh(e->tenants);
 		if (n < 0) {
-			tl_error("enrich: reading: %s at %s", tl_strerror(n), tl_consumer_error_detail(e->cons));
+			tl_error("enrich: reading: %s at %s", tl_strerror(n),
+			         tl_consumer_error_detail(e->cons));
 			if (n == -TL_ECORRUPT)
 				return n;
 			sleep_ms(100);
@@ -409,8 +413,9 @@ int tl_enricher_run(struct tl_enricher *e)
 		if (rc) {
 			/* nothing after the last durable output is assumed: re-read from there */
 			atomic_fetch_add(&e->append_failures, 1);
-			tl_warn("enrich: writing metrics: %s; resuming from the last durable record in %lld ms",
-				tl_strerror(rc), (long long)backoff);
+			tl_warn(
+			    "enrich: writing metrics: %s; resuming from the last durable record in %lld ms",
+			    tl_strerror(rc), (long long)backoff);
 			for (int p = 0; p < e->P; p++) {
 				tl_buf_reset(&e->out[p].data);
 				e->out[p].n = 0;
@@ -421,7 +426,8 @@ int tl_enricher_run(struct tl_enricher *e)
 			backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
 			while ((rc = open_consumer(e)) && !atomic_load(&e->stopping)) {
 				if (rc == -TL_ECORRUPT)
-					return rc; /* the resume point itself is damaged: an operator must look */
+					return rc; /* the resume point itself is damaged: an operator must
+					              look */
 				sleep_ms(backoff);
 			}
 			continue;
@@ -434,15 +440,16 @@ int tl_enricher_run(struct tl_enricher *e)
 int tl_enricher_metrics(struct tl_enricher *e, struct tl_buf *out)
 {
 	int rc = tl_buf_printf(out,
-			       "# TYPE tally_enrich_events_total counter\ntally_enrich_events_total %llu\n"
-			       "# TYPE tally_enrich_classified_total counter\n"
-			       "tally_enrich_classified_total{class=\"machine_open\"} %llu\n"
-			       "tally_enrich_classified_total{class=\"bot_click\"} %llu\n"
-			       "# TYPE tally_enrich_dead_total counter\n",
-			       (unsigned long long)atomic_load(&e->processed), (unsigned long long)atomic_load(&e->machine),
-			       (unsigned long long)atomic_load(&e->bot));
+	                       "# TYPE tally_enrich_events_total counter\ntally_enrich_events_total %llu\n"
+	                       "# TYPE tally_enrich_classified_total counter\n"
+	                       "tally_enrich_classified_total{class=\"machine_open\"} %llu\n"
+	                       "tally_enrich_classified_total{class=\"bot_click\"} %llu\n"
+	                       "# TYPE tally_enrich_dead_total counter\n",
+	                       (unsigned long long)atomic_load(&e->processed),
+	                       (unsigned long long)atomic_load(&e->machine),
+	                       (unsigned long long)atomic_load(&e->bot));
 	for (int k = 0; k < N_REASONS && !rc; k++)
 		rc = tl_buf_printf(out, "tally_enrich_dead_total{reason=\"%s\"} %llu\n", reasons[k],
-				   (unsigned long long)atomic_load(&e->rejected[k]));
+		                   (unsigned long long)atomic_load(&e->rejected[k]));
 	return rc;
 }

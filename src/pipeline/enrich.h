@@ -38,14 +38,14 @@ struct tl_enrich_scratch {
  * set to a static reason ("bad_token", "bad_signature", "unknown_tenant",
  * "token_kind", "invalid_event"). Any thread (ctx lookup permitting). */
 int tl_enrich_event(const struct tl_enrich_ctx *ctx, struct tl_event *ev, struct tl_enrich_scratch *scratch,
-		    const char **reason) TL_MUST_CHECK;
+                    const char **reason) TL_MUST_CHECK;
 
 struct tl_enricher;
 
 struct tl_enricher_opts {
 	struct tl_stream *stream; /* not owned */
-	const char *db_uri;	  /* tenants */
-	uint64_t partitions;	  /* owned partitions mask */
+	const char *db_uri;       /* tenants */
+	uint64_t partitions;      /* owned partitions mask */
 	struct tl_classify_opts classify;
 	size_t batch_max; /* records per poll, default 4096 */
 };

@@ -28,7 +28,7 @@ struct tl_fold {
 	int64_t min_arrival;
 	/* scratch for apply, rebuilt on every call */
 	struct tl_hmap ids, rows_map, umap;
-	uint32_t *cand;		  /* indices of events distinct by id */
+	uint32_t *cand; /* indices of events distinct by id */
 	struct tl_dedupe_key *dkeys;
 	uint8_t *is_new;
 	struct tl_count_row *rows;
@@ -101,8 +101,8 @@ int tl_fold_add(struct tl_fold *f, const struct tl_event *ev)
 		return -TL_ETOOBIG;
 	struct fev *e = &f->ev[f->n];
 	if (copy_str(&f->arena, &e->tenant, ev->tenant) || copy_str(&f->arena, &e->campaign, ev->campaign) ||
-	    copy_str(&f->arena, &e->variant, ev->variant) || copy_str(&f->arena, &e->recipient, ev->recipient) ||
-	    copy_str(&f->arena, &e->id, ev->id))
+	    copy_str(&f->arena, &e->variant, ev->variant) ||
+	    copy_str(&f->arena, &e->recipient, ev->recipient) || copy_str(&f->arena, &e->id, ev->id))
 		return -TL_ENOMEM;
 	e->ts_ms = ev->ts_ms;
 	e->arrival_ms = ev->arrival_ms ? ev->arrival_ms : ev->ts_ms;
@@ -180,7 +180,7 @@ static int64_t floor_minute(int64_t ms)
 }
 
 int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, const char *consumer,
-		  const struct tl_offset *offs, size_t n_offs, struct tl_fold_stats *stats)
+                  const struct tl_offset *offs, size_t n_offs, struct tl_fold_stats *stats)
 {
 	struct tl_fold_stats s = {.events = f->n};
 	int rc;
@@ -218,10 +218,12 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 			continue;
 		const struct fev *e = &f->ev[f->cand[c]];
 		struct tl_event ev = {.type = e->type, .bounce_class = e->bounce_class, .flags = e->flags};
-		struct tl_count_row key = {.tenant = e->tenant, .campaign = e->campaign, .variant = e->variant,
-					   .minute_ms = floor_minute(e->ts_ms)};
+		struct tl_count_row key = {.tenant = e->tenant,
+		                           .campaign = e->campaign,
+		                           .variant = e->variant,
+		                           .minute_ms = floor_minute(e->ts_ms)};
 		uint64_t h = XXH3_64bits_withSeed(e->variant.p, e->variant.n, hash2(e->tenant, e->campaign)) ^
-			     (uint64_t)key.minute_ms * 0x9E3779B97F4A7C15ULL;
+		             (uint64_t)key.minute_ms * 0x9E3779B97F4A7C15ULL;
 		int ins;
 		long r = tl_hmap_upsert(&f->rows_map, h, &key, row_eq, f, (uint32_t)f->n_rows, &ins);
 		if (r < 0) {
@@ -245,9 +247,10 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 		for (unsigned k = 0; k < TL_U__COUNT; k++) {
 			if (!(kinds & (1u << k)))
 				continue;
-			struct tl_unique_key uk = {e->tenant, e->campaign, (uint8_t)k, e->recipient, e->ts_ms};
+			struct tl_unique_key uk = {e->tenant, e->campaign, (uint8_t)k, e->recipient,
+			                           e->ts_ms};
 			uint64_t uh = XXH3_64bits_withSeed(e->recipient.p, e->recipient.n,
-							   hash2(e->tenant, e->campaign) + k);
+			                                   hash2(e->tenant, e->campaign) + k);
 			long u = tl_hmap_upsert(&f->umap, uh, &uk, u_eq, f, (uint32_t)f->n_u, &ins);
 			if (u < 0) {
 				rc = (int)u;

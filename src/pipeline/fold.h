@@ -14,10 +14,10 @@
 struct tl_fold;
 
 struct tl_fold_stats {
-	size_t events;	    /* events given to apply */
+	size_t events;      /* events given to apply */
 	size_t duplicates;  /* dropped by id (in the batch or seen before) */
-	size_t counted;	    /* events whose counts were added */
-	size_t rows;	    /* counter rows upserted */
+	size_t counted;     /* events whose counts were added */
+	size_t rows;        /* counter rows upserted */
 	size_t uniques_new; /* new unique-set members */
 };
 
@@ -37,7 +37,7 @@ int64_t tl_fold_min_arrival(const struct tl_fold *f);
  * deltas → offsets → commit. On failure the transaction is rolled back, the
  * fold keeps its events and apply may simply be called again. */
 int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, const char *consumer,
-		  const struct tl_offset *offs, size_t n_offs, struct tl_fold_stats *stats) TL_MUST_CHECK;
+                  const struct tl_offset *offs, size_t n_offs, struct tl_fold_stats *stats) TL_MUST_CHECK;
 
 /* Forgets every event held (after a successful apply). */
 void tl_fold_reset(struct tl_fold *f);

@@ -1,7 +1,7 @@
 #include "pipeline/lagstat.h"
 
-static const int64_t bounds[TL_LAG_BUCKETS] = {1,   2,   5,    10,   20,   50,	 100,	200,
-					       300, 500, 1000, 2000, 5000, 10000, 30000, 60000};
+static const int64_t bounds[TL_LAG_BUCKETS] = {1,   2,   5,    10,   20,   50,    100,   200,
+                                               300, 500, 1000, 2000, 5000, 10000, 30000, 60000};
 
 void tl_lagstat_add(struct tl_lagstat *l, int64_t ms)
 {
@@ -23,13 +23,14 @@ int tl_lagstat_prometheus(struct tl_lagstat *l, const char *name, const char *he
 		cum += atomic_load_explicit(&l->bucket[i], memory_order_relaxed);
 		if (i < TL_LAG_BUCKETS)
 			rc = tl_buf_printf(out, "%s_bucket{le=\"%lld\"} %llu\n", name, (long long)bounds[i],
-					   (unsigned long long)cum);
+			                   (unsigned long long)cum);
 		else
-			rc = tl_buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+			rc = tl_buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name,
+			                   (unsigned long long)cum);
 	}
 	if (!rc)
 		rc = tl_buf_printf(out, "%s_sum %llu\n%s_count %llu\n", name,
-				   (unsigned long long)atomic_load(&l->sum_ms), name,
-				   (unsigned long long)atomic_load(&l->count));
+		                   (unsigned long long)atomic_load(&l->sum_ms), name,
+		                   (unsigned long long)atomic_load(&l->count));
 	return rc;
 }

@@ -21,6 +21,7 @@ struct tl_lagstat {
 void tl_lagstat_add(struct tl_lagstat *l, int64_t ms);
 
 /* Appends the histogram as Prometheus text under metric name. */
-int tl_lagstat_prometheus(struct tl_lagstat *l, const char *name, const char *help, struct tl_buf *out) TL_MUST_CHECK;
+int tl_lagstat_prometheus(struct tl_lagstat *l, const char *name, const char *help,
+                          struct tl_buf *out) TL_MUST_CHECK;
 
 #endif

@@ -827,7 +827,7 @@ static int pg_last_seq(struct tl_store *st, int64_t *seq)
 		.tenants_version = pg_tenants_version, .begin = tl_pg_begin, .dedupe = tl_pg_dedupe,         \
 		.uniques = tl_pg_uniques, .add_counts = tl_pg_add_counts, .offsets_set = tl_pg_offsets_set,  \
 		.commit = tl_pg_commit, .rollback = tl_pg_rollback, .offset_get = pg_offset_get,             \
-		.prune_dedupe_step = tl_pg_prune_dedupe_step, .clear_source = tl_pg_clear_source,                      \
+		.prune_dedupe_step = tl_pg_prune_dedupe_step, .clear_source = tl_pg_clear_source,            \
 		.campaigns = pg_campaigns, .campaign = pg_campaign, .series = pg_series,                     \
 		.last_seq = pg_last_seq,                                                                     \
 	}

@@ -53,14 +53,16 @@ struct tl_tenant {
  * keys. api_key_out receives the API key text (shown once; NUL-terminated,
  * < TL_API_KEY_MAX). -TL_EEXIST if it exists, -TL_EINVAL for a bad name. */
 int tl_store_tenant_add(struct tl_store *st, const char *name, struct tl_tenant *out,
-			char api_key_out[TL_API_KEY_MAX]) TL_MUST_CHECK;
+                        char api_key_out[TL_API_KEY_MAX]) TL_MUST_CHECK;
 
 /* Sets (value != NULL) or removes one per-tenant setting. -TL_ENOTFOUND. */
-int tl_store_tenant_set(struct tl_store *st, const char *name, const char *key, const char *value) TL_MUST_CHECK;
+int tl_store_tenant_set(struct tl_store *st, const char *name, const char *key,
+                        const char *value) TL_MUST_CHECK;
 
 /* Loads every tenant; *out is an array the caller frees with
  * tl_tenants_free(). *version changes whenever any tenant or setting does. */
-int tl_store_tenants_load(struct tl_store *st, struct tl_tenant **out, size_t *n, int64_t *version) TL_MUST_CHECK;
+int tl_store_tenants_load(struct tl_store *st, struct tl_tenant **out, size_t *n,
+                          int64_t *version) TL_MUST_CHECK;
 
 /* Current tenants version, cheap (for polling). */
 int tl_store_tenants_version(struct tl_store *st, int64_t *version) TL_MUST_CHECK;
@@ -81,10 +83,10 @@ struct tl_dedupe_key {
 struct tl_unique_key {
 	struct tl_str tenant;
 	struct tl_str campaign;
-	uint8_t kind; /* enum tl_unique_kind */
+	uint8_t kind;            /* enum tl_unique_kind */
 	struct tl_str recipient; /* keyed hash */
-	int64_t ts_ms; /* event time of this sighting, kept with a first member so that
-			  tl_store_clear_source can remove a day's members (0 = unknown) */
+	int64_t ts_ms;           /* event time of this sighting, kept with a first member so that
+	                            tl_store_clear_source can remove a day's members (0 = unknown) */
 };
 
 struct tl_count_row {
@@ -107,17 +109,20 @@ int tl_store_begin(struct tl_store *st, enum tl_source src) TL_MUST_CHECK;
 
 /* Inserts the event ids that are new; is_new[i] = 1 for those (0 = seen
  * before, within the dedupe window). Keys must be distinct within one call. */
-int tl_store_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size_t n, uint8_t *is_new) TL_MUST_CHECK;
+int tl_store_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size_t n,
+                    uint8_t *is_new) TL_MUST_CHECK;
 
 /* Same for unique-recipient set members; is_new[i] = 1 for first members. */
-int tl_store_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t n, uint8_t *is_new) TL_MUST_CHECK;
+int tl_store_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t n,
+                     uint8_t *is_new) TL_MUST_CHECK;
 
 /* Adds counter deltas (upserts minute buckets, campaign totals and the
  * campaign list, recording first/last event times and the batch sequence). */
 int tl_store_add_counts(struct tl_store *st, const struct tl_count_row *rows, size_t n) TL_MUST_CHECK;
 
 /* Records consumer offsets (consumer = "aggregate", …). */
-int tl_store_offsets_set(struct tl_store *st, const char *consumer, const struct tl_offset *o, size_t n) TL_MUST_CHECK;
+int tl_store_offsets_set(struct tl_store *st, const char *consumer, const struct tl_offset *o,
+                         size_t n) TL_MUST_CHECK;
 
 /* Commits; returns 0 or a negative error (then everything since begin is gone). */
 int tl_store_commit(struct tl_store *st) TL_MUST_CHECK;
@@ -125,7 +130,7 @@ void tl_store_rollback(struct tl_store *st);
 
 /* Offset to resume from (0 when none stored). Outside a transaction. */
 int tl_store_offset_get(struct tl_store *st, const char *consumer, const char *topic, int partition,
-			uint64_t *next) TL_MUST_CHECK;
+                        uint64_t *next) TL_MUST_CHECK;
 
 /* One bounded step of pruning: deletes dedupe rows with ts older than
  * before_ms among the next chunk of the table (a few thousand keys, so the
@@ -140,7 +145,8 @@ int tl_store_prune_dedupe_step(struct tl_store *st, int64_t before_ms) TL_MUST_C
 int tl_store_prune_dedupe(struct tl_store *st, int64_t before_ms) TL_MUST_CHECK;
 
 /* Removes everything of one source for a day range (batch re-run). Inside a transaction. */
-int tl_store_clear_source(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms) TL_MUST_CHECK;
+int tl_store_clear_source(struct tl_store *st, enum tl_source src, int64_t from_ms,
+                          int64_t to_ms) TL_MUST_CHECK;
 
 /* ---- queries (API); every one is scoped to one tenant ------------------ */
 
@@ -156,20 +162,20 @@ typedef int (*tl_campaign_fn)(void *arg, const struct tl_campaign_summary *c);
 /* Calls fn for every campaign of tenant (ordered by campaign name) whose seq >
  * since_seq (0 = all). A non-zero return from fn stops and is returned. */
 int tl_store_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-		       tl_campaign_fn fn, void *arg) TL_MUST_CHECK;
+                       tl_campaign_fn fn, void *arg) TL_MUST_CHECK;
 
 /* Totals of one campaign (variant NULL = all variants summed; "" = the rows
  * without a variant). -TL_ENOTFOUND when the campaign has no data. */
 int tl_store_campaign(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		      const char *variant, struct tl_campaign_summary *out) TL_MUST_CHECK;
+                      const char *variant, struct tl_campaign_summary *out) TL_MUST_CHECK;
 
 /* Time series of one metric, bucketed by granularity seconds (60, 3600,
  * 86400), for [from_ms, to_ms). fn gets (bucket_start_ms, value) in time
  * order; empty buckets are not reported. */
 typedef int (*tl_point_fn)(void *arg, int64_t bucket_ms, int64_t value);
 int tl_store_series(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		    const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms,
-		    int64_t to_ms, tl_point_fn fn, void *arg) TL_MUST_CHECK;
+                    const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms,
+                    int64_t to_ms, tl_point_fn fn, void *arg) TL_MUST_CHECK;
 
 /* Highest applied batch sequence (for live updates). */
 int tl_store_last_seq(struct tl_store *st, int64_t *seq) TL_MUST_CHECK;
@@ -191,16 +197,16 @@ struct tl_store_ops {
 	int (*commit)(struct tl_store *st);
 	void (*rollback)(struct tl_store *st);
 	int (*offset_get)(struct tl_store *st, const char *consumer, const char *topic, int partition,
-			  uint64_t *next);
+	                  uint64_t *next);
 	int (*prune_dedupe_step)(struct tl_store *st, int64_t before_ms);
 	int (*clear_source)(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms);
 	int (*campaigns)(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-			 tl_campaign_fn fn, void *arg);
+	                 tl_campaign_fn fn, void *arg);
 	int (*campaign)(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-			const char *variant, struct tl_campaign_summary *out);
+	                const char *variant, struct tl_campaign_summary *out);
 	int (*series)(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
-		      const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms,
-		      int64_t to_ms, tl_point_fn fn, void *arg);
+	              const char *variant, enum tl_metric m, int64_t granularity_s, int64_t from_ms,
+	              int64_t to_ms, tl_point_fn fn, void *arg);
 	int (*last_seq)(struct tl_store *st, int64_t *seq);
 };
 
@@ -209,6 +215,7 @@ struct tl_store {
 };
 
 extern const struct tl_store_ops tl_store_sqlite_ops;
-extern const struct tl_store_ops tl_store_postgres_ops, tl_store_postgresql_ops; /* postgres:// postgresql:// */
+extern const struct tl_store_ops tl_store_postgres_ops,
+    tl_store_postgresql_ops; /* postgres:// postgresql:// */
 
 #endif

@@ -185,9 +185,9 @@ struct tlf_part {
 	int seg_fd;
 	int dir_fd;
 	int dur_fd;
-	int tail_dirty; /* bytes past the durable end could not be truncated */
+	int tail_dirty;     /* bytes past the durable end could not be truncated */
 	uint64_t alloc_end; /* size of the active segment file (preallocated past seg_pos) */
-	uint64_t *segs; /* bases, ascending; the last is active */
+	uint64_t *segs;     /* bases, ascending; the last is active */
 	size_t nsegs, segcap;
 	struct tlf_part *next_ready;
 };

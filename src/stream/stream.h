@@ -28,12 +28,13 @@ struct tl_consumer;
 #define TL_TOPIC_DEAD_WEBHOOKS "dead-webhooks" /* collector: webhook events it could not map */
 
 struct tl_stream_opts {
-	int partitions;		 /* partitions of topics this stream creates (default 8) */
-	int64_t retention_ms;	 /* delete segments/messages older than this (default 7 days) */
-	int64_t segment_bytes;	 /* file backend: roll segments at this size (default 64 MiB) */
-	int64_t max_pending;	 /* bytes accepted but not yet durable before append says EAGAIN (default 64 MiB) */
-	int replicas;		 /* nats: stream replicas (default 1) */
-	int read_only;		 /* open for consuming only (no writer lock taken) */
+	int partitions;        /* partitions of topics this stream creates (default 8) */
+	int64_t retention_ms;  /* delete segments/messages older than this (default 7 days) */
+	int64_t segment_bytes; /* file backend: roll segments at this size (default 64 MiB) */
+	int64_t
+	    max_pending; /* bytes accepted but not yet durable before append says EAGAIN (default 64 MiB) */
+	int replicas;    /* nats: stream replicas (default 1) */
+	int read_only;   /* open for consuming only (no writer lock taken) */
 	/* file: the topics this stream appends to (NULL-terminated). Their
 	 * writer locks are taken at open, so a second writer of one of them
 	 * is refused at start (-TL_ELOCKED, detail in err). Other topics are
@@ -54,7 +55,7 @@ void tl_stream_opts_defaults(struct tl_stream_opts *o);
 struct tl_record {
 	uint64_t offset;
 	int partition;
-	int sub; /* index of the subscription (tl_consumer_open) it came from */
+	int sub;       /* index of the subscription (tl_consumer_open) it came from */
 	int64_t ts_ms; /* append time, set by the backend */
 	const void *key;
 	uint32_t key_len;
@@ -104,11 +105,11 @@ int tl_stream_partition_for(const void *key, size_t len, int partitions);
  * -TL_ENOSPC / -TL_EUNAVAIL when the backend is known to be failing (done is
  * then NOT called). Thread-safe. */
 int tl_stream_append(struct tl_stream *s, const char *topic, int partition, const struct tl_record *recs,
-		     size_t n, tl_stream_done_fn done, void *arg) TL_MUST_CHECK;
+                     size_t n, tl_stream_done_fn done, void *arg) TL_MUST_CHECK;
 
 /* Appends and waits until durable; returns the final status. Thread-safe. */
-int tl_stream_append_sync(struct tl_stream *s, const char *topic, int partition,
-			  const struct tl_record *recs, size_t n) TL_MUST_CHECK;
+int tl_stream_append_sync(struct tl_stream *s, const char *topic, int partition, const struct tl_record *recs,
+                          size_t n) TL_MUST_CHECK;
 
 /* The offset the next appended record of the partition will get (0 if empty),
  * counting only durable records. */
@@ -117,7 +118,7 @@ int tl_stream_end_offset(struct tl_stream *s, const char *topic, int partition, 
 /* Copies the last durable record of the partition into *rec; its key/value
  * point into storage (reset first). -TL_ENOTFOUND when the partition is empty. */
 int tl_stream_last(struct tl_stream *s, const char *topic, int partition, struct tl_record *rec,
-		   struct tl_buf *storage) TL_MUST_CHECK;
+                   struct tl_buf *storage) TL_MUST_CHECK;
 
 /* One (topic, partition) a consumer reads, from offset start. */
 struct tl_subscription {
@@ -128,7 +129,7 @@ struct tl_subscription {
 
 /* Opens a consumer over n subscriptions (any topics/partitions of s). */
 int tl_consumer_open(struct tl_stream *s, const struct tl_subscription *subs, size_t n,
-		     struct tl_consumer **out) TL_MUST_CHECK;
+                     struct tl_consumer **out) TL_MUST_CHECK;
 
 /* Returns up to max durable records (>= 0 = how many), waiting up to
  * timeout_ms (0 = don't wait, -1 = forever) when none is ready; it wakes
@@ -155,12 +156,12 @@ struct tl_stream_ops {
 	void (*close)(struct tl_stream *s);
 	int (*partitions)(struct tl_stream *s, const char *topic);
 	int (*append)(struct tl_stream *s, const char *topic, int partition, const struct tl_record *recs,
-		      size_t n, tl_stream_done_fn done, void *arg);
+	              size_t n, tl_stream_done_fn done, void *arg);
 	int (*end_offset)(struct tl_stream *s, const char *topic, int partition, uint64_t *out);
 	int (*last)(struct tl_stream *s, const char *topic, int partition, struct tl_record *rec,
-		    struct tl_buf *storage);
+	            struct tl_buf *storage);
 	int (*consumer_open)(struct tl_stream *s, const struct tl_subscription *subs, size_t n,
-			     struct tl_consumer **out);
+	                     struct tl_consumer **out);
 	int (*poll)(struct tl_consumer *c, struct tl_record *out, size_t max, int timeout_ms);
 	void (*wakeup)(struct tl_consumer *c);
 	const char *(*error_detail)(struct tl_consumer *c);

@@ -807,7 +807,8 @@ static void test_prune_dedupe_steps(void **state)
 	assert_true(k && ids && nw);
 	for (int i = 0; i < N; i++) {
 		int len = snprintf(ids[i], 16, "s%05d", i);
-		k[i] = (struct tl_dedupe_key){TL_STR("acme"), tl_str_of(ids[i], (size_t)len), i % 3 ? 1000 : 5000};
+		k[i] = (struct tl_dedupe_key){TL_STR("acme"), tl_str_of(ids[i], (size_t)len),
+		                              i % 3 ? 1000 : 5000};
 	}
 	assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
 	assert_int_equal(tl_store_dedupe(f->st, k, N, nw), 0);

@@ -50,10 +50,10 @@ static int teardown(void **state)
 }
 
 static struct tl_event ev(enum tl_event_type type, const char *id, const char *campaign, const char *variant,
-			  const char *rcpt, int64_t ts, uint16_t flags)
+                          const char *rcpt, int64_t ts, uint16_t flags)
 {
-	struct tl_event e = {.type = (uint8_t)type, .flags = (uint16_t)(flags | TL_EVF_HASHED), .ts_ms = ts,
-			     .arrival_ms = ts};
+	struct tl_event e = {
+	    .type = (uint8_t)type, .flags = (uint16_t)(flags | TL_EVF_HASHED), .ts_ms = ts, .arrival_ms = ts};
 	e.tenant = TL_STR("acme");
 	e.campaign = tl_str_of(campaign, strlen(campaign));
 	e.variant = tl_str_of(variant, strlen(variant));
@@ -160,8 +160,8 @@ static void test_minute_buckets(void **state)
 	tl_fold_reset(c->f);
 	int64_t acc[3] = {0};
 	assert_int_equal(tl_store_series(c->st, TL_SOURCE_REALTIME, "acme", "fall", NULL, TL_M_OPENS, 60, T0,
-					 T0 + 3600000, sum_points, acc),
-			 0);
+	                                 T0 + 3600000, sum_points, acc),
+	                 0);
 	assert_int_equal(acc[0], 3);
 	assert_int_equal(acc[1], 5);
 	assert_int_equal(acc[2], T0 + 120000);
@@ -186,9 +186,9 @@ static void test_full_fold(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_dedupe_and_counts, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_minute_buckets, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_full_fold, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dedupe_and_counts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_minute_buckets, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_full_fold, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,17 +43,18 @@ static int setup(void **state)
 	return 0;
 }
 
-static void mint(struct tl_buf *b, enum tl_token_kind kind, const struct tl_tenant *signer, const char *tenant,
-		 int64_t issued)
+static void mint(struct tl_buf *b, enum tl_token_kind kind, const struct tl_tenant *signer,
+                 const char *tenant, int64_t issued)
 {
 	struct tl_token t = {.kind = kind,
-			     .issued_ms = issued,
-			     .tenant = tl_str_of(tenant, strlen(tenant)),
-			     .campaign = TL_STR("spring"),
-			     .variant = TL_STR("B"),
-			     .message = TL_STR("m1"),
-			     .recipient = TL_STR("r-1842"),
-			     .url = kind == TL_TOKEN_CLICK ? TL_STR("https://shop.example/sale") : TL_STR_NULL};
+	                     .issued_ms = issued,
+	                     .tenant = tl_str_of(tenant, strlen(tenant)),
+	                     .campaign = TL_STR("spring"),
+	                     .variant = TL_STR("B"),
+	                     .message = TL_STR("m1"),
+	                     .recipient = TL_STR("r-1842"),
+	                     .url =
+	                         kind == TL_TOKEN_CLICK ? TL_STR("https://shop.example/sale") : TL_STR_NULL};
 	tl_buf_init(b, 0);
 	assert_int_equal(tl_token_mint(&t, signer->link_key, sizeof signer->link_key, b), 0);
 }
@@ -67,7 +68,8 @@ static struct tl_event hit(enum tl_event_type type, const struct tl_buf *tok, co
 	return e;
 }
 
-#define CHROME "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+#define CHROME                                                                                               \
+	"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 #define T0 1764784800000LL
 
 static void test_open_resolved_and_hashed(void **state)
@@ -192,9 +194,9 @@ static void test_api_event_hashed_once(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_open_resolved_and_hashed), cmocka_unit_test(test_machine_open_rules),
-		cmocka_unit_test(test_click_bot_and_url),	 cmocka_unit_test(test_rejects),
-		cmocka_unit_test(test_api_event_hashed_once),
+	    cmocka_unit_test(test_open_resolved_and_hashed), cmocka_unit_test(test_machine_open_rules),
+	    cmocka_unit_test(test_click_bot_and_url),        cmocka_unit_test(test_rejects),
+	    cmocka_unit_test(test_api_event_hashed_once),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -956,9 +956,10 @@ static void test_wal_checkpointed(void **state)
 	for (int b = 0; b < BATCHES; b++) {
 		for (int i = 0; i < PER; i++) {
 			x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* random recipients: pages all over */
-			int len = snprintf(r[i], 40, "%016llx%016llx", (unsigned long long)x, (unsigned long long)~x);
-			k[i] = (struct tl_unique_key){TL_STR("acme"), TL_STR("c"), TL_U_OPEN, tl_str_of(r[i], (size_t)len),
-			                              T0};
+			int len = snprintf(r[i], 40, "%016llx%016llx", (unsigned long long)x,
+			                   (unsigned long long)~x);
+			k[i] = (struct tl_unique_key){TL_STR("acme"), TL_STR("c"), TL_U_OPEN,
+			                              tl_str_of(r[i], (size_t)len), T0};
 		}
 		assert_int_equal(tl_store_begin(f->st, TL_SOURCE_REALTIME), 0);
 		assert_int_equal(tl_store_uniques(f->st, k, PER, nw), 0);
@@ -980,7 +981,7 @@ static void test_wal_checkpointed(void **state)
 	              (long long)wal_max);
 	assert_true(tl_sqlite_ckpt_runs(s->ckpt) > 0);
 	assert_true(file_size(f->path) >= 4 * 1024 * 1024); /* pages reached the database file */
-	assert_true(wal_max < 128LL * 1024 * 1024); /* started over before the writer's hard limit */
+	assert_true(wal_max < 128LL * 1024 * 1024);         /* started over before the writer's hard limit */
 	assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM uniques"), BATCHES * PER);
 	free(k);
 	free(r);

@@ -111,7 +111,8 @@ bool tl_wh_replay_seen(struct tl_webhook_replay *r, const unsigned char key[32],
 }
 
 /* Appends a new entry (lock held). */
-static void insert(struct tl_webhook_replay *r, const unsigned char key[32], int64_t expires_ms, int64_t now_ms)
+static void insert(struct tl_webhook_replay *r, const unsigned char key[32], int64_t expires_ms,
+                   int64_t now_ms)
 {
 	while (r->count && r->e[r->head].expires_ms <= now_ms)
 		pop_head(r);
