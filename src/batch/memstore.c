@@ -290,6 +290,13 @@ struct rcache_ent {
 	uint32_t vid;
 };
 
+#define CCACHE 1024
+
+struct ccache_ent {
+	uint64_t h;
+	uint32_t idx1; /* index in conn.cc + 1; 0: empty */
+};
+
 struct fkey {
 	uint64_t lo, hi, val;
 	uint32_t idx;
@@ -308,6 +315,7 @@ struct conn {
 	struct fkey *keys, *sorted;
 	size_t scap;
 	struct rcache_ent *rcache; /* RCACHE entries */
+	struct ccache_ent *ccache; /* CCACHE entries */
 	struct staged *stage;      /* rows of one add_counts, and their order by shard */
 	uint32_t *sorder;
 	size_t stage_cap;
@@ -632,6 +640,8 @@ static int insert_many(struct conn *c, struct fpset *set, size_t n, uint8_t *is_
 		struct shard *sh = &set->sh[s];
 		pthread_mutex_lock(&sh->mu);
 		int rc = TL_OK;
+		for (size_t j = start[s]; j < start[s] + 8 && j < start[s + 1]; j++)
+			shard_prefetch(sh, c->sorted[j].lo); /* then 8 ahead in the loop */
 		for (size_t j = start[s]; j < start[s + 1] && rc >= 0; j++) {
 			if (j + 8 < start[s + 1])
 				shard_prefetch(sh, c->sorted[j + 8].lo);
@@ -677,26 +687,6 @@ static int64_t day_of(int64_t ms)
 	return ms < 0 && d * 86400000LL != ms ? d - 1 : d;
 }
 
-static int op_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t n, uint8_t *is_new)
-{
-	struct conn *c = cn(st);
-	int rc = scratch(c, n);
-	if (rc)
-		return rc;
-	struct cached_camp *cc = NULL;
-	for (size_t i = 0; i < n; i++) {
-		const struct tl_unique_key *k = &keys[i];
-		if (!cc || !str_is(cc->c->campaign, cc->c->cn, k->campaign) ||
-		    !str_is(cc->c->tenant, cc->c->tn, k->tenant)) {
-			if ((rc = conn_camp(c, k->tenant, k->campaign, &cc)) || (rc = ensure_members(c, cc)))
-				return rc;
-		}
-		member_hash(cc->c->seed, k->kind, k->recipient, &c->keys[i].lo, &c->keys[i].hi);
-		c->keys[i].val = (uint64_t)cc->c->cid << 32 | (uint32_t)(int32_t)day_of(k->ts_ms);
-	}
-	return insert_many(c, &c->m->members, n, is_new);
-}
-
 static inline uint64_t mix_str(uint64_t h, struct tl_str s)
 {
 	uint64_t a = 0, b = 0;
@@ -716,6 +706,49 @@ static inline uint64_t mix_str(uint64_t h, struct tl_str s)
 	h = (h ^ a) * 0x9E3779B97F4A7C15ULL;
 	h = (h ^ (h >> 29) ^ b ^ s.n) * 0xBF58476D1CE4E5B9ULL;
 	return h ^ (h >> 32);
+}
+
+/* The connection's entry for (tenant, campaign) through the campaign cache:
+ * direct-mapped, by a hash far cheaper than conn_camp's, verified by the
+ * strings (unique keys come in event order, their campaigns interleaved). */
+static int camp_of(struct conn *c, struct tl_str tenant, struct tl_str campaign, struct cached_camp **out)
+{
+	uint64_t h = mix_str(mix_str(0, tenant), campaign);
+	struct ccache_ent *e = &c->ccache[h & (CCACHE - 1)];
+	if (e->idx1 && e->h == h) {
+		struct cached_camp *cc = &c->cc[e->idx1 - 1];
+		if (str_is(cc->c->campaign, cc->c->cn, campaign) &&
+		    str_is(cc->c->tenant, cc->c->tn, tenant)) {
+			*out = cc;
+			return TL_OK;
+		}
+	}
+	int rc = conn_camp(c, tenant, campaign, out);
+	if (!rc)
+		*e = (struct ccache_ent){.h = h, .idx1 = (uint32_t)(*out - c->cc) + 1};
+	return rc;
+}
+
+static int op_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t n, uint8_t *is_new)
+{
+	struct conn *c = cn(st);
+	int rc = scratch(c, n);
+	if (rc)
+		return rc;
+	if (!c->ccache && !(c->ccache = calloc(CCACHE, sizeof *c->ccache)))
+		return -TL_ENOMEM;
+	struct cached_camp *cc = NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct tl_unique_key *k = &keys[i];
+		if (!cc || !str_is(cc->c->campaign, cc->c->cn, k->campaign) ||
+		    !str_is(cc->c->tenant, cc->c->tn, k->tenant)) {
+			if ((rc = camp_of(c, k->tenant, k->campaign, &cc)) || (rc = ensure_members(c, cc)))
+				return rc;
+		}
+		member_hash(cc->c->seed, k->kind, k->recipient, &c->keys[i].lo, &c->keys[i].hi);
+		c->keys[i].val = (uint64_t)cc->c->cid << 32 | (uint32_t)(int32_t)day_of(k->ts_ms);
+	}
+	return insert_many(c, &c->m->members, n, is_new);
 }
 
 /* Campaign and variant of row r: from the row cache when it holds them. */
@@ -839,6 +872,7 @@ static void op_close(struct tl_store *st)
 	free(c->stage);
 	free(c->sorder);
 	free(c->rcache);
+	free(c->ccache);
 	/* the connection itself stays until tl_mem_destroy */
 }
 
