@@ -291,6 +291,7 @@ struct rcache_ent {
 };
 
 #define CCACHE 1024
+#define RHINT 16384
 
 struct ccache_ent {
 	uint64_t h;
@@ -316,6 +317,7 @@ struct conn {
 	size_t scap;
 	struct rcache_ent *rcache; /* RCACHE entries */
 	struct ccache_ent *ccache; /* CCACHE entries */
+	uint32_t *rhint;           /* RHINT guesses of a row's index in its shard, by row hash */
 	struct staged *stage;      /* rows of one add_counts, and their order by shard */
 	uint32_t *sorder;
 	size_t stage_cap;
@@ -558,15 +560,29 @@ static inline uint64_t row_hash(uint32_t cid, uint32_t vid, int64_t minute)
 struct staged {
 	struct row r;
 	uint64_t hash;
+	uint32_t *hint; /* the connection's guess of the row's index in its shard */
 };
+
+/* Adds d etc. to row `row` of rs (its key is checked by the caller). */
+static inline void row_accumulate(struct row *row, const int64_t *d, int64_t first, int64_t last)
+{
+	for (int k = 0; k < TL_M__COUNT; k++)
+		row->d[k] += d[k];
+	if (first < row->first)
+		row->first = first;
+	if (last > row->last)
+		row->last = last;
+}
 
 static inline unsigned rshard_of(uint32_t cid)
 {
 	return cid % RSHARD;
 }
 
-static int rows_add(struct rowset *rs, uint64_t hash, uint32_t cid, uint32_t vid, int64_t minute,
-                    const int64_t *d, int64_t first, int64_t last)
+/* Adds to the row of (cid, vid, minute), inserting it; returns its index in
+ * rs, or -TL_ENOMEM. */
+static long rows_add(struct rowset *rs, uint64_t hash, uint32_t cid, uint32_t vid, int64_t minute,
+                     const int64_t *d, int64_t first, int64_t last)
 {
 	struct row key = {.cid = cid, .vid = vid, .minute = minute};
 	int rc = grow_arr((void **)&rs->v, &rs->cap, rs->n + 1, sizeof *rs->v);
@@ -575,7 +591,7 @@ static int rows_add(struct rowset *rs, uint64_t hash, uint32_t cid, uint32_t vid
 	int ins;
 	long r = tl_hmap_upsert(&rs->map, hash, &key, row_eq, rs, (uint32_t)rs->n, &ins);
 	if (r < 0)
-		return (int)r;
+		return r;
 	struct row *row = &rs->v[r];
 	if (ins) {
 		*row = key;
@@ -583,13 +599,8 @@ static int rows_add(struct rowset *rs, uint64_t hash, uint32_t cid, uint32_t vid
 		row->last = last;
 		rs->n++;
 	}
-	for (int k = 0; k < TL_M__COUNT; k++)
-		row->d[k] += d[k];
-	if (first < row->first)
-		row->first = first;
-	if (last > row->last)
-		row->last = last;
-	return TL_OK;
+	row_accumulate(row, d, first, last);
+	return r;
 }
 
 /* ---- the store ops --------------------------------------------------------- */
@@ -797,6 +808,8 @@ static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 	}
 	if (!c->rcache && !(c->rcache = calloc(RCACHE, sizeof *c->rcache)))
 		return -TL_ENOMEM;
+	if (!c->rhint && !(c->rhint = calloc(RHINT, sizeof *c->rhint)))
+		return -TL_ENOMEM;
 	size_t start[RSHARD + 1] = {0};
 	for (size_t i = 0; i < n; i++) {
 		const struct tl_count_row *r = &rows[i];
@@ -812,6 +825,7 @@ static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 		sg->r.first = r->first_ts_ms ? r->first_ts_ms : r->minute_ms;
 		sg->r.last = r->last_ts_ms ? r->last_ts_ms : r->minute_ms;
 		sg->hash = row_hash(cid, vid, r->minute_ms);
+		sg->hint = &c->rhint[sg->hash & (RHINT - 1)];
 		start[rshard_of(cid) + 1]++;
 	}
 	for (int k = 0; k < RSHARD; k++)
@@ -829,8 +843,18 @@ static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 		size_t n0 = sh->rs.n;
 		for (size_t j = start[k]; j < start[k + 1] && !rc; j++) {
 			const struct staged *sg = &c->stage[c->sorder[j]];
-			rc = rows_add(&sh->rs, sg->hash, sg->r.cid, sg->r.vid, sg->r.minute, sg->r.d,
-			              sg->r.first, sg->r.last);
+			/* where the row was the last time: no map lookup if it still is */
+			struct row *h = *sg->hint < sh->rs.n ? &sh->rs.v[*sg->hint] : NULL;
+			if (h && h->cid == sg->r.cid && h->vid == sg->r.vid && h->minute == sg->r.minute) {
+				row_accumulate(h, sg->r.d, sg->r.first, sg->r.last);
+				continue;
+			}
+			long idx = rows_add(&sh->rs, sg->hash, sg->r.cid, sg->r.vid, sg->r.minute, sg->r.d,
+			                    sg->r.first, sg->r.last);
+			if (idx < 0)
+				rc = (int)idx;
+			else
+				*sg->hint = (uint32_t)idx;
 		}
 		atomic_fetch_add(&c->m->n_rows_live, sh->rs.n - n0);
 		pthread_mutex_unlock(&sh->mu);
@@ -873,6 +897,7 @@ static void op_close(struct tl_store *st)
 	free(c->sorder);
 	free(c->rcache);
 	free(c->ccache);
+	free(c->rhint);
 	/* the connection itself stays until tl_mem_destroy */
 }
 
