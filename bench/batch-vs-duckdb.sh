@@ -162,8 +162,9 @@ if [ "${PROFILE:-0}" = 1 ] && command -v perf >/dev/null; then
 	perf record -F 299 -g -o "$WORK/perf.data" "$TALLY" batch --day "$DAY" --data "$WORK/data-prof" \
 		--archive-dir "$ARCH" >/dev/null 2>&1
 	echo "perf: where tally's CPU time goes (self time by symbol, then by library):"
-	perf report -i "$WORK/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep '%' | head -n 25
-	perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep '%' | head -n 8
+	# (head closes the pipe early: not a failure)
+	{ perf report -i "$WORK/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep '%' | head -n 25; } || true
+	{ perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep '%' | head -n 8; } || true
 fi
 
 # ---- 6. report ----
