@@ -40,7 +40,7 @@ bench: build
 	bench/run-all.sh
 
 format:
-	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c')
+	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'bench/*.c')
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)

@@ -7,7 +7,7 @@ PKGS=(build-essential cmake pkg-config
       libzstd-dev libxxhash-dev libcmocka-dev libcurl4-openssl-dev libnats-dev libpq-dev
       curl zstd)
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(nginx-light wrk jq postgresql nats-server python3 openssl sqlite3 nodejs)
+  PKGS+=(nginx-light wrk jq postgresql nats-server python3 openssl sqlite3 nodejs clang-format)
   # bench/batch-vs-duckdb.sh installs DuckDB with npm; NodeSource's nodejs ships its own
   command -v npm >/dev/null || PKGS+=(npm)
 fi
