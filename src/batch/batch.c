@@ -589,9 +589,39 @@ static int db_begin(struct tl_store *db, const struct run *r)
 	}
 }
 
-/* The one transaction: clear the days, add the rows, record the runs; it
- * commits once the state files of job are written. Returns with job done. */
-static int write_db(struct run *r, struct tl_store *db, uint64_t runid, struct states_job *job)
+/* Writing the rows overlaps the end of the reading: once most of the bytes
+ * are read (write_from_pct), the calling thread begins the transaction and
+ * adds the rows folded so far, then again at every progress tick; after the
+ * workers are done only the rows touched since are left. (A row added to
+ * again is written again, with its new deltas: the upserts add up.) Before
+ * that point the reporting DB is not held: the real-time aggregator writes
+ * to it too. */
+#define WRITE_FROM_PCT 75
+
+static int early_rows(struct run *r, struct tl_store *db, bool *txn)
+{
+	if (!*txn) {
+		int pct = r->o->write_from_pct ? r->o->write_from_pct : WRITE_FROM_PCT;
+		if (pct != TL_BATCH_WRITE_FROM_START &&
+		    atomic_load(&r->bytes_done) * 100 < r->st->bytes * (uint64_t)pct)
+			return TL_OK;
+		int rc = tl_store_begin(db, TL_SOURCE_BATCH);
+		if (!rc && (rc = tl_store_clear_source(db, TL_SOURCE_BATCH, r->from_ms, r->to_ms)))
+			tl_store_rollback(db);
+		if (rc == -TL_EBUSY)
+			return TL_OK; /* another writer holds the DB: try at the next tick */
+		if (rc)
+			return rc;
+		*txn = true;
+	}
+	r->st->db_passes++;
+	return tl_mem_rows_flush(r->mem, add_rows, db);
+}
+
+/* The one transaction: clear the days (unless txn says it is open and done
+ * so), add the rows, record the runs; it commits once the state files of job
+ * are written. Returns with job done. */
+static int write_db(struct run *r, struct tl_store *db, uint64_t runid, struct states_job *job, bool txn)
 {
 	size_t n_days = (size_t)(r->o->to_day - r->o->from_day + 1);
 	struct tl_offset *offs = calloc(n_days, sizeof *offs);
@@ -601,11 +631,12 @@ static int write_db(struct run *r, struct tl_store *db, uint64_t runid, struct s
 		rc = tl_bstate_topic(r->o->from_day + (int64_t)d, topics[d], sizeof topics[d]);
 		offs[d] = (struct tl_offset){topics[d], 0, runid};
 	}
-	bool txn = false;
-	if (!rc)
+	if (!rc && !txn)
 		txn = (rc = db_begin(db, r)) == TL_OK;
-	if (!rc)
+	if (!rc) {
+		r->st->db_passes++;
 		rc = tl_mem_rows_flush(r->mem, add_rows, db);
+	}
 	if (!rc)
 		rc = tl_store_offsets_set(db, TL_BSTATE_CONSUMER, offs, n_days);
 	int jrc = states_wait(job); /* its error is set already */
@@ -730,6 +761,7 @@ int tl_batch_run(const struct tl_batch_opts *o, struct tl_batch_stats *st)
 	struct worker w[MAX_THREADS];
 	memset(w, 0, sizeof w);
 	int started = 0, lock_fd = -1;
+	bool txn = false; /* the reporting DB's transaction is open (early_rows) */
 	struct tl_store *db = NULL;
 	int64_t t0 = tl_mono_ms();
 	st->runid = ((uint64_t)tl_now_ms() << 12) | ((uint64_t)getpid() & 0xfff);
@@ -766,7 +798,7 @@ int tl_batch_run(const struct tl_batch_opts *o, struct tl_batch_stats *st)
 		st->bytes += r.files[i].size;
 	if ((rc = tl_mem_create(preload, &r, &r.mem)))
 		goto out;
-	if ((rc = tl_mem_reserve_ids(r.mem, expected_ids(r.files, r.n_files))))
+	if ((rc = tl_mem_reserve_ids(r.mem, expected_ids(r.files, r.n_files), threads)))
 		goto out;
 
 	if ((size_t)threads > r.n_files)
@@ -785,6 +817,8 @@ int tl_batch_run(const struct tl_batch_opts *o, struct tl_batch_stats *st)
 		started++;
 	}
 stop:
+	if (!rc && (rc = early_rows(&r, db, &txn))) /* at once, when asked to */
+		set_error(&r, "writing the reporting DB %s: %s", o->db_uri, tl_strerror(rc));
 	pthread_mutex_lock(&r.mu);
 	if (rc)
 		r.failed = 1;
@@ -797,9 +831,17 @@ stop:
 			until.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&r.cv, &r.mu, &until);
+		bool failed = r.failed;
 		pthread_mutex_unlock(&r.mu);
 		progress(&r, t0);
+		int frc = failed ? TL_OK : early_rows(&r, db, &txn);
+		if (frc)
+			set_error(&r, "writing the reporting DB %s: %s", o->db_uri, tl_strerror(frc));
 		pthread_mutex_lock(&r.mu);
+		if (frc) {
+			r.failed = 1;
+			rc = frc;
+		}
 	}
 	pthread_mutex_unlock(&r.mu);
 	for (int i = 0; i < started; i++) {
@@ -825,8 +867,11 @@ stop:
 		tl_archive_reader_close(w[i].reader);
 	}
 	st->read_ms = tl_mono_ms() - t0;
-	if (rc)
+	if (rc) {
+		if (txn)
+			tl_store_rollback(db);
 		goto out;
+	}
 
 	int64_t t1 = tl_mono_ms();
 	st->rows = tl_mem_rows_live(r.mem);
@@ -835,7 +880,7 @@ stop:
 	job.started = pthread_create(&job.th, NULL, states_main, &job) == 0;
 	if (!job.started)
 		job.rc = write_states(&r, st->runid); /* no thread: one after the other */
-	if ((rc = write_db(&r, db, st->runid, &job)))
+	if ((rc = write_db(&r, db, st->runid, &job, txn)))
 		goto cleanup_states;
 	/* committed: the older runs of these days are garbage now */
 	for (int64_t d = o->from_day; d <= o->to_day; d++)

@@ -49,10 +49,15 @@ struct tl_batch_opts {
 	int64_t from_day, to_day; /* inclusive, days since 1970-01-01 (UTC) */
 	int threads;              /* worker threads, default 2 */
 	size_t fold_events;       /* events a fold holds before it applies, default 8192 */
+	int write_from_pct;       /* the rows start going into the reporting DB once this share of
+	                             the bytes is read (1..100; 0 = 75), or at once with
+	                             TL_BATCH_WRITE_FROM_START */
 	struct tl_classify_opts classify;
 	tl_batch_progress_fn progress;
 	void *progress_arg;
 };
+
+#define TL_BATCH_WRITE_FROM_START (-1)
 
 #define TL_BATCH_REASONS 6 /* enrich rejects, by reason (see tl_batch_reason_name) */
 
@@ -66,7 +71,8 @@ struct tl_batch_stats {
 	uint64_t skipped; /* delivery records flagged dead or hit, as the aggregator skips them */
 	uint64_t folded;  /* events given to the fold */
 	uint64_t duplicates, counted, uniques_new;
-	uint64_t rows; /* counter rows written */
+	uint64_t rows;      /* counter rows written */
+	uint64_t db_passes; /* passes of the rows into the reporting DB (the last one included) */
 	uint64_t campaigns;
 	int64_t read_ms, write_ms;
 	char error[512];     /* what failed */

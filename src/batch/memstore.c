@@ -178,20 +178,52 @@ static void set_free(struct fpset *s)
 }
 
 /* Sizes every shard for n keys in all, so that they need not grow (each
- * growth rehashes the shard and faults in fresh memory). */
-static int set_reserve(struct fpset *s, size_t n)
+ * growth rehashes the shard and faults in fresh memory). The shards are
+ * split among `threads` threads: faulting in fresh memory costs about as
+ * much CPU as the inserts that fill it, and it would otherwise run alone
+ * before the workers start. */
+struct reserve_part {
+	struct fpset *s;
+	size_t nb;
+	int first, step, rc;
+	pthread_t th;
+};
+
+static void *reserve_part_main(void *arg)
+{
+	struct reserve_part *p = arg;
+	for (int i = p->first; i < NSHARD && !p->rc; i += p->step) {
+		struct shard *sh = &p->s->sh[i];
+		pthread_mutex_lock(&sh->mu);
+		p->rc = p->nb > sh->nb ? shard_resize(sh, p->s->values, p->nb) : TL_OK;
+		pthread_mutex_unlock(&sh->mu);
+	}
+	return NULL;
+}
+
+static int set_reserve(struct fpset *s, size_t n, int threads)
 {
 	size_t per = n / NSHARD + n / NSHARD / 64 + 64; /* the shards fill evenly: +1.6 % */
 	size_t nb = per * 100 / FILL_PCT / BUCKET + 1;
-	for (int i = 0; i < NSHARD; i++) {
-		struct shard *sh = &s->sh[i];
-		pthread_mutex_lock(&sh->mu);
-		int rc = nb > sh->nb ? shard_resize(sh, s->values, nb) : TL_OK;
-		pthread_mutex_unlock(&sh->mu);
-		if (rc)
-			return rc;
+	struct reserve_part parts[8];
+	bool running[8] = {false};
+	int t = threads < 1 ? 1 : threads > 8 ? 8 : threads;
+	for (int k = 0; k < t; k++)
+		parts[k] = (struct reserve_part){.s = s, .nb = nb, .first = k, .step = t};
+	for (int k = 1; k < t; k++)
+		running[k] = pthread_create(&parts[k].th, NULL, reserve_part_main, &parts[k]) == 0;
+	int rc = TL_OK;
+	for (int k = 0; k < t; k++) { /* the caller's part, and any without a thread */
+		if (!running[k])
+			reserve_part_main(&parts[k]);
 	}
-	return TL_OK;
+	for (int k = 0; k < t; k++) {
+		if (running[k])
+			pthread_join(parts[k].th, NULL);
+		if (!rc)
+			rc = parts[k].rc;
+	}
+	return rc;
 }
 
 static inline void shard_prefetch(const struct shard *s, uint64_t lo)
@@ -983,10 +1015,9 @@ int tl_mem_conn_open(struct tl_mem *m, struct tl_store **out)
 	return TL_OK;
 }
 
-int tl_mem_reserve_ids(struct tl_mem *m, size_t n)
+int tl_mem_reserve_ids(struct tl_mem *m, size_t n, int threads)
 {
-	int rc = set_reserve(&m->ids, n);
-	return rc;
+	return set_reserve(&m->ids, n, threads);
 }
 
 int tl_mem_add_preloaded(struct tl_mem *m, uint32_t cid, const uint8_t fp[TL_FP_BYTES])

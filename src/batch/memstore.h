@@ -46,8 +46,9 @@ int tl_mem_create(tl_mem_preload_fn preload, void *arg, struct tl_mem **out) TL_
 void tl_mem_destroy(struct tl_mem *m); /* after every connection is closed; NULL-safe */
 
 /* Sizes the event-id set for about n ids (an estimate: more still fit, the
- * set then grows), before the connections insert. */
-int tl_mem_reserve_ids(struct tl_mem *m, size_t n) TL_MUST_CHECK;
+ * set then grows), before the connections insert, faulting its memory in on
+ * `threads` threads. */
+int tl_mem_reserve_ids(struct tl_mem *m, size_t n, int threads) TL_MUST_CHECK;
 
 /* A connection for one thread (close it with tl_store_close). */
 int tl_mem_conn_open(struct tl_mem *m, struct tl_store **out) TL_MUST_CHECK;

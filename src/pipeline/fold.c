@@ -1,3 +1,12 @@
+/* fold.c — see fold.h.
+ *
+ * Per event, the fold keeps only what differs from event to event: the id,
+ * the recipient, the times and the type. The (tenant, campaign, variant) of
+ * an event is interned once per fold as a group (a direct-mapped cache with
+ * a cheap hash in front of a hash map with XXH3), so a counter row is keyed
+ * by (group, minute) and a unique candidate by ((tenant, campaign), kind,
+ * recipient): two string hashes per event (id, and recipient when it has a
+ * unique kind) instead of one per string and map. */
 #include "pipeline/fold.h"
 
 #include "core/arena.h"
@@ -8,30 +17,56 @@
 #include <string.h>
 #include <xxhash.h>
 
+#define GCACHE 1024 /* direct-mapped group cache slots (a power of two) */
+#define NO_ROW UINT32_MAX
+
 struct fev {
-	struct tl_str tenant, campaign, variant, recipient, id;
+	struct tl_str recipient, id;
 	int64_t ts_ms, arrival_ms;
+	uint32_t grp;
 	uint8_t type, bounce_class;
 	uint16_t flags;
 };
 
+/* A distinct (tenant, campaign, variant) of the fold. t and tc name the
+ * first group with the same tenant, and with the same (tenant, campaign):
+ * equal ids mean equal strings. */
+struct grp {
+	struct tl_str tenant, campaign, variant; /* arena copies */
+	uint64_t t_hash, tc_hash;                /* XXH3 of tenant; of (tenant, campaign) */
+	uint32_t t, tc;
+	uint32_t last_row; /* scratch of apply: the group's last counter row */
+};
+
+struct row_key {
+	uint32_t grp;
+	int64_t minute_ms;
+};
+
 struct ukey_ref {
-	struct tl_unique_key key;
-	uint32_t row;
+	uint32_t tc, row;
+	uint8_t kind;
+	struct tl_str recipient;
 };
 
 struct tl_fold {
 	size_t max;
 	struct fev *ev;
 	size_t n;
-	struct tl_arena arena; /* event strings; reset with the fold */
+	struct tl_arena arena; /* strings of events and groups; reset with the fold */
 	int64_t min_arrival;
+	/* groups, reset with the fold */
+	struct grp *g;
+	size_t n_g, cap_g;
+	struct tl_hmap gmap, tmap, tcmap;
+	uint32_t gcache[GCACHE]; /* group + 1; 0 = empty */
 	/* scratch for apply, rebuilt on every call */
 	struct tl_hmap ids, rows_map, umap;
 	uint32_t *cand; /* indices of events distinct by id */
 	struct tl_dedupe_key *dkeys;
 	uint8_t *is_new;
 	struct tl_count_row *rows;
+	struct row_key *rkeys;
 	size_t n_rows;
 	struct ukey_ref *urefs;
 	struct tl_unique_key *ukeys;
@@ -45,17 +80,21 @@ int tl_fold_create(size_t max_events, struct tl_fold **out)
 		goto fail;
 	f->max = max_events;
 	tl_arena_init(&f->arena, 1 << 20, 0);
+	tl_hmap_init(&f->gmap);
+	tl_hmap_init(&f->tmap);
+	tl_hmap_init(&f->tcmap);
 	tl_hmap_init(&f->ids);
 	tl_hmap_init(&f->rows_map);
 	tl_hmap_init(&f->umap);
 	f->ev = malloc(max_events * sizeof *f->ev);
 	f->cand = malloc(max_events * sizeof *f->cand);
 	f->dkeys = malloc(max_events * sizeof *f->dkeys);
-	f->is_new = malloc(max_events * 4 + 16);
+	f->is_new = malloc(max_events * TL_U__COUNT + 16);
 	f->rows = malloc(max_events * sizeof *f->rows);
-	f->urefs = malloc(max_events * 4 * sizeof *f->urefs);
-	f->ukeys = malloc(max_events * 4 * sizeof *f->ukeys);
-	if (!f->ev || !f->cand || !f->dkeys || !f->is_new || !f->rows || !f->urefs || !f->ukeys)
+	f->rkeys = malloc(max_events * sizeof *f->rkeys);
+	f->urefs = malloc(max_events * TL_U__COUNT * sizeof *f->urefs);
+	f->ukeys = malloc(max_events * TL_U__COUNT * sizeof *f->ukeys);
+	if (!f->ev || !f->cand || !f->dkeys || !f->is_new || !f->rows || !f->rkeys || !f->urefs || !f->ukeys)
 		goto fail;
 	*out = f;
 	return TL_OK;
@@ -69,14 +108,19 @@ void tl_fold_destroy(struct tl_fold *f)
 	if (!f)
 		return;
 	tl_arena_free(&f->arena);
+	tl_hmap_free(&f->gmap);
+	tl_hmap_free(&f->tmap);
+	tl_hmap_free(&f->tcmap);
 	tl_hmap_free(&f->ids);
 	tl_hmap_free(&f->rows_map);
 	tl_hmap_free(&f->umap);
+	free(f->g);
 	free(f->ev);
 	free(f->cand);
 	free(f->dkeys);
 	free(f->is_new);
 	free(f->rows);
+	free(f->rkeys);
 	free(f->urefs);
 	free(f->ukeys);
 	free(f);
@@ -95,15 +139,111 @@ static int copy_str(struct tl_arena *a, struct tl_str *dst, struct tl_str src)
 	return TL_OK;
 }
 
+static inline int str_eq(struct tl_str a, struct tl_str b)
+{
+	return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
+}
+
+static inline uint64_t mix64(uint64_t x)
+{
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+	return x ^ (x >> 31);
+}
+
+/* A cheap hash for the direct-mapped cache only (a collision there costs
+ * the map lookup, never a wrong group): length and the first and last
+ * bytes. */
+static inline uint64_t cheap(uint64_t h, struct tl_str s)
+{
+	uint64_t a = 0, b = 0;
+	if (s.n >= 8) {
+		memcpy(&a, s.p, 8);
+		memcpy(&b, s.p + s.n - 8, 8);
+	} else if (s.n) {
+		memcpy(&a, s.p, s.n);
+	}
+	return mix64(h ^ a ^ (b * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)s.n << 56));
+}
+
+/* ---- groups */
+
+struct gkey {
+	struct tl_str tenant, campaign, variant;
+};
+
+static int g_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct grp *g = &((const struct tl_fold *)arg)->g[idx];
+	const struct gkey *k = key;
+	return str_eq(g->variant, k->variant) && str_eq(g->campaign, k->campaign) &&
+	       str_eq(g->tenant, k->tenant);
+}
+
+static int t_eq(const void *arg, uint32_t idx, const void *key)
+{
+	return str_eq(((const struct tl_fold *)arg)->g[idx].tenant, ((const struct gkey *)key)->tenant);
+}
+
+static int tc_eq(const void *arg, uint32_t idx, const void *key)
+{
+	const struct grp *g = &((const struct tl_fold *)arg)->g[idx];
+	const struct gkey *k = key;
+	return str_eq(g->campaign, k->campaign) && str_eq(g->tenant, k->tenant);
+}
+
+/* The group of (tenant, campaign, variant), created when new. */
+static long group_of(struct tl_fold *f, struct tl_str tenant, struct tl_str campaign, struct tl_str variant)
+{
+	struct gkey k = {tenant, campaign, variant};
+	uint32_t *slot = &f->gcache[cheap(cheap(cheap(0, tenant), campaign), variant) & (GCACHE - 1)];
+	if (*slot && g_eq(f, *slot - 1, &k))
+		return *slot - 1;
+	uint64_t t_hash = XXH3_64bits(tenant.p, tenant.n);
+	uint64_t tc_hash = XXH3_64bits_withSeed(campaign.p, campaign.n, t_hash);
+	uint64_t h = XXH3_64bits_withSeed(variant.p, variant.n, tc_hash);
+	long idx = tl_hmap_find(&f->gmap, h, &k, g_eq, f);
+	if (idx < 0) {
+		if (f->n_g == f->cap_g) {
+			size_t nc = f->cap_g ? f->cap_g * 2 : 64;
+			struct grp *ng = realloc(f->g, nc * sizeof *ng);
+			if (!ng)
+				return -TL_ENOMEM;
+			f->g = ng;
+			f->cap_g = nc;
+		}
+		struct grp *g = &f->g[f->n_g];
+		*g = (struct grp){.t_hash = t_hash, .tc_hash = tc_hash};
+		if (copy_str(&f->arena, &g->tenant, tenant) || copy_str(&f->arena, &g->campaign, campaign) ||
+		    copy_str(&f->arena, &g->variant, variant))
+			return -TL_ENOMEM;
+		uint32_t gi = (uint32_t)f->n_g;
+		int ins;
+		long t = tl_hmap_upsert(&f->tmap, t_hash, &k, t_eq, f, gi, &ins);
+		long tc = t < 0 ? t : tl_hmap_upsert(&f->tcmap, tc_hash, &k, tc_eq, f, gi, &ins);
+		idx = tc < 0 ? tc : tl_hmap_upsert(&f->gmap, h, &k, g_eq, f, gi, &ins);
+		if (idx < 0)
+			return idx; /* the maps may now name gi: it is never handed out, and reset clears them
+			             */
+		g->t = (uint32_t)t;
+		g->tc = (uint32_t)tc;
+		f->n_g++;
+	}
+	*slot = (uint32_t)idx + 1;
+	return idx;
+}
+
 int tl_fold_add(struct tl_fold *f, const struct tl_event *ev)
 {
 	if (f->n >= f->max)
 		return -TL_ETOOBIG;
 	struct fev *e = &f->ev[f->n];
-	if (copy_str(&f->arena, &e->tenant, ev->tenant) || copy_str(&f->arena, &e->campaign, ev->campaign) ||
-	    copy_str(&f->arena, &e->variant, ev->variant) ||
-	    copy_str(&f->arena, &e->recipient, ev->recipient) || copy_str(&f->arena, &e->id, ev->id))
+	long g = group_of(f, ev->tenant, ev->campaign, ev->variant);
+	if (g < 0)
+		return (int)g;
+	if (copy_str(&f->arena, &e->recipient, ev->recipient) || copy_str(&f->arena, &e->id, ev->id))
 		return -TL_ENOMEM;
+	e->grp = (uint32_t)g;
 	e->ts_ms = ev->ts_ms;
 	e->arrival_ms = ev->arrival_ms ? ev->arrival_ms : ev->ts_ms;
 	e->type = ev->type;
@@ -129,46 +269,39 @@ void tl_fold_reset(struct tl_fold *f)
 {
 	f->n = 0;
 	f->min_arrival = 0;
+	f->n_g = 0;
+	tl_hmap_clear(&f->gmap);
+	tl_hmap_clear(&f->tmap);
+	tl_hmap_clear(&f->tcmap);
+	memset(f->gcache, 0, sizeof f->gcache);
 	tl_arena_reset(&f->arena);
 }
 
-static inline int str_eq(struct tl_str a, struct tl_str b)
-{
-	return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
-}
-
-static inline uint64_t hash2(struct tl_str a, struct tl_str b)
-{
-	return XXH3_64bits_withSeed(b.p, b.n, XXH3_64bits(a.p, a.n));
-}
-
-/* ---- equality callbacks for the three maps */
+/* ---- equality callbacks for the three maps of apply */
 
 struct id_key {
-	struct tl_str tenant, id;
+	uint32_t t;
+	struct tl_str id;
 };
 
 static int id_eq(const void *arg, uint32_t idx, const void *key)
 {
 	const struct tl_fold *f = arg;
 	const struct id_key *k = key;
-	return str_eq(f->ev[idx].id, k->id) && str_eq(f->ev[idx].tenant, k->tenant);
+	const struct fev *e = &f->ev[idx];
+	return f->g[e->grp].t == k->t && str_eq(e->id, k->id);
 }
 
 static int row_eq(const void *arg, uint32_t idx, const void *key)
 {
-	const struct tl_fold *f = arg;
-	const struct tl_count_row *r = &f->rows[idx], *k = key;
-	return r->minute_ms == k->minute_ms && str_eq(r->campaign, k->campaign) &&
-	       str_eq(r->variant, k->variant) && str_eq(r->tenant, k->tenant);
+	const struct row_key *r = &((const struct tl_fold *)arg)->rkeys[idx], *k = key;
+	return r->grp == k->grp && r->minute_ms == k->minute_ms;
 }
 
 static int u_eq(const void *arg, uint32_t idx, const void *key)
 {
-	const struct tl_fold *f = arg;
-	const struct tl_unique_key *a = &f->urefs[idx].key, *b = key;
-	return a->kind == b->kind && str_eq(a->recipient, b->recipient) && str_eq(a->campaign, b->campaign) &&
-	       str_eq(a->tenant, b->tenant);
+	const struct ukey_ref *a = &((const struct tl_fold *)arg)->urefs[idx], *b = key;
+	return a->tc == b->tc && a->kind == b->kind && str_eq(a->recipient, b->recipient);
 }
 
 static int64_t floor_minute(int64_t ms)
@@ -177,6 +310,32 @@ static int64_t floor_minute(int64_t ms)
 	if (ms < 0 && m * 60000 != ms)
 		m--;
 	return m * 60000;
+}
+
+/* The counter row of event e (created when new); its index, or < 0. */
+static long row_of(struct tl_fold *f, const struct fev *e)
+{
+	struct grp *g = &f->g[e->grp];
+	struct row_key key = {e->grp, floor_minute(e->ts_ms)};
+	if (g->last_row != NO_ROW && f->rkeys[g->last_row].minute_ms == key.minute_ms)
+		return g->last_row;
+	int ins;
+	long r = tl_hmap_upsert(&f->rows_map, mix64((uint64_t)key.minute_ms ^ ((uint64_t)key.grp << 40)),
+	                        &key, row_eq, f, (uint32_t)f->n_rows, &ins);
+	if (r < 0)
+		return r;
+	if (ins) {
+		f->rkeys[r] = key;
+		f->rows[r] = (struct tl_count_row){.tenant = g->tenant,
+		                                   .campaign = g->campaign,
+		                                   .variant = g->variant,
+		                                   .minute_ms = key.minute_ms,
+		                                   .first_ts_ms = e->ts_ms,
+		                                   .last_ts_ms = e->ts_ms};
+		f->n_rows++;
+	}
+	g->last_row = (uint32_t)r;
+	return r;
 }
 
 int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, const char *consumer,
@@ -189,19 +348,24 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 	tl_hmap_clear(&f->umap);
 	f->n_rows = 0;
 	f->n_u = 0;
+	for (size_t i = 0; i < f->n_g; i++)
+		f->g[i].last_row = NO_ROW;
 
 	/* 1. distinct ids within the batch (first occurrence wins) */
 	size_t n_cand = 0;
 	for (size_t i = 0; i < f->n; i++) {
-		struct id_key k = {f->ev[i].tenant, f->ev[i].id};
+		const struct fev *e = &f->ev[i];
+		const struct grp *g = &f->g[e->grp];
+		struct id_key k = {g->t, e->id};
 		int ins;
-		long r = tl_hmap_upsert(&f->ids, hash2(k.tenant, k.id), &k, id_eq, f, (uint32_t)i, &ins);
+		long r = tl_hmap_upsert(&f->ids, XXH3_64bits_withSeed(e->id.p, e->id.n, g->t_hash), &k, id_eq,
+		                        f, (uint32_t)i, &ins);
 		if (r < 0)
 			return (int)r;
 		if (!ins)
 			continue;
 		f->cand[n_cand] = (uint32_t)i;
-		f->dkeys[n_cand] = (struct tl_dedupe_key){f->ev[i].tenant, f->ev[i].id, f->ev[i].arrival_ms};
+		f->dkeys[n_cand] = (struct tl_dedupe_key){g->tenant, e->id, e->arrival_ms};
 		n_cand++;
 	}
 
@@ -218,24 +382,12 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 			continue;
 		const struct fev *e = &f->ev[f->cand[c]];
 		struct tl_event ev = {.type = e->type, .bounce_class = e->bounce_class, .flags = e->flags};
-		struct tl_count_row key = {.tenant = e->tenant,
-		                           .campaign = e->campaign,
-		                           .variant = e->variant,
-		                           .minute_ms = floor_minute(e->ts_ms)};
-		uint64_t h = XXH3_64bits_withSeed(e->variant.p, e->variant.n, hash2(e->tenant, e->campaign)) ^
-		             (uint64_t)key.minute_ms * 0x9E3779B97F4A7C15ULL;
-		int ins;
-		long r = tl_hmap_upsert(&f->rows_map, h, &key, row_eq, f, (uint32_t)f->n_rows, &ins);
+		long r = row_of(f, e);
 		if (r < 0) {
 			rc = (int)r;
 			goto fail;
 		}
 		struct tl_count_row *row = &f->rows[r];
-		if (ins) {
-			*row = key;
-			row->first_ts_ms = row->last_ts_ms = e->ts_ms;
-			f->n_rows++;
-		}
 		if (e->ts_ms < row->first_ts_ms)
 			row->first_ts_ms = e->ts_ms;
 		if (e->ts_ms > row->last_ts_ms)
@@ -244,21 +396,25 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 		s.counted++;
 
 		unsigned kinds = tl_metrics_unique_kinds(&ev);
+		if (!kinds)
+			continue;
+		const struct grp *g = &f->g[e->grp];
+		uint64_t rh = XXH3_64bits_withSeed(e->recipient.p, e->recipient.n, f->g[g->tc].tc_hash);
 		for (unsigned k = 0; k < TL_U__COUNT; k++) {
 			if (!(kinds & (1u << k)))
 				continue;
-			struct tl_unique_key uk = {e->tenant, e->campaign, (uint8_t)k, e->recipient,
-			                           e->ts_ms};
-			uint64_t uh = XXH3_64bits_withSeed(e->recipient.p, e->recipient.n,
-			                                   hash2(e->tenant, e->campaign) + k);
-			long u = tl_hmap_upsert(&f->umap, uh, &uk, u_eq, f, (uint32_t)f->n_u, &ins);
+			struct ukey_ref ref = {g->tc, (uint32_t)r, (uint8_t)k, e->recipient};
+			int ins;
+			long u =
+			    tl_hmap_upsert(&f->umap, mix64(rh + k), &ref, u_eq, f, (uint32_t)f->n_u, &ins);
 			if (u < 0) {
 				rc = (int)u;
 				goto fail;
 			}
 			if (ins) {
-				f->urefs[f->n_u] = (struct ukey_ref){uk, (uint32_t)r};
-				f->ukeys[f->n_u] = uk;
+				f->urefs[f->n_u] = ref;
+				f->ukeys[f->n_u] = (struct tl_unique_key){g->tenant, g->campaign, (uint8_t)k,
+				                                          e->recipient, e->ts_ms};
 				f->n_u++;
 			}
 		}
@@ -272,7 +428,7 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 		for (size_t i = 0; i < f->n_u; i++) {
 			if (!f->is_new[i])
 				continue;
-			f->rows[f->urefs[i].row].delta[tl_unique_metric(f->urefs[i].key.kind)]++;
+			f->rows[f->urefs[i].row].delta[tl_unique_metric(f->urefs[i].kind)]++;
 			s.uniques_new++;
 		}
 	}

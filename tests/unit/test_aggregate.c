@@ -170,6 +170,58 @@ static void test_minute_buckets(void **state)
 	assert_int_equal(a[TL_M_UNIQUE_OPENS], 5);
 }
 
+/* Events of many (tenant, campaign, variant) groups in one fold, more than
+ * its group cache holds: ids are per tenant, unique sets per campaign (over
+ * its variants), and the groups start afresh after a reset. */
+static void test_groups(void **state)
+{
+	struct ctx *c = *state;
+	struct tl_fold *f;
+	assert_int_equal(tl_fold_create(20000, &f), 0);
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 3000; i++) {
+			char id[32], camp[32];
+			snprintf(id, sizeof id, "s-%d-%d", round, i);
+			snprintf(camp, sizeof camp, "c%04d", i);
+			struct tl_event e = ev(TL_EV_SENT, id, camp, i % 3 ? "A" : "", "r1", T0 + i, 0);
+			assert_int_equal(tl_fold_add(f, &e), 0);
+			assert_int_equal(tl_fold_add(f, &e), 0); /* the same id again */
+		}
+		struct tl_event o = ev(TL_EV_OPEN, "x1", "spring", "A", "r1", T0, 0);
+		assert_int_equal(tl_fold_add(f, &o), 0);
+		o = ev(TL_EV_OPEN, "x2", "spring", "B", "r1", T0 + 1, 0); /* same recipient, other variant */
+		assert_int_equal(tl_fold_add(f, &o), 0);
+		o = ev(TL_EV_OPEN, "x1", "spring", "A", "r1", T0, 0); /* same id, other tenant */
+		o.tenant = TL_STR("beta");
+		assert_int_equal(tl_fold_add(f, &o), 0);
+		struct tl_fold_stats s;
+		assert_int_equal(tl_fold_apply(f, c->st, TL_SOURCE_REALTIME, "aggregate", NULL, 0, &s), 0);
+		assert_int_equal(s.events, 6003);
+		assert_int_equal(s.duplicates, round ? 3003 : 3000);
+		tl_fold_reset(f);
+	}
+	tl_fold_destroy(f);
+	int64_t a[TL_M__COUNT];
+	counts(c, "c0000", "", a);
+	assert_int_equal(a[TL_M_SENT], 2);
+	counts(c, "c2999", "A", a);
+	assert_int_equal(a[TL_M_SENT], 2);
+	counts(c, "c2999", NULL, a);
+	assert_int_equal(a[TL_M_SENT], 2);
+	counts(c, "spring", "A", a);
+	assert_int_equal(a[TL_M_OPENS], 1);
+	assert_int_equal(a[TL_M_UNIQUE_OPENS], 1);
+	counts(c, "spring", "B", a);
+	assert_int_equal(a[TL_M_OPENS], 1);
+	assert_int_equal(a[TL_M_UNIQUE_OPENS], 0);
+	counts(c, "spring", NULL, a);
+	assert_int_equal(a[TL_M_UNIQUE_OPENS], 1);
+	struct tl_campaign_summary b;
+	assert_int_equal(tl_store_campaign(c->st, TL_SOURCE_REALTIME, "beta", "spring", NULL, &b), 0);
+	assert_int_equal(b.counts[TL_M_OPENS], 1);
+	assert_int_equal(b.counts[TL_M_UNIQUE_OPENS], 1);
+}
+
 static void test_full_fold(void **state)
 {
 	struct ctx *c = *state;
@@ -188,6 +240,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_dedupe_and_counts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_minute_buckets, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_groups, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_full_fold, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@
  * replaces a day instead of adding to it, a failed run changes nothing, and
  * reconcile names a tampered number. */
 #include "batch/batch.h"
+#include "batch/memstore.h"
 #include "batch/reader.h"
 #include "batch/reconcile.h"
 #include "batch/state.h"
@@ -506,6 +507,8 @@ static void realtime(struct world *w, const struct tl_event *evs, size_t n, bool
 	tl_fold_destroy(f);
 }
 
+static int write_from_pct; /* of the runs below: 0 = the default */
+
 static int run_batch(struct world *w, int64_t from, int64_t to, struct tl_batch_stats *st)
 {
 	struct tl_batch_opts o = {.archive_dir = w->arch,
@@ -514,7 +517,8 @@ static int run_batch(struct world *w, int64_t from, int64_t to, struct tl_batch_
 	                          .from_day = from,
 	                          .to_day = to,
 	                          .threads = 2,
-	                          .fold_events = 7};
+	                          .fold_events = 7,
+	                          .write_from_pct = write_from_pct};
 	tl_classify_defaults(&o.classify);
 	return tl_batch_run(&o, st);
 }
@@ -711,6 +715,85 @@ static void test_failed_run_changes_nothing(void **state)
 	assert_memory_equal(before, after, sizeof before);
 }
 
+/* The rows going into the reporting DB from the start of the reading, in
+ * several passes (a row written again adds its new deltas): the same
+ * numbers, and a run that fails after the transaction began changes
+ * nothing. */
+static void test_write_from_start(void **state)
+{
+	struct world *w = *state;
+	two_days(w);
+	write_from_pct = TL_BATCH_WRITE_FROM_START;
+	struct tl_batch_stats st;
+	if (run_batch(w, D0, D0 + 1, &st))
+		fail_msg("batch: %s", st.error);
+	assert_true(st.db_passes >= 2);
+	assert_batch_equals_realtime(w);
+	int64_t before[TL_M__COUNT], after[TL_M__COUNT];
+	totals(w, TL_SOURCE_BATCH, "spring", NULL, before);
+	struct tl_event more[] = {mk(w, TL_EV_OPEN, "spring", "A", 50, D0 * DAY_MS + 100, "late")};
+	write_file(w, TL_TOPIC_EVENTS, 1, 0, more, 1, true); /* truncated */
+	assert_int_equal(run_batch(w, D0, D0, &st), -TL_ECORRUPT);
+	write_from_pct = 0;
+	totals(w, TL_SOURCE_BATCH, "spring", NULL, after);
+	assert_memory_equal(before, after, sizeof before);
+}
+
+struct flushed {
+	int64_t sent[4];
+	size_t rows;
+};
+
+static int collect_flush(void *arg, const struct tl_count_row *rows, const uint32_t *cids,
+                         const uint32_t *vids, size_t n)
+{
+	struct flushed *f = arg;
+	for (size_t i = 0; i < n; i++) {
+		assert_true(cids[i] < 2 && vids[i] < 2);
+		f->sent[cids[i] * 2 + vids[i]] += rows[i].delta[TL_M_SENT];
+		f->rows++;
+	}
+	return TL_OK;
+}
+
+/* tl_mem_rows_flush hands out each row's deltas since the last flush, and
+ * only the rows added to since. */
+static void test_mem_rows_flush(void **state)
+{
+	(void)state;
+	struct tl_mem *m;
+	struct tl_store *conn;
+	assert_int_equal(tl_mem_create(NULL, NULL, &m), 0);
+	assert_int_equal(tl_mem_conn_open(m, &conn), 0);
+	struct tl_count_row rows[3] = {
+	    {.tenant = TL_STR("acme"), .campaign = TL_STR("a"), .variant = TL_STR(""), .minute_ms = 60000},
+	    {.tenant = TL_STR("acme"), .campaign = TL_STR("a"), .variant = TL_STR("B"), .minute_ms = 60000},
+	    {.tenant = TL_STR("acme"), .campaign = TL_STR("b"), .variant = TL_STR(""), .minute_ms = 120000},
+	};
+	rows[0].delta[TL_M_SENT] = 1;
+	rows[1].delta[TL_M_SENT] = 2;
+	rows[2].delta[TL_M_SENT] = 3;
+	assert_int_equal(tl_store_begin(conn, TL_SOURCE_BATCH), 0);
+	assert_int_equal(tl_store_add_counts(conn, rows, 3), 0);
+	struct flushed f = {0};
+	assert_int_equal(tl_mem_rows_flush(m, collect_flush, &f), 0);
+	assert_int_equal(f.rows, 3);
+	assert_int_equal(f.sent[0] + f.sent[1] + f.sent[2], 6);
+	memset(&f, 0, sizeof f);
+	assert_int_equal(tl_mem_rows_flush(m, collect_flush, &f), 0);
+	assert_int_equal(f.rows, 0); /* nothing new */
+	rows[1].delta[TL_M_SENT] = 10;
+	assert_int_equal(tl_store_add_counts(conn, &rows[1], 1), 0);
+	assert_int_equal(tl_store_add_counts(conn, &rows[1], 1), 0);
+	assert_int_equal(tl_mem_rows_flush(m, collect_flush, &f), 0);
+	assert_int_equal(f.rows, 1);
+	assert_int_equal(f.sent[1], 20);
+	assert_int_equal(tl_mem_rows_live(m), 3);
+	assert_int_equal(tl_store_commit(conn), 0);
+	tl_store_close(conn);
+	tl_mem_destroy(m);
+}
+
 /* A committed day whose state file is gone: the run refuses instead of
  * counting that day's recipients again. */
 static void test_missing_state(void **state)
@@ -738,6 +821,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reconcile_names_difference, w_setup, w_teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_run_changes_nothing, w_setup, w_teardown),
 	    cmocka_unit_test_setup_teardown(test_missing_state, w_setup, w_teardown),
+	    cmocka_unit_test_setup_teardown(test_write_from_start, w_setup, w_teardown),
+	    cmocka_unit_test(test_mem_rows_flush),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
