@@ -12,7 +12,6 @@
 #include <xxhash.h>
 
 #define NSHARD 64
-#define HUGE_PAGE (2u << 20) /* tables this large ask for transparent huge pages */
 
 /* ---- sharded fingerprint sets -------------------------------------------- */
 
@@ -71,12 +70,20 @@ static inline size_t home(uint64_t lo, size_t nb)
 #endif
 }
 
-/* Zeroed memory; large tables straight from mmap, on huge pages (a probe is
- * a random access: with 4 KiB pages most would also miss the TLB), and
- * faulted in here, all at once. Left to the inserts, a page is first read
- * (mapping the shared zero page) and then written, and that copy-on-write
- * flushes the TLB of every CPU running a worker: paid per page while both
- * workers insert, it cost more than the inserts themselves. */
+/* Zeroed memory; large tables straight from mmap and faulted in here, all
+ * at once. Left to the inserts, a page is first read (mapping the shared
+ * zero page) and then written, and that copy-on-write flushes the TLB of
+ * every CPU running a worker: paid per page while both workers insert, it
+ * cost more than the inserts themselves.
+ *
+ * The tables take the kernel's default page size. Transparent huge pages
+ * (fewer TLB misses on the random probes) measured slower on the VMs tally
+ * is benchmarked on: a fresh huge page there mostly comes from memory the
+ * guest has handed back to the host, and faulting 420 MB in took 0.8 s of
+ * both threads, against ~0.15 s on 4 KiB pages; the run as a whole was
+ * ~0.7 s faster without them (docs/benchmarks.md). */
+#define MAP_MIN (2u << 20) /* tables this large come from mmap */
+
 static size_t map_bytes(size_t words)
 {
 	return (words * sizeof(uint64_t) + 4095) / 4096 * 4096;
@@ -84,20 +91,12 @@ static size_t map_bytes(size_t words)
 
 static uint64_t *words_alloc(size_t words)
 {
-	if (words * sizeof(uint64_t) < HUGE_PAGE)
+	if (words * sizeof(uint64_t) < MAP_MIN)
 		return calloc(words ? words : 1, sizeof(uint64_t));
-	/* starting on a huge page (all but the last partial one can be huge):
-	 * map one more and trim both ends */
 	size_t bytes = map_bytes(words);
-	char *m = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m == MAP_FAILED)
+	char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
 		return NULL;
-	char *p = (char *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
-	if (p > m)
-		munmap(m, (size_t)(p - m));
-	if (p + bytes < m + bytes + HUGE_PAGE)
-		munmap(p + bytes, (size_t)(m + bytes + HUGE_PAGE - (p + bytes)));
-	(void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: fine if it is not taken */
 #if defined(MADV_POPULATE_WRITE)
 	if (madvise(p, bytes, MADV_POPULATE_WRITE) == 0)
 		return (uint64_t *)(void *)p;
@@ -111,7 +110,7 @@ static void words_free(uint64_t *p, size_t words)
 {
 	if (!p)
 		return;
-	if (words * sizeof(uint64_t) < HUGE_PAGE)
+	if (words * sizeof(uint64_t) < MAP_MIN)
 		free(p);
 	else
 		munmap(p, map_bytes(words));

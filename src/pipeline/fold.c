@@ -376,12 +376,16 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 	if (n_cand && (rc = tl_store_dedupe(st, f->dkeys, n_cand, f->is_new)))
 		goto fail;
 
-	/* 3. counter rows and unique candidates of the new events */
+	/* 3. counter rows and unique candidates of the new events (ev: what the
+	 * metrics read of an event; zeroed once, not per event) */
+	struct tl_event ev = {0};
 	for (size_t c = 0; c < n_cand; c++) {
 		if (!f->is_new[c])
 			continue;
 		const struct fev *e = &f->ev[f->cand[c]];
-		struct tl_event ev = {.type = e->type, .bounce_class = e->bounce_class, .flags = e->flags};
+		ev.type = e->type;
+		ev.bounce_class = e->bounce_class;
+		ev.flags = e->flags;
 		long r = row_of(f, e);
 		if (r < 0) {
 			rc = (int)r;
