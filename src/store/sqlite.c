@@ -37,6 +37,14 @@
 
 #define BUSY_TIMEOUT_MS 5000
 
+#define COUNT_TUPLE "(?,?,?,?,?" MPARAMS ",?,?)"
+#define COUNT_TUPLE4 COUNT_TUPLE "," COUNT_TUPLE "," COUNT_TUPLE "," COUNT_TUPLE
+#define COUNT_TUPLE16 COUNT_TUPLE4 "," COUNT_TUPLE4 "," COUNT_TUPLE4 "," COUNT_TUPLE4
+#define COUNT_UPDATE                                                                                         \
+	" ON CONFLICT DO UPDATE SET "                                                                        \
+	"first_ms=min(first_ms,excluded.first_ms),last_ms=max(last_ms,excluded.last_ms)" MADD
+_Static_assert(COUNT_ROWS_PER_STMT == 16, "COUNT_TUPLE16 holds COUNT_ROWS_PER_STMT tuples");
+
 const char *const tl_sqlite_stmt_sql[S__COUNT] = {
     [S_BEGIN_WRITE] = "BEGIN IMMEDIATE",
     [S_BEGIN_READ] = "BEGIN",
@@ -54,8 +62,9 @@ const char *const tl_sqlite_stmt_sql[S__COUNT] = {
     [S_UNIQUE] = "INSERT INTO uniques(src,tenant,campaign,kind,recipient,ts_ms) VALUES(?1,?2,?3,?4,?5,?6)"
                  " ON CONFLICT DO NOTHING",
     [S_COUNT_UPSERT] = "INSERT INTO counts(src,tenant,campaign,minute_ms,variant" MCOLS ",first_ms,last_ms)"
-                       " VALUES(?,?,?,?,?" MPARAMS ",?,?) ON CONFLICT DO UPDATE SET"
-                       " first_ms=min(first_ms,excluded.first_ms),last_ms=max(last_ms,excluded.last_ms)" MADD,
+                       " VALUES" COUNT_TUPLE COUNT_UPDATE,
+    [S_COUNT_UPSERT_N] = "INSERT INTO counts(src,tenant,campaign,minute_ms,variant" MCOLS ",first_ms,last_ms)"
+                         " VALUES" COUNT_TUPLE16 COUNT_UPDATE,
     [S_TOTAL_UPSERT] =
         "INSERT INTO totals(src,tenant,campaign,variant" MCOLS ",first_ms,last_ms,updated_ms,seq)"
         " VALUES(?,?,?,?" MPARAMS ",?,?,?,?) ON CONFLICT DO UPDATE SET"

@@ -195,12 +195,48 @@ static int bind_key_deltas(sqlite3_stmt *q, int *i, int src, const struct tl_cou
 	return rc;
 }
 
-static int upsert_count(struct sq_store *s, const struct tl_count_row *r, const struct fold *f)
+/* Count rows go out COUNT_ROWS_PER_STMT at a time (the rest one by one, at
+ * the end of add_counts): pending[] holds the indices of those bound so far. */
+struct count_batch {
+	size_t pending[COUNT_ROWS_PER_STMT];
+	int n;
+};
+
+static int bind_count(sqlite3_stmt *q, int *i, int src, const struct tl_count_row *r)
+{
+	int64_t minute = r->minute_ms - (((r->minute_ms % 60000) + 60000) % 60000);
+	/* 0 = not recorded: the bucket start stands in for the event times. */
+	struct fold f;
+	memcpy(f.delta, r->delta, sizeof f.delta);
+	f.first = r->first_ts_ms ? r->first_ts_ms : r->minute_ms;
+	f.last = r->last_ts_ms ? r->last_ts_ms : r->minute_ms;
+	return bind_key_deltas(q, i, src, r, &minute, &f);
+}
+
+static int upsert_count(struct sq_store *s, const struct tl_count_row *rows, size_t j, struct count_batch *b)
+{
+	sqlite3_stmt *q = s->stmt[S_COUNT_UPSERT_N];
+	int i = 1 + b->n * (int)(sqlite3_bind_parameter_count(q) / COUNT_ROWS_PER_STMT);
+	if (bind_count(q, &i, s->src, &rows[j]) != SQLITE_OK)
+		return -TL_ETOOBIG;
+	b->pending[b->n++] = j;
+	if (b->n < COUNT_ROWS_PER_STMT)
+		return 0;
+	b->n = 0;
+	return run(q);
+}
+
+/* The rows still pending, one statement each. */
+static int upsert_counts_rest(struct sq_store *s, const struct tl_count_row *rows, struct count_batch *b)
 {
 	sqlite3_stmt *q = s->stmt[S_COUNT_UPSERT];
-	int64_t minute = r->minute_ms - (((r->minute_ms % 60000) + 60000) % 60000);
-	int i = 1;
-	return bind_key_deltas(q, &i, s->src, r, &minute, f) != SQLITE_OK ? -TL_ETOOBIG : run(q);
+	int rc = 0;
+	for (int k = 0; k < b->n && rc == 0; k++) {
+		int i = 1;
+		rc = bind_count(q, &i, s->src, &rows[b->pending[k]]) != SQLITE_OK ? -TL_ETOOBIG : run(q);
+	}
+	b->n = 0;
+	return rc;
 }
 
 static int upsert_total(struct sq_store *s, const struct tl_count_row *r, const struct fold *f)
@@ -231,15 +267,15 @@ int tl_sqlite_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 	if (!idx && n)
 		return txn_fail(s, -TL_ENOMEM);
 	qsort_r(idx, n, sizeof(*idx), cmp_count, (void *)rows);
-	struct fold row, var, camp;
+	struct fold var, camp;
+	struct count_batch cb = {.n = 0};
 	bool var_empty = true, camp_empty = true;
 	for (size_t j = 0; j < n && rc == 0; j++) {
 		const struct tl_count_row *r = &rows[idx[j]], *next = j + 1 < n ? &rows[idx[j + 1]] : NULL;
 		/* 0 = not recorded: the bucket start stands in for the event times. */
 		int64_t first = r->first_ts_ms ? r->first_ts_ms : r->minute_ms;
 		int64_t last = r->last_ts_ms ? r->last_ts_ms : r->minute_ms;
-		fold_add(&row, r->delta, first, last, true);
-		if ((rc = upsert_count(s, r, &row)) != 0)
+		if ((rc = upsert_count(s, rows, idx[j], &cb)) != 0)
 			break;
 		fold_add(&var, r->delta, first, last, var_empty);
 		fold_add(&camp, r->delta, first, last, camp_empty);
@@ -255,6 +291,8 @@ int tl_sqlite_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 			camp_empty = true;
 		}
 	}
+	if (rc == 0)
+		rc = upsert_counts_rest(s, rows, &cb);
 	if (n)
 		s->dirty = true;
 	return txn_fail(s, rc);
