@@ -6,6 +6,7 @@
  * allocation). */
 #include "event/classify.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -90,31 +91,63 @@ static size_t lower_agent(struct tl_str ua, char buf[TL_MAX_USER_AGENT])
 	return n;
 }
 
-/* True when the lowercased agent lc (n bytes) contains any needle of tab.
- * A bitmap of the needles' first two bytes, built on the stack, lets the
- * scan skip almost every position with one well-predicted test; only where
- * the pair matches are the needles starting with that byte compared.
- * Every needle has at least two bytes. */
-static bool agent_has_any(const char *lc, size_t n, const struct needle *tab, size_t count)
-{
+/* A needle table with its index: a bitmap of the needles' first two bytes
+ * and, per first byte, the chain of needles starting with it. Built once, on
+ * first use (pthread_once), then read by any thread. */
+struct needle_set {
+	const struct needle *tab;
+	size_t count;
+	pthread_once_t once;
 	uint64_t pairs[64]; /* 4096 bits, indexed by pair_hash() */
 	unsigned char head[256], next[NEEDLES_MAX];
-	memset(pairs, 0, sizeof pairs);
-	memset(head, 0xff, sizeof head);
-	for (size_t k = count; k-- > 0;) {
-		unsigned char c = (unsigned char)tab[k].s[0];
-		unsigned h = pair_hash(c, (unsigned char)tab[k].s[1]);
-		pairs[h >> 6] |= 1ull << (h & 63);
-		next[k] = head[c];
-		head[c] = (unsigned char)k;
+};
+
+#define NEEDLE_SET(t)                                                                                        \
+	{                                                                                                    \
+		(t), sizeof(t) / sizeof(t)[0], PTHREAD_ONCE_INIT, {0}, {0},                                  \
+		{                                                                                            \
+			0                                                                                    \
+		}                                                                                            \
 	}
+static struct needle_set proxy_set = NEEDLE_SET(proxy_agents);
+static struct needle_set scanner_set = NEEDLE_SET(scanner_agents);
+
+static void index_needles(struct needle_set *ns)
+{
+	memset(ns->pairs, 0, sizeof ns->pairs);
+	memset(ns->head, 0xff, sizeof ns->head);
+	for (size_t k = ns->count; k-- > 0;) {
+		unsigned char c = (unsigned char)ns->tab[k].s[0];
+		unsigned h = pair_hash(c, (unsigned char)ns->tab[k].s[1]);
+		ns->pairs[h >> 6] |= 1ull << (h & 63);
+		ns->next[k] = ns->head[c];
+		ns->head[c] = (unsigned char)k;
+	}
+}
+
+static void index_proxy(void)
+{
+	index_needles(&proxy_set);
+}
+
+static void index_scanner(void)
+{
+	index_needles(&scanner_set);
+}
+
+/* True when the lowercased agent lc (n bytes) contains any needle of ns.
+ * The bitmap lets the scan skip almost every position with one
+ * well-predicted test; only where the pair matches are the needles starting
+ * with that byte compared. Every needle has at least two bytes. */
+static bool agent_has_any(const char *lc, size_t n, const struct needle_set *ns)
+{
 	for (size_t i = 0; i + 1 < n; i++) {
 		unsigned char c = (unsigned char)lc[i];
 		unsigned h = pair_hash(c, (unsigned char)lc[i + 1]);
-		if (!(pairs[h >> 6] >> (h & 63) & 1))
+		if (!(ns->pairs[h >> 6] >> (h & 63) & 1))
 			continue;
-		for (unsigned k = head[c]; k != 0xff; k = next[k]) {
-			if (tab[k].n <= n - i && memcmp(lc + i, tab[k].s, tab[k].n) == 0)
+		for (unsigned k = ns->head[c]; k != 0xff; k = ns->next[k]) {
+			if (ns->tab[k].n <= n - i && memcmp(lc + i, ns->tab[k].s, ns->tab[k].n) == 0)
 				return true;
 		}
 	}
@@ -146,7 +179,8 @@ static const char *classify_open(const struct tl_classify_opts *o, const struct 
 	if (ev->user_agent.n) {
 		char lc[TL_MAX_USER_AGENT];
 		size_t n = lower_agent(ev->user_agent, lc);
-		if (agent_has_any(lc, n, proxy_agents, sizeof proxy_agents / sizeof proxy_agents[0]))
+		pthread_once(&proxy_set.once, index_proxy);
+		if (agent_has_any(lc, n, &proxy_set))
 			return "mail_proxy_agent";
 	}
 	if (within_window(ev, o->machine_open_window_ms))
@@ -163,7 +197,8 @@ static const char *classify_click(const struct tl_classify_opts *o, const struct
 	if (ev->user_agent.n) {
 		char lc[TL_MAX_USER_AGENT];
 		size_t n = lower_agent(ev->user_agent, lc);
-		if (agent_has_any(lc, n, scanner_agents, sizeof scanner_agents / sizeof scanner_agents[0]))
+		pthread_once(&scanner_set.once, index_scanner);
+		if (agent_has_any(lc, n, &scanner_set))
 			return "scanner_agent";
 	}
 	if (within_window(ev, o->bot_click_window_ms))
