@@ -63,10 +63,11 @@ struct run {
 	size_t n_others;
 	pthread_mutex_t mu; /* others[], first error, done */
 	pthread_cond_t cv;
-	int workers_done;
+	int workers_done, n_workers; /* n_workers: set before the first starts */
 	int failed;
 	/* progress */
 	_Atomic uint64_t files_done, bytes_done, lines;
+	atomic_bool reading_done; /* every worker has ended: an early pass stops */
 };
 
 static void set_error(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -386,7 +387,9 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&r->mu);
 	if (rc)
 		r->failed = 1;
-	r->workers_done++;
+	if (++r->workers_done == r->n_workers)
+		atomic_store(&r->reading_done,
+		             true); /* the rest is written at once, after the state files start */
 	pthread_cond_signal(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	return NULL;
@@ -615,7 +618,7 @@ static int early_rows(struct run *r, struct tl_store *db, bool *txn)
 		*txn = true;
 	}
 	r->st->db_passes++;
-	return tl_mem_rows_flush(r->mem, add_rows, db);
+	return tl_mem_rows_flush_until(r->mem, add_rows, db, &r->reading_done);
 }
 
 /* The one transaction: clear the days (unless txn says it is open and done
@@ -803,6 +806,7 @@ int tl_batch_run(const struct tl_batch_opts *o, struct tl_batch_stats *st)
 
 	if ((size_t)threads > r.n_files)
 		threads = r.n_files ? (int)r.n_files : 1;
+	r.n_workers = threads;
 	for (int i = 0; i < threads; i++) {
 		w[i].r = &r;
 		w[i].ctx = (struct tl_enrich_ctx){lookup, &r, o->classify};
@@ -831,10 +835,10 @@ stop:
 			until.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&r.cv, &r.mu, &until);
-		bool failed = r.failed;
+		bool skip = r.failed || r.workers_done == started; /* failed, or done: no early pass */
 		pthread_mutex_unlock(&r.mu);
 		progress(&r, t0);
-		int frc = failed ? TL_OK : early_rows(&r, db, &txn);
+		int frc = skip ? TL_OK : early_rows(&r, db, &txn);
 		if (frc)
 			set_error(&r, "writing the reporting DB %s: %s", o->db_uri, tl_strerror(frc));
 		pthread_mutex_lock(&r.mu);

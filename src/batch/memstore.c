@@ -1051,11 +1051,16 @@ size_t tl_mem_rows_live(struct tl_mem *m)
 
 int tl_mem_rows_flush(struct tl_mem *m, tl_mem_rows_fn fn, void *arg)
 {
+	return tl_mem_rows_flush_until(m, fn, arg, NULL);
+}
+
+int tl_mem_rows_flush_until(struct tl_mem *m, tl_mem_rows_fn fn, void *arg, const atomic_bool *stop)
+{
 	struct tl_count_row *out = NULL;
 	uint32_t *oc = NULL, *ov = NULL;
 	size_t cap = 0;
 	int rc = TL_OK;
-	for (int k = 0; k < RSHARD && !rc; k++) {
+	for (int k = 0; k < RSHARD && !rc && !(stop && atomic_load(stop)); k++) {
 		struct rowshard *sh = &m->rows[k];
 		pthread_mutex_lock(&sh->mu);
 		if (sh->rs.n > cap) {

@@ -29,6 +29,8 @@
 
 #include "store/store.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,6 +91,10 @@ size_t tl_mem_rows_live(struct tl_mem *m);
  * gives the rows. May run while connections add rows (on one thread at a
  * time); fn runs without any lock held. Returns 0 or what fn returned. */
 int tl_mem_rows_flush(struct tl_mem *m, tl_mem_rows_fn fn, void *arg) TL_MUST_CHECK;
+/* The same, stopping (with 0) before the next shard once *stop is set: the
+ * rows not handed out yet stay for the next flush. */
+int tl_mem_rows_flush_until(struct tl_mem *m, tl_mem_rows_fn fn, void *arg,
+                            const atomic_bool *stop) TL_MUST_CHECK;
 
 /* Calls fn with the key of every counter row (flushed or not), until fn
  * returns non-zero (which it returns), once no connection adds rows any
