@@ -7,6 +7,7 @@
 #include "batch/memstore.h"
 #include "batch/reader.h"
 #include "batch/state.h"
+#include "core/buf.h"
 #include "core/clock.h"
 #include "pipeline/enrich.h"
 #include "pipeline/fold.h"
@@ -414,14 +415,8 @@ static int collect_member(void *arg, uint32_t cid, int32_t day, const uint8_t fp
 	struct members_ctx *mc = arg;
 	if (day < mc->r->o->from_day || day > mc->r->o->to_day)
 		return -TL_EINVAL; /* cannot happen: events outside the days are not folded */
-	if (mc->n == mc->cap) {
-		size_t nc = mc->cap ? mc->cap * 2 : 4096;
-		struct member *nv = realloc(mc->v, nc * sizeof *nv);
-		if (!nv)
-			return -TL_ENOMEM;
-		mc->v = nv;
-		mc->cap = nc;
-	}
+	if (tl_array_grow((void **)&mc->v, &mc->cap, mc->n + 1, sizeof *mc->v))
+		return -TL_ENOMEM;
 	struct member *m = &mc->v[mc->n++];
 	m->key = (uint32_t)((uint64_t)(day - mc->r->o->from_day) * mc->n_camps + cid);
 	memcpy(m->fp, fp, TL_FP_BYTES);

@@ -1,6 +1,7 @@
 /* memstore.c — the batch's in-memory staging store (see memstore.h). */
 #include "batch/memstore.h"
 
+#include "core/buf.h"
 #include "core/hmap.h"
 
 #include <pthread.h>
@@ -415,21 +416,6 @@ void tl_mem_member_fp(uint64_t campaign_seed, uint8_t kind, struct tl_str recipi
 	memcpy(fp, c.digest, TL_FP_BYTES);
 }
 
-static int grow_arr(void **p, size_t *cap, size_t need, size_t size)
-{
-	if (need <= *cap)
-		return TL_OK;
-	size_t nc = *cap ? *cap : 16;
-	while (nc < need)
-		nc *= 2;
-	void *q = realloc(*p, nc * size);
-	if (!q)
-		return -TL_ENOMEM;
-	*p = q;
-	*cap = nc;
-	return TL_OK;
-}
-
 /* Finds or registers a campaign (under m->mu). */
 static int mem_camp(struct tl_mem *m, uint64_t seed, struct ckey *k, struct camp **out)
 {
@@ -441,7 +427,7 @@ static int mem_camp(struct tl_mem *m, uint64_t seed, struct ckey *k, struct camp
 		goto out;
 	}
 	struct camp *c = calloc(1, sizeof *c);
-	if (!c || grow_arr((void **)&m->camps, &m->cap_camps, m->n_camps + 1, sizeof *m->camps)) {
+	if (!c || tl_array_grow((void **)&m->camps, &m->cap_camps, m->n_camps + 1, sizeof *m->camps)) {
 		free(c);
 		rc = -TL_ENOMEM;
 		goto out;
@@ -487,7 +473,7 @@ static int conn_camp(struct conn *c, struct tl_str tenant, struct tl_str campaig
 	}
 	struct camp *p = NULL;
 	int rc = mem_camp(c->m, seed, &k, &p);
-	if (rc || (rc = grow_arr((void **)&c->cc, &c->cap_cc, c->n_cc + 1, sizeof *c->cc)))
+	if (rc || (rc = tl_array_grow((void **)&c->cc, &c->cap_cc, c->n_cc + 1, sizeof *c->cc)))
 		return rc;
 	c->cc[c->n_cc] = (struct cached_camp){p, false};
 	int ins;
@@ -548,7 +534,8 @@ static int conn_variant(struct conn *c, struct camp *p, struct tl_str v, uint32_
 		i++;
 	if (i == p->n_var) {
 		char *s = strndup(v.p ? v.p : "", v.n);
-		if (!s || grow_arr((void **)&p->variants, &p->cap_var, p->n_var + 1, sizeof *p->variants)) {
+		if (!s ||
+		    tl_array_grow((void **)&p->variants, &p->cap_var, p->n_var + 1, sizeof *p->variants)) {
 			free(s);
 			rc = -TL_ENOMEM;
 		} else {
@@ -557,7 +544,7 @@ static int conn_variant(struct conn *c, struct camp *p, struct tl_str v, uint32_
 	}
 	const char *name = rc ? NULL : p->variants[i];
 	pthread_mutex_unlock(&m->mu);
-	if (rc || (rc = grow_arr((void **)&c->cv, &c->cap_cv, c->n_cv + 1, sizeof *c->cv)))
+	if (rc || (rc = tl_array_grow((void **)&c->cv, &c->cap_cv, c->n_cv + 1, sizeof *c->cv)))
 		return rc;
 	c->cv[c->n_cv] = (struct cached_var){p->cid, (uint32_t)i, name, v.n};
 	int ins;
@@ -616,7 +603,7 @@ static long rows_add(struct rowset *rs, uint64_t hash, uint32_t cid, uint32_t vi
                      const int64_t *d, int64_t first, int64_t last)
 {
 	struct row key = {.cid = cid, .vid = vid, .minute = minute};
-	int rc = grow_arr((void **)&rs->v, &rs->cap, rs->n + 1, sizeof *rs->v);
+	int rc = tl_array_grow((void **)&rs->v, &rs->cap, rs->n + 1, sizeof *rs->v);
 	if (rc)
 		return rc;
 	int ins;

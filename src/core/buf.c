@@ -167,3 +167,23 @@ int tl_buf_json_str(struct tl_buf *b, const char *s, size_t n)
 		rc = tl_buf_putc(b, '"');
 	return rc;
 }
+
+int tl_array_grow(void **p, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return TL_OK;
+	size_t nc = *cap ? *cap : 16;
+	while (nc < need) {
+		if (nc > SIZE_MAX / 2)
+			return -TL_ENOMEM;
+		nc *= 2;
+	}
+	if (size && nc > SIZE_MAX / size)
+		return -TL_ENOMEM;
+	void *q = realloc(*p, nc * size);
+	if (!q)
+		return -TL_ENOMEM;
+	*p = q;
+	*cap = nc;
+	return TL_OK;
+}

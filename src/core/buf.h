@@ -48,4 +48,8 @@ int tl_buf_json_escape(struct tl_buf *b, const char *s, size_t n) TL_MUST_CHECK;
 /* Appends "s" as a quoted JSON string. */
 int tl_buf_json_str(struct tl_buf *b, const char *s, size_t n) TL_MUST_CHECK;
 
+/* Grows the array *p of *cap elements of size bytes to hold at least need
+ * (doubling, from 16): 0, or -TL_ENOMEM with *p and *cap unchanged. */
+int tl_array_grow(void **p, size_t *cap, size_t need, size_t size) TL_MUST_CHECK;
+
 #endif

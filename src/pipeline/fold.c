@@ -10,6 +10,7 @@
 #include "pipeline/fold.h"
 
 #include "core/arena.h"
+#include "core/buf.h"
 #include "core/hmap.h"
 #include "event/metrics.h"
 
@@ -204,14 +205,8 @@ static long group_of(struct tl_fold *f, struct tl_str tenant, struct tl_str camp
 	uint64_t h = XXH3_64bits_withSeed(variant.p, variant.n, tc_hash);
 	long idx = tl_hmap_find(&f->gmap, h, &k, g_eq, f);
 	if (idx < 0) {
-		if (f->n_g == f->cap_g) {
-			size_t nc = f->cap_g ? f->cap_g * 2 : 64;
-			struct grp *ng = realloc(f->g, nc * sizeof *ng);
-			if (!ng)
-				return -TL_ENOMEM;
-			f->g = ng;
-			f->cap_g = nc;
-		}
+		if (tl_array_grow((void **)&f->g, &f->cap_g, f->n_g + 1, sizeof *f->g))
+			return -TL_ENOMEM;
 		struct grp *g = &f->g[f->n_g];
 		*g = (struct grp){.t_hash = t_hash, .tc_hash = tc_hash};
 		if (copy_str(&f->arena, &g->tenant, tenant) || copy_str(&f->arena, &g->campaign, campaign) ||
