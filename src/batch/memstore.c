@@ -346,13 +346,13 @@ struct conn {
 	size_t n_cv, cap_cv;
 	/* scratch of one call: the keys, and the same grouped by shard */
 	struct fkey *keys, *sorted;
-	size_t scap;
+	size_t cap_keys, cap_sorted;
 	struct rcache_ent *rcache; /* RCACHE entries */
 	struct ccache_ent *ccache; /* CCACHE entries */
 	uint32_t *rhint;           /* RHINT guesses of a row's index in its shard, by row hash */
 	struct staged *stage;      /* rows of one add_counts, and their order by shard */
 	uint32_t *sorder;
-	size_t stage_cap;
+	size_t cap_stage, cap_sorder;
 	struct conn *next;
 };
 
@@ -630,20 +630,9 @@ static inline struct conn *cn(struct tl_store *st)
 
 static int scratch(struct conn *c, size_t n)
 {
-	if (n <= c->scap)
-		return TL_OK;
-	size_t nc = c->scap ? c->scap : 1024;
-	while (nc < n)
-		nc *= 2;
-	struct fkey *k = realloc(c->keys, nc * sizeof *k);
-	if (k)
-		c->keys = k;
-	struct fkey *sorted = realloc(c->sorted, nc * sizeof *sorted);
-	if (sorted)
-		c->sorted = sorted;
-	if (!k || !sorted)
+	if (tl_array_grow((void **)&c->keys, &c->cap_keys, n, sizeof *c->keys) ||
+	    tl_array_grow((void **)&c->sorted, &c->cap_sorted, n, sizeof *c->sorted))
 		return -TL_ENOMEM;
-	c->scap = nc;
 	return TL_OK;
 }
 
@@ -810,20 +799,9 @@ static int row_ids(struct conn *c, const struct tl_count_row *r, uint32_t *cid, 
 static int op_add_counts(struct tl_store *st, const struct tl_count_row *rows, size_t n)
 {
 	struct conn *c = cn(st);
-	if (n > c->stage_cap) {
-		size_t nc = c->stage_cap ? c->stage_cap : 1024;
-		while (nc < n)
-			nc *= 2;
-		struct staged *ns = realloc(c->stage, nc * sizeof *ns);
-		if (ns)
-			c->stage = ns;
-		uint32_t *no = realloc(c->sorder, nc * sizeof *no);
-		if (no)
-			c->sorder = no;
-		if (!ns || !no)
-			return -TL_ENOMEM;
-		c->stage_cap = nc;
-	}
+	if (tl_array_grow((void **)&c->stage, &c->cap_stage, n, sizeof *c->stage) ||
+	    tl_array_grow((void **)&c->sorder, &c->cap_sorder, n, sizeof *c->sorder))
+		return -TL_ENOMEM;
 	if (!c->rcache && !(c->rcache = calloc(RCACHE, sizeof *c->rcache)))
 		return -TL_ENOMEM;
 	if (!c->rhint && !(c->rhint = calloc(RHINT, sizeof *c->rhint)))

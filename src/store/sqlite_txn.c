@@ -200,6 +200,7 @@ static int bind_key_deltas(sqlite3_stmt *q, int *i, int src, const struct tl_cou
 struct count_batch {
 	size_t pending[COUNT_ROWS_PER_STMT];
 	int n;
+	int params; /* bound parameters per row */
 };
 
 static int bind_count(sqlite3_stmt *q, int *i, int src, const struct tl_count_row *r)
@@ -216,7 +217,7 @@ static int bind_count(sqlite3_stmt *q, int *i, int src, const struct tl_count_ro
 static int upsert_count(struct sq_store *s, const struct tl_count_row *rows, size_t j, struct count_batch *b)
 {
 	sqlite3_stmt *q = s->stmt[S_COUNT_UPSERT_N];
-	int i = 1 + b->n * (int)(sqlite3_bind_parameter_count(q) / COUNT_ROWS_PER_STMT);
+	int i = 1 + b->n * b->params;
 	if (bind_count(q, &i, s->src, &rows[j]) != SQLITE_OK)
 		return -TL_ETOOBIG;
 	b->pending[b->n++] = j;
@@ -268,7 +269,8 @@ int tl_sqlite_add_counts(struct tl_store *st, const struct tl_count_row *rows, s
 		return txn_fail(s, -TL_ENOMEM);
 	qsort_r(idx, n, sizeof(*idx), cmp_count, (void *)rows);
 	struct fold var, camp;
-	struct count_batch cb = {.n = 0};
+	struct count_batch cb = {
+	    .n = 0, .params = sqlite3_bind_parameter_count(s->stmt[S_COUNT_UPSERT_N]) / COUNT_ROWS_PER_STMT};
 	bool var_empty = true, camp_empty = true;
 	for (size_t j = 0; j < n && rc == 0; j++) {
 		const struct tl_count_row *r = &rows[idx[j]], *next = j + 1 < n ? &rows[idx[j + 1]] : NULL;
