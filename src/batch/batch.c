@@ -9,6 +9,7 @@
 #include "batch/state.h"
 #include "core/buf.h"
 #include "core/clock.h"
+#include "core/hmap.h"
 #include "pipeline/enrich.h"
 #include "pipeline/fold.h"
 #include "store/store.h"
@@ -398,28 +399,20 @@ static void *worker_main(void *arg)
 
 /* ---- writing the results ------------------------------------------------------ */
 
-struct member {
-	uint32_t key; /* (day - from_day) * n_camps + cid */
-	uint8_t fp[TL_FP_BYTES];
-};
-
-struct members_ctx {
-	struct run *r;
-	size_t n_camps;
-	struct member *v;
+/* The pieces of the campaigns' members of one day (tl_mem_credited). */
+struct chunks_ctx {
+	struct tl_bstate_chunk *v;
 	size_t n, cap;
+	uint64_t count;
 };
 
-static int collect_member(void *arg, uint32_t cid, int32_t day, const uint8_t fp[TL_FP_BYTES])
+static int collect_chunk(void *arg, const uint8_t *fps, size_t n)
 {
-	struct members_ctx *mc = arg;
-	if (day < mc->r->o->from_day || day > mc->r->o->to_day)
-		return -TL_EINVAL; /* cannot happen: events outside the days are not folded */
-	if (tl_array_grow((void **)&mc->v, &mc->cap, mc->n + 1, sizeof *mc->v))
+	struct chunks_ctx *ch = arg;
+	if (tl_array_grow((void **)&ch->v, &ch->cap, ch->n + 1, sizeof *ch->v))
 		return -TL_ENOMEM;
-	struct member *m = &mc->v[mc->n++];
-	m->key = (uint32_t)((uint64_t)(day - mc->r->o->from_day) * mc->n_camps + cid);
-	memcpy(m->fp, fp, TL_FP_BYTES);
+	ch->v[ch->n++] = (struct tl_bstate_chunk){.fps = fps, .n = n};
+	ch->count += n;
 	return TL_OK;
 }
 
@@ -435,73 +428,70 @@ static int cmp_kv(const void *a, const void *b)
 	return (x->vid > y->vid) - (x->vid < y->vid);
 }
 
+/* The distinct (day and campaign, variant) pairs of the rows: a few per
+ * campaign, from hundreds of thousands of minute rows. */
 struct kv_ctx {
 	struct run *r;
 	size_t n_camps;
 	struct kv *kv;
-	size_t n;
+	size_t n, cap;
+	struct tl_hmap map;
 };
 
-/* tl_mem_key_fn: the (day and campaign, variant) pair of every row. */
+static int kv_eq(const void *arg, uint32_t index, const void *key)
+{
+	const struct kv *a = &((const struct kv_ctx *)arg)->kv[index], *b = key;
+	return a->key == b->key && a->vid == b->vid;
+}
+
+/* tl_mem_key_fn: adds the pair of one row. */
 static int collect_kv(void *arg, uint32_t cid, uint32_t vid, int64_t minute_ms)
 {
 	struct kv_ctx *kc = arg;
 	int64_t day = minute_ms / DAY_MS;
-	kc->kv[kc->n++] =
-	    (struct kv){(uint32_t)((uint64_t)(day - kc->r->o->from_day) * kc->n_camps + cid), vid};
+	struct kv k = {(uint32_t)((uint64_t)(day - kc->r->o->from_day) * kc->n_camps + cid), vid};
+	if (tl_array_grow((void **)&kc->kv, &kc->cap, kc->n + 1, sizeof *kc->kv))
+		return -TL_ENOMEM;
+	int ins = 0;
+	long i = tl_hmap_upsert(&kc->map, tl_mix64((uint64_t)k.key << 32 | k.vid), &k, kv_eq, kc,
+	                        (uint32_t)kc->n, &ins);
+	if (i < 0)
+		return (int)i;
+	if (ins)
+		kc->kv[kc->n++] = k;
 	return TL_OK;
 }
 
 /* Writes one state file per day of the run: every campaign with rows or
- * credited members that day, its variants that day, its members. */
+ * credited members that day, its variants that day, its members (as the
+ * connections logged them: no sorting, no copy). */
 static int write_states(struct run *r, uint64_t runid)
 {
-	size_t n_rows = tl_mem_rows_live(r->mem);
 	size_t n_camps = tl_mem_campaigns_count(r->mem);
 	uint64_t n_days = (uint64_t)(r->o->to_day - r->o->from_day + 1);
 	if (n_camps && n_days * n_camps > UINT32_MAX)
 		return -TL_ETOOBIG;
-	struct members_ctx mc = {.r = r, .n_camps = n_camps};
-	int rc = tl_mem_members(r->mem, collect_member, &mc);
-	/* counting sort of the members by key */
-	size_t nkeys = (size_t)(n_days * n_camps);
-	size_t *start = rc ? NULL : calloc(nkeys + 1, sizeof *start);
-	uint8_t *fps = rc ? NULL : malloc(mc.n * TL_FP_BYTES + 1);
-	struct kv *kv = rc ? NULL : malloc((n_rows + 1) * sizeof *kv);
-	if (!rc && (!start || !fps || !kv))
-		rc = -TL_ENOMEM;
-	if (!rc) {
-		for (size_t i = 0; i < mc.n; i++)
-			start[mc.v[i].key + 1]++;
-		for (size_t k = 0; k < nkeys; k++)
-			start[k + 1] += start[k];
-		size_t *pos = malloc((nkeys + 1) * sizeof *pos);
-		if (!pos) {
-			rc = -TL_ENOMEM;
-		} else {
-			memcpy(pos, start, (nkeys + 1) * sizeof *pos);
-			for (size_t i = 0; i < mc.n; i++)
-				memcpy(fps + pos[mc.v[i].key]++ * TL_FP_BYTES, mc.v[i].fp, TL_FP_BYTES);
-			free(pos);
-		}
-		free(mc.v);
-		mc.v = NULL;
-	}
 	/* (key, variant) pairs of the rows */
-	struct kv_ctx kc = {.r = r, .n_camps = n_camps, .kv = kv};
-	if (!rc)
-		rc = tl_mem_row_keys(r->mem, collect_kv, &kc);
+	struct kv_ctx kc = {.r = r, .n_camps = n_camps};
+	tl_hmap_init(&kc.map);
+	int rc = tl_mem_row_keys(r->mem, collect_kv, &kc);
+	tl_hmap_free(&kc.map);
+	struct kv *kv = kc.kv;
 	size_t n_kv = kc.n;
 	if (!rc && n_kv)
 		qsort(kv, n_kv, sizeof *kv, cmp_kv);
 	struct tl_bstate_campaign *camps = rc ? NULL : calloc(n_camps + 1, sizeof *camps);
+	size_t *first = rc ? NULL : calloc(n_camps + 1, sizeof *first); /* a campaign's first chunk */
 	const char **vnames = rc ? NULL : calloc(n_kv + 1, sizeof *vnames);
-	if (!rc && (!camps || !vnames))
+	if (!rc && (!camps || !first || !vnames))
 		rc = -TL_ENOMEM;
+	struct chunks_ctx ch = {0};
 	size_t j = 0, vn = 0;
 	for (uint64_t d = 0; d < n_days && !rc; d++) {
+		int64_t day = r->o->from_day + (int64_t)d;
 		size_t nc = 0;
-		for (size_t cid = 0; cid < n_camps; cid++) {
+		ch.n = 0;
+		for (size_t cid = 0; cid < n_camps && !rc; cid++) {
 			uint32_t key = (uint32_t)(d * n_camps + cid);
 			size_t v0 = vn;
 			struct tl_mem_campaign mcp;
@@ -511,26 +501,34 @@ static int write_states(struct run *r, uint64_t runid)
 			for (; j < n_kv && kv[j].key == key; j++)
 				if (vn == v0 || strcmp(vnames[vn - 1], mcp.variants[kv[j].vid]))
 					vnames[vn++] = mcp.variants[kv[j].vid];
-			uint64_t count = start[key + 1] - start[key];
+			uint64_t before = ch.count;
+			size_t c0 = ch.n;
+			if ((rc = tl_mem_credited(r->mem, (uint32_t)cid, (int32_t)day, collect_chunk, &ch)))
+				break;
+			uint64_t count = ch.count - before;
 			if (vn == v0 && !count)
 				continue;
+			first[nc] = c0;
 			camps[nc++] = (struct tl_bstate_campaign){.tenant = mcp.tenant,
 			                                          .campaign = mcp.campaign,
 			                                          .variants = &vnames[v0],
 			                                          .n_variants = vn - v0,
-			                                          .fps = fps + start[key] * TL_FP_BYTES,
+			                                          .n_chunks = ch.n - c0,
 			                                          .count = count};
 		}
-		rc = tl_bstate_write(r->o->state_dir, r->o->from_day + (int64_t)d, runid, camps, nc);
 		if (rc)
-			set_error(r, "writing the state of day %" PRId64 " to %s: %s",
-			          r->o->from_day + (int64_t)d, r->o->state_dir, tl_strerror(rc));
+			break;
+		for (size_t i = 0; i < nc; i++)
+			camps[i].chunks = ch.v + first[i];
+		rc = tl_bstate_write(r->o->state_dir, day, runid, camps, nc);
+		if (rc)
+			set_error(r, "writing the state of day %" PRId64 " to %s: %s", day, r->o->state_dir,
+			          tl_strerror(rc));
 	}
-	free(mc.v);
-	free(start);
-	free(fps);
+	free(ch.v);
 	free(kv);
 	free(camps);
+	free(first);
 	free(vnames);
 	return rc;
 }
@@ -637,7 +635,7 @@ static int write_db(struct run *r, struct tl_store *db, uint64_t runid, struct s
 	}
 	if (!rc)
 		rc = tl_store_offsets_set(db, TL_BSTATE_CONSUMER, offs, n_days);
-	int jrc = states_wait(job); /* its error is set already */
+	int jrc = states_wait(job);
 	if (rc)
 		set_error(r, "writing the reporting DB %s: %s", r->o->db_uri, tl_strerror(rc));
 	else

@@ -335,6 +335,20 @@ struct fkey {
 	uint32_t idx;
 };
 
+/* The members one connection credited to one campaign on one day, as they
+ * are found: the day's state file takes them as they are, so the set is
+ * never scanned for them at the end. */
+struct mlog {
+	int32_t day;
+	size_t n, cap;
+	uint8_t *fp; /* n canonical fingerprints */
+};
+
+struct mlogs {
+	struct mlog *v; /* usually one: the run's day */
+	size_t n, cap;
+};
+
 struct conn {
 	struct tl_store base; /* first */
 	struct tl_mem *m;
@@ -353,6 +367,8 @@ struct conn {
 	struct staged *stage;      /* rows of one add_counts, and their order by shard */
 	uint32_t *sorder;
 	size_t cap_stage, cap_sorder;
+	struct mlogs *logs; /* by cid; kept until tl_mem_destroy */
+	size_t cap_logs;
 	struct conn *next;
 };
 
@@ -747,6 +763,39 @@ static int camp_of(struct conn *c, struct tl_str tenant, struct tl_str campaign,
 	return rc;
 }
 
+/* Records a member k just credited (cid and day in k->val) in the
+ * connection's log of its campaign and day. */
+static int log_member(struct conn *c, const struct fkey *k)
+{
+	uint32_t cid = (uint32_t)(k->val >> 32);
+	int32_t day = (int32_t)(uint32_t)k->val;
+	if (cid >= c->cap_logs) {
+		size_t old = c->cap_logs;
+		if (tl_array_grow((void **)&c->logs, &c->cap_logs, (size_t)cid + 1, sizeof *c->logs))
+			return -TL_ENOMEM;
+		memset(c->logs + old, 0, (c->cap_logs - old) * sizeof *c->logs);
+	}
+	struct mlogs *ls = &c->logs[cid];
+	struct mlog *l = NULL;
+	for (size_t j = 0; j < ls->n && !l; j++)
+		if (ls->v[j].day == day)
+			l = &ls->v[j];
+	if (!l) {
+		if (tl_array_grow((void **)&ls->v, &ls->cap, ls->n + 1, sizeof *ls->v))
+			return -TL_ENOMEM;
+		l = &ls->v[ls->n++];
+		*l = (struct mlog){.day = day};
+	}
+	if (tl_array_grow((void **)&l->fp, &l->cap, l->n + 1, TL_FP_BYTES))
+		return -TL_ENOMEM;
+	/* as the set holds it: (0,0) marks an empty entry there */
+	XXH128_hash_t h = {.low64 = k->lo || k->hi ? k->lo : 1, .high64 = k->hi};
+	XXH128_canonical_t canon;
+	XXH128_canonicalFromHash(&canon, h);
+	memcpy(l->fp + l->n++ * TL_FP_BYTES, canon.digest, TL_FP_BYTES);
+	return TL_OK;
+}
+
 static int op_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t n, uint8_t *is_new)
 {
 	struct conn *c = cn(st);
@@ -766,7 +815,12 @@ static int op_uniques(struct tl_store *st, const struct tl_unique_key *keys, siz
 		member_hash(cc->c->seed, k->kind, k->recipient, &c->keys[i].lo, &c->keys[i].hi);
 		c->keys[i].val = (uint64_t)cc->c->cid << 32 | (uint32_t)(int32_t)day_of(k->ts_ms);
 	}
-	return insert_many(c, &c->m->members, n, is_new);
+	if ((rc = insert_many(c, &c->m->members, n, is_new)))
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		if (is_new[i] && (rc = log_member(c, &c->keys[i])))
+			return rc;
+	return TL_OK;
 }
 
 /* Campaign and variant of row r: from the row cache when it holds them. */
@@ -937,6 +991,12 @@ void tl_mem_destroy(struct tl_mem *m)
 		return;
 	for (struct conn *c = m->conns, *next; c; c = next) {
 		next = c->next;
+		for (size_t i = 0; i < c->cap_logs; i++) {
+			for (size_t j = 0; j < c->logs[i].n; j++)
+				free(c->logs[i].v[j].fp);
+			free(c->logs[i].v);
+		}
+		free(c->logs);
 		free(c);
 	}
 	for (int k = 0; k < RSHARD; k++) {
@@ -1091,20 +1151,16 @@ int tl_mem_row_keys(const struct tl_mem *m, tl_mem_key_fn fn, void *arg)
 	return TL_OK;
 }
 
-int tl_mem_members(struct tl_mem *m, tl_mem_member_fn fn, void *arg)
+int tl_mem_credited(const struct tl_mem *m, uint32_t cid, int32_t day, tl_mem_fps_fn fn, void *arg)
 {
-	for (int s = 0; s < NSHARD; s++) {
-		const struct shard *sh = &m->members.sh[s];
-		for (size_t j = 0; j < sh->nb * BUCKET; j++) {
-			const uint64_t *e = &sh->fp[2 * j];
-			if (!e[0] && !e[1])
+	for (const struct conn *c = m->conns; c; c = c->next) {
+		if (cid >= c->cap_logs)
+			continue;
+		const struct mlogs *ls = &c->logs[cid];
+		for (size_t j = 0; j < ls->n; j++) {
+			if (ls->v[j].day != day || !ls->v[j].n)
 				continue;
-			int32_t day = (int32_t)(uint32_t)sh->val[j];
-			if (day == TL_MEM_PRELOADED)
-				continue;
-			XXH128_canonical_t c;
-			XXH128_canonicalFromHash(&c, (XXH128_hash_t){.low64 = e[0], .high64 = e[1]});
-			int rc = fn(arg, (uint32_t)(sh->val[j] >> 32), day, c.digest);
+			int rc = fn(arg, ls->v[j].fp, ls->v[j].n);
 			if (rc)
 				return rc;
 		}

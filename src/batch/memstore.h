@@ -102,9 +102,13 @@ int tl_mem_rows_flush_until(struct tl_mem *m, tl_mem_rows_fn fn, void *arg,
 typedef int (*tl_mem_key_fn)(void *arg, uint32_t cid, uint32_t vid, int64_t minute_ms);
 int tl_mem_row_keys(const struct tl_mem *m, tl_mem_key_fn fn, void *arg) TL_MUST_CHECK;
 
-/* Calls fn for every member this run credited (not the preloaded ones). */
-typedef int (*tl_mem_member_fn)(void *arg, uint32_t cid, int32_t day, const uint8_t fp[TL_FP_BYTES]);
-int tl_mem_members(struct tl_mem *m, tl_mem_member_fn fn, void *arg) TL_MUST_CHECK;
+/* The members this run credited to campaign cid on day (not the preloaded
+ * ones): fn(arg, fps, n) for each chunk of n canonical fingerprints, in no
+ * particular order, until fn returns non-zero (which it returns). Call once
+ * no connection adds members any more. */
+typedef int (*tl_mem_fps_fn)(void *arg, const uint8_t *fps, size_t n);
+int tl_mem_credited(const struct tl_mem *m, uint32_t cid, int32_t day, tl_mem_fps_fn fn,
+                    void *arg) TL_MUST_CHECK;
 
 /* Sizes, for statistics. */
 size_t tl_mem_ids(const struct tl_mem *m);

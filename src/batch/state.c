@@ -126,6 +126,24 @@ static int mkdir_p(const char *path)
 	return TL_OK;
 }
 
+/* XXH3-64 of a campaign's section (bytes long) as written. */
+static int section_hash(const struct tl_bstate_campaign *c, size_t bytes, uint64_t *out)
+{
+	if (!c->n_chunks) {
+		*out = XXH3_64bits(c->fps, bytes);
+		return TL_OK;
+	}
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		return -TL_ENOMEM;
+	XXH3_64bits_reset(st);
+	for (size_t k = 0; k < c->n_chunks; k++)
+		XXH3_64bits_update(st, c->chunks[k].fps, c->chunks[k].n * TL_FP_BYTES);
+	*out = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	return TL_OK;
+}
+
 int tl_bstate_write(const char *dir, int64_t day, uint64_t runid, const struct tl_bstate_campaign *c,
                     size_t n)
 {
@@ -164,8 +182,11 @@ int tl_bstate_write(const char *dir, int64_t day, uint64_t runid, const struct t
 			rc = put_u64(&idx, off);
 		if (!rc)
 			rc = put_u64(&idx, c[i].count);
+		uint64_t xxh = 0;
 		if (!rc)
-			rc = put_u64(&idx, XXH3_64bits(c[i].fps, bytes));
+			rc = section_hash(&c[i], bytes, &xxh);
+		if (!rc)
+			rc = put_u64(&idx, xxh);
 		off += bytes;
 	}
 	if (!rc && idx.len != fixed)
@@ -193,8 +214,12 @@ int tl_bstate_write(const char *dir, int64_t day, uint64_t runid, const struct t
 		rc = write_all(fd, hdr.data, hdr.len);
 	if (!rc)
 		rc = write_all(fd, idx.data, idx.len);
-	for (size_t i = 0; i < n && !rc; i++)
-		rc = write_all(fd, c[i].fps, (size_t)c[i].count * TL_FP_BYTES);
+	for (size_t i = 0; i < n && !rc; i++) {
+		if (!c[i].n_chunks)
+			rc = write_all(fd, c[i].fps, (size_t)c[i].count * TL_FP_BYTES);
+		for (size_t k = 0; k < c[i].n_chunks && !rc; k++)
+			rc = write_all(fd, c[i].chunks[k].fps, c[i].chunks[k].n * TL_FP_BYTES);
+	}
 	if (!rc && fsync(fd))
 		rc = tl_err_from_errno(errno);
 	if (fd >= 0 && close(fd) && !rc)

@@ -36,11 +36,19 @@
 
 #define TL_BSTATE_CONSUMER "batch"
 
+/* Writing: a piece of a campaign's section. */
+struct tl_bstate_chunk {
+	const uint8_t *fps;
+	size_t n;
+};
+
 struct tl_bstate_campaign {
 	const char *tenant, *campaign;
 	const char *const *variants;
 	size_t n_variants;
-	const uint8_t *fps; /* writing: count fingerprints */
+	const uint8_t *fps;                   /* writing: count fingerprints, or (n_chunks > 0) ... */
+	const struct tl_bstate_chunk *chunks; /* ... these pieces, count in all, in order */
+	size_t n_chunks;
 	uint64_t count;
 	uint64_t offset, xxh; /* reading */
 };

@@ -19,6 +19,15 @@ struct tl_hmap {
 	size_t count;
 };
 
+/* A 64-bit finalizer (splitmix64's): spreads an integer key over the hash
+ * space, for keys that are already small integers. */
+static inline uint64_t tl_mix64(uint64_t x)
+{
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+	return x ^ (x >> 31);
+}
+
 /* eq(arg, index, key) returns non-zero when entry `index` equals key. */
 typedef int (*tl_hmap_eq_fn)(const void *arg, uint32_t index, const void *key);
 

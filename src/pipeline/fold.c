@@ -145,13 +145,6 @@ static inline int str_eq(struct tl_str a, struct tl_str b)
 	return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
 }
 
-static inline uint64_t mix64(uint64_t x)
-{
-	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-	x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-	return x ^ (x >> 31);
-}
-
 /* A cheap hash for the direct-mapped cache only (a collision there costs
  * the map lookup, never a wrong group): length and the first and last
  * bytes. */
@@ -164,7 +157,7 @@ static inline uint64_t cheap(uint64_t h, struct tl_str s)
 	} else if (s.n) {
 		memcpy(&a, s.p, s.n);
 	}
-	return mix64(h ^ a ^ (b * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)s.n << 56));
+	return tl_mix64(h ^ a ^ (b * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)s.n << 56));
 }
 
 /* ---- groups */
@@ -315,7 +308,7 @@ static long row_of(struct tl_fold *f, const struct fev *e)
 	if (g->last_row != NO_ROW && f->rkeys[g->last_row].minute_ms == key.minute_ms)
 		return g->last_row;
 	int ins;
-	long r = tl_hmap_upsert(&f->rows_map, mix64((uint64_t)key.minute_ms ^ ((uint64_t)key.grp << 40)),
+	long r = tl_hmap_upsert(&f->rows_map, tl_mix64((uint64_t)key.minute_ms ^ ((uint64_t)key.grp << 40)),
 	                        &key, row_eq, f, (uint32_t)f->n_rows, &ins);
 	if (r < 0)
 		return r;
@@ -405,7 +398,7 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 			struct ukey_ref ref = {g->tc, (uint32_t)r, (uint8_t)k, e->recipient};
 			int ins;
 			long u =
-			    tl_hmap_upsert(&f->umap, mix64(rh + k), &ref, u_eq, f, (uint32_t)f->n_u, &ins);
+			    tl_hmap_upsert(&f->umap, tl_mix64(rh + k), &ref, u_eq, f, (uint32_t)f->n_u, &ins);
 			if (u < 0) {
 				rc = (int)u;
 				goto fail;

@@ -288,13 +288,16 @@ static void test_state_files(void **state)
 	for (size_t i = 0; i < sizeof fps; i++)
 		fps[i] = (uint8_t)rnd();
 	const char *va[] = {"A", "B"}, *vnone[] = {""};
+	/* autumn's section is written from two pieces (as the batch hands them) */
+	const struct tl_bstate_chunk pieces[] = {{fps + 48, 1}, {fps + 64, 1}};
 	struct tl_bstate_campaign c[] = {
 	    {.tenant = "acme", .campaign = "spring", .variants = va, .n_variants = 2, .fps = fps, .count = 3},
 	    {.tenant = "acme",
 	     .campaign = "autumn",
 	     .variants = vnone,
 	     .n_variants = 1,
-	     .fps = fps + 48,
+	     .chunks = pieces,
+	     .n_chunks = 2,
 	     .count = 2},
 	    {.tenant = "beta",
 	     .campaign = "spring",
