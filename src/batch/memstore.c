@@ -83,7 +83,14 @@ static inline size_t home(uint64_t lo, size_t nb)
  * guest has handed back to the host, and faulting 420 MB in took 0.8 s of
  * both threads, against ~0.15 s on 4 KiB pages; the run as a whole was
  * ~0.7 s faster without them (docs/benchmarks.md). */
-#define MAP_MIN (2u << 20) /* tables this large come from mmap */
+/* Tables this large come from mmap, their pages faulted in for writing
+ * (MADV_POPULATE_WRITE) when they are made. A calloc'ed table would leave
+ * fresh pages untouched; the probes of the first inserts then read them,
+ * which maps the shared zero page, and the write that follows takes a
+ * copy-on-write fault whose TLB flush interrupts the other workers' CPUs:
+ * an IPI per page, each a VM exit on a virtual machine (2-3 % of the
+ * batch's CPU as the unique sets grew, when this was 2 MiB). */
+#define MAP_MIN (64u << 10)
 
 static size_t map_bytes(size_t words)
 {

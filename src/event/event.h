@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct tl_str {
 	const char *p;
@@ -24,6 +25,35 @@ struct tl_str {
 static inline struct tl_str tl_str_of(const char *p, size_t n)
 {
 	return (struct tl_str){p, (uint32_t)n};
+}
+
+/* Whether a and b hold the same bytes. Inline loads for the short strings
+ * events are made of (tenants, campaigns, variants, recipients: the fold
+ * compares several per event), memcmp beyond 16 bytes. */
+static inline bool tl_str_eq(struct tl_str a, struct tl_str b)
+{
+	uint32_t n = a.n;
+	if (n != b.n)
+		return false;
+	if (n >= 8 && n <= 16) { /* two overlapping 8-byte words */
+		uint64_t a0, a1, b0, b1;
+		memcpy(&a0, a.p, 8);
+		memcpy(&b0, b.p, 8);
+		memcpy(&a1, a.p + n - 8, 8);
+		memcpy(&b1, b.p + n - 8, 8);
+		return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+	}
+	if (n >= 4 && n < 8) { /* two overlapping 4-byte words */
+		uint32_t a0, a1, b0, b1;
+		memcpy(&a0, a.p, 4);
+		memcpy(&b0, b.p, 4);
+		memcpy(&a1, a.p + n - 4, 4);
+		memcpy(&b1, b.p + n - 4, 4);
+		return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+	}
+	if (n < 4) /* first, middle and last byte: all of them */
+		return n == 0 || (a.p[0] == b.p[0] && a.p[n / 2] == b.p[n / 2] && a.p[n - 1] == b.p[n - 1]);
+	return memcmp(a.p, b.p, n) == 0;
 }
 
 /* Event types. Numeric values are part of the binary codec: never renumber. */

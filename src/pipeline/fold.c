@@ -140,11 +140,6 @@ static int copy_str(struct tl_arena *a, struct tl_str *dst, struct tl_str src)
 	return TL_OK;
 }
 
-static inline int str_eq(struct tl_str a, struct tl_str b)
-{
-	return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
-}
-
 /* A cheap hash for the direct-mapped cache only (a collision there costs
  * the map lookup, never a wrong group): length and the first and last
  * bytes. */
@@ -170,20 +165,20 @@ static int g_eq(const void *arg, uint32_t idx, const void *key)
 {
 	const struct grp *g = &((const struct tl_fold *)arg)->g[idx];
 	const struct gkey *k = key;
-	return str_eq(g->variant, k->variant) && str_eq(g->campaign, k->campaign) &&
-	       str_eq(g->tenant, k->tenant);
+	return tl_str_eq(g->variant, k->variant) && tl_str_eq(g->campaign, k->campaign) &&
+	       tl_str_eq(g->tenant, k->tenant);
 }
 
 static int t_eq(const void *arg, uint32_t idx, const void *key)
 {
-	return str_eq(((const struct tl_fold *)arg)->g[idx].tenant, ((const struct gkey *)key)->tenant);
+	return tl_str_eq(((const struct tl_fold *)arg)->g[idx].tenant, ((const struct gkey *)key)->tenant);
 }
 
 static int tc_eq(const void *arg, uint32_t idx, const void *key)
 {
 	const struct grp *g = &((const struct tl_fold *)arg)->g[idx];
 	const struct gkey *k = key;
-	return str_eq(g->campaign, k->campaign) && str_eq(g->tenant, k->tenant);
+	return tl_str_eq(g->campaign, k->campaign) && tl_str_eq(g->tenant, k->tenant);
 }
 
 /* The group of (tenant, campaign, variant), created when new. */
@@ -277,7 +272,7 @@ static int id_eq(const void *arg, uint32_t idx, const void *key)
 	const struct tl_fold *f = arg;
 	const struct id_key *k = key;
 	const struct fev *e = &f->ev[idx];
-	return f->g[e->grp].t == k->t && str_eq(e->id, k->id);
+	return f->g[e->grp].t == k->t && tl_str_eq(e->id, k->id);
 }
 
 static int row_eq(const void *arg, uint32_t idx, const void *key)
@@ -289,7 +284,7 @@ static int row_eq(const void *arg, uint32_t idx, const void *key)
 static int u_eq(const void *arg, uint32_t idx, const void *key)
 {
 	const struct ukey_ref *a = &((const struct tl_fold *)arg)->urefs[idx], *b = key;
-	return a->tc == b->tc && a->kind == b->kind && str_eq(a->recipient, b->recipient);
+	return a->tc == b->tc && a->kind == b->kind && tl_str_eq(a->recipient, b->recipient);
 }
 
 static int64_t floor_minute(int64_t ms)

@@ -103,7 +103,7 @@ static int order_keys(struct pg_store *s, size_t n, int (*cmp)(const void *, con
 static int dedupe_eq(const void *arg, uint32_t idx, const void *key)
 {
 	const struct tl_dedupe_key *a = (const struct tl_dedupe_key *)arg + idx, *b = key;
-	return str_eq(a->id, b->id) && str_eq(a->tenant, b->tenant);
+	return tl_str_eq(a->id, b->id) && tl_str_eq(a->tenant, b->tenant);
 }
 
 /* One INSERT … SELECT FROM unnest … ON CONFLICT DO NOTHING RETURNING of
@@ -182,8 +182,8 @@ static uint64_t unique_hash(const struct tl_unique_key *k)
 static int unique_eq(const void *arg, uint32_t idx, const void *key)
 {
 	const struct tl_unique_key *a = (const struct tl_unique_key *)arg + idx, *b = key;
-	return a->kind == b->kind && str_eq(a->recipient, b->recipient) && str_eq(a->campaign, b->campaign) &&
-	       str_eq(a->tenant, b->tenant);
+	return a->kind == b->kind && tl_str_eq(a->recipient, b->recipient) &&
+	       tl_str_eq(a->campaign, b->campaign) && tl_str_eq(a->tenant, b->tenant);
 }
 
 /* The same as tl_pg_dedupe for unique-set members. */
@@ -317,9 +317,9 @@ static int agg_eq(const void *arg, uint32_t idx, const void *key)
 	const struct tl_count_row *r = &c->rows[g->row];
 	if (c->level == AGG_MINUTE && g->minute != p->minute)
 		return 0;
-	if (c->level != AGG_CAMPAIGN && !str_eq(r->variant, p->r->variant))
+	if (c->level != AGG_CAMPAIGN && !tl_str_eq(r->variant, p->r->variant))
 		return 0;
-	return str_eq(r->campaign, p->r->campaign) && str_eq(r->tenant, p->r->tenant);
+	return tl_str_eq(r->campaign, p->r->campaign) && tl_str_eq(r->tenant, p->r->tenant);
 }
 
 /* Allocates the AGG__COUNT fold sets of one connection; NULL when out of memory. */

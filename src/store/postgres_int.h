@@ -310,11 +310,6 @@ static inline uint64_t hash_strs(struct tl_str a, struct tl_str b, uint64_t salt
 	return XXH3_64bits_withSeed(b.p ? b.p : "", b.n, XXH3_64bits_withSeed(a.p ? a.p : "", a.n, salt));
 }
 
-static inline bool str_eq(struct tl_str a, struct tl_str b)
-{
-	return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
-}
-
 /* Records the first failure inside the transaction; commit then refuses. */
 static inline int txn_fail(struct pg_store *s, int rc)
 {

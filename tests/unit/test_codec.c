@@ -319,13 +319,43 @@ static void test_appends(void **state)
 	tl_buf_free(&b);
 }
 
+/* tl_str_eq against memcmp: every length up to 40, equal, and one byte
+ * differing at each position; the bytes around the strings differ too, so
+ * a comparison that strayed past either end would be caught. */
+static void test_str_eq(void **state)
+{
+	(void)state;
+	char a[64], b[64];
+	for (uint32_t n = 0; n <= 40; n++) {
+		memset(a, 'x', sizeof a);
+		memset(b, 'y', sizeof b);
+		for (uint32_t i = 0; i < n; i++)
+			a[8 + i] = b[8 + i] = (char)('a' + i % 26);
+		struct tl_str x = tl_str_of(a + 8, n), y = tl_str_of(b + 8, n);
+		assert_true(tl_str_eq(x, y));
+		if (n)
+			assert_false(tl_str_eq(x, tl_str_of(b + 8, n - 1)));
+		for (uint32_t i = 0; i < n; i++) {
+			b[8 + i] ^= 0x20;
+			assert_false(tl_str_eq(x, y));
+			b[8 + i] ^= 0x20;
+		}
+	}
+	assert_true(tl_str_eq(TL_STR_NULL, tl_str_of("", 0)));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip_full),         cmocka_unit_test(test_roundtrip_each_field),
-	    cmocka_unit_test(test_roundtrip_limits),       cmocka_unit_test(test_every_truncation_rejected),
-	    cmocka_unit_test(test_trailing_and_garbled),   cmocka_unit_test(test_bad_varints_and_lengths),
-	    cmocka_unit_test(test_encode_refuses_invalid), cmocka_unit_test(test_appends),
+	    cmocka_unit_test(test_roundtrip_full),
+	    cmocka_unit_test(test_roundtrip_each_field),
+	    cmocka_unit_test(test_roundtrip_limits),
+	    cmocka_unit_test(test_every_truncation_rejected),
+	    cmocka_unit_test(test_trailing_and_garbled),
+	    cmocka_unit_test(test_bad_varints_and_lengths),
+	    cmocka_unit_test(test_encode_refuses_invalid),
+	    cmocka_unit_test(test_appends),
+	    cmocka_unit_test(test_str_eq),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
