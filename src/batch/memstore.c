@@ -963,6 +963,7 @@ static const struct tl_store_ops mem_ops = {
     .close = op_close,
     .begin = op_begin,
     .dedupe = op_dedupe,
+    .dedupe_repeats = true, /* insert_many keeps the order within a shard, and a key has one shard */
     .uniques = op_uniques,
     .add_counts = op_add_counts,
     .offsets_set = op_offsets_set,

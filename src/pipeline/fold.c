@@ -326,7 +326,9 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 {
 	struct tl_fold_stats s = {.events = f->n};
 	int rc;
-	tl_hmap_clear(&f->ids);
+	const bool distinct = !tl_store_dedupe_repeats(st); /* else the store's set is the check */
+	if (distinct)
+		tl_hmap_clear(&f->ids);
 	tl_hmap_clear(&f->rows_map);
 	tl_hmap_clear(&f->umap);
 	f->n_rows = 0;
@@ -334,19 +336,22 @@ int tl_fold_apply(struct tl_fold *f, struct tl_store *st, enum tl_source src, co
 	for (size_t i = 0; i < f->n_g; i++)
 		f->g[i].last_row = NO_ROW;
 
-	/* 1. distinct ids within the batch (first occurrence wins) */
+	/* 1. distinct ids within the batch (first occurrence wins), unless the
+	 * store's dedupe takes repeats itself */
 	size_t n_cand = 0;
 	for (size_t i = 0; i < f->n; i++) {
 		const struct fev *e = &f->ev[i];
 		const struct grp *g = &f->g[e->grp];
-		struct id_key k = {g->t, e->id};
-		int ins;
-		long r = tl_hmap_upsert(&f->ids, XXH3_64bits_withSeed(e->id.p, e->id.n, g->t_hash), &k, id_eq,
-		                        f, (uint32_t)i, &ins);
-		if (r < 0)
-			return (int)r;
-		if (!ins)
-			continue;
+		if (distinct) {
+			struct id_key k = {g->t, e->id};
+			int ins;
+			long r = tl_hmap_upsert(&f->ids, XXH3_64bits_withSeed(e->id.p, e->id.n, g->t_hash),
+			                        &k, id_eq, f, (uint32_t)i, &ins);
+			if (r < 0)
+				return (int)r;
+			if (!ins)
+				continue;
+		}
 		f->cand[n_cand] = (uint32_t)i;
 		f->dkeys[n_cand] = (struct tl_dedupe_key){g->tenant, e->id, e->arrival_ms};
 		n_cand++;

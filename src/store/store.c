@@ -253,6 +253,11 @@ int tl_store_offsets_set(struct tl_store *st, const char *consumer, const struct
 	return st->ops->offsets_set(st, consumer, o, n);
 }
 
+bool tl_store_dedupe_repeats(const struct tl_store *st)
+{
+	return st && st->ops->dedupe_repeats;
+}
+
 int tl_store_commit(struct tl_store *st)
 {
 	if (!st)

@@ -108,9 +108,15 @@ struct tl_offset {
 int tl_store_begin(struct tl_store *st, enum tl_source src) TL_MUST_CHECK;
 
 /* Inserts the event ids that are new; is_new[i] = 1 for those (0 = seen
- * before, within the dedupe window). Keys must be distinct within one call. */
+ * before, within the dedupe window). Keys must be distinct within one call,
+ * unless tl_store_dedupe_repeats says the backend takes repeats. */
 int tl_store_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size_t n,
                     uint8_t *is_new) TL_MUST_CHECK;
+
+/* Whether tl_store_dedupe takes a key repeated within one call, marking
+ * only its first occurrence new (the batch's in-memory store: its set is
+ * the check, so the fold need not make the keys distinct first). */
+bool tl_store_dedupe_repeats(const struct tl_store *st);
 
 /* Same for unique-recipient set members; is_new[i] = 1 for first members. */
 int tl_store_uniques(struct tl_store *st, const struct tl_unique_key *keys, size_t n,
@@ -191,6 +197,7 @@ struct tl_store_ops {
 	int (*tenants_version)(struct tl_store *st, int64_t *version);
 	int (*begin)(struct tl_store *st, enum tl_source src);
 	int (*dedupe)(struct tl_store *st, const struct tl_dedupe_key *keys, size_t n, uint8_t *is_new);
+	bool dedupe_repeats; /* dedupe takes repeated keys: the first occurrence is new */
 	int (*uniques)(struct tl_store *st, const struct tl_unique_key *keys, size_t n, uint8_t *is_new);
 	int (*add_counts)(struct tl_store *st, const struct tl_count_row *rows, size_t n);
 	int (*offsets_set)(struct tl_store *st, const char *consumer, const struct tl_offset *o, size_t n);

@@ -797,6 +797,57 @@ static void test_mem_rows_flush(void **state)
 	tl_mem_destroy(m);
 }
 
+/* The staging store takes ids repeated within one call (the fold then
+ * skips its own pass): only the first occurrence is new, per tenant, many
+ * keys apart (they are grouped by shard before the inserts), and in the
+ * calls after. The fold over it counts a repeated id once. */
+static void test_mem_dedupe_repeats(void **state)
+{
+	(void)state;
+	struct tl_mem *m;
+	struct tl_store *conn;
+	assert_int_equal(tl_mem_create(NULL, NULL, &m), 0);
+	assert_int_equal(tl_mem_conn_open(m, &conn), 0);
+	assert_true(tl_store_dedupe_repeats(conn));
+	enum { N = 3000 };
+	static struct tl_dedupe_key keys[N];
+	static char ids[N][16];
+	static uint8_t is_new[N];
+	for (int i = 0; i < N; i++) {
+		/* ids 0..999 three times over, the third time under another tenant */
+		snprintf(ids[i], sizeof ids[i], "e%d", i % 1000);
+		keys[i] = (struct tl_dedupe_key){i < 2000 ? TL_STR("acme") : TL_STR("beta"),
+		                                 tl_str_of(ids[i], strlen(ids[i])), 1000};
+	}
+	assert_int_equal(tl_store_begin(conn, TL_SOURCE_BATCH), 0);
+	assert_int_equal(tl_store_dedupe(conn, keys, N, is_new), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(is_new[i], i < 1000 || i >= 2000);
+	assert_int_equal(tl_store_dedupe(conn, keys, N, is_new), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(is_new[i], 0);
+
+	struct tl_fold *f;
+	assert_int_equal(tl_fold_create(16, &f), 0);
+	struct tl_event ev = {.type = TL_EV_SENT,
+	                      .tenant = TL_STR("acme"),
+	                      .campaign = TL_STR("c"),
+	                      .recipient = TL_STR("r1"),
+	                      .id = TL_STR("x1"),
+	                      .ts_ms = 60000};
+	assert_int_equal(tl_fold_add(f, &ev), 0);
+	assert_int_equal(tl_fold_add(f, &ev), 0);
+	ev.id = TL_STR("x2");
+	assert_int_equal(tl_fold_add(f, &ev), 0);
+	struct tl_fold_stats fs;
+	assert_int_equal(tl_fold_apply(f, conn, TL_SOURCE_BATCH, "batch", NULL, 0, &fs), 0);
+	assert_int_equal(fs.counted, 2);
+	assert_int_equal(fs.duplicates, 1);
+	tl_fold_destroy(f);
+	tl_store_close(conn);
+	tl_mem_destroy(m);
+}
+
 /* A committed day whose state file is gone: the run refuses instead of
  * counting that day's recipients again. */
 static void test_missing_state(void **state)
@@ -826,6 +877,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_missing_state, w_setup, w_teardown),
 	    cmocka_unit_test_setup_teardown(test_write_from_start, w_setup, w_teardown),
 	    cmocka_unit_test(test_mem_rows_flush),
+	    cmocka_unit_test(test_mem_dedupe_repeats),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
