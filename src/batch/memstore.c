@@ -399,7 +399,7 @@ struct ckey {
 
 static inline bool str_is(const char *p, size_t n, struct tl_str s)
 {
-	return n == s.n && (n == 0 || memcmp(p, s.p, n) == 0);
+	return n == s.n && tl_str_eq(tl_str_of(p, n), s);
 }
 
 static int mem_camp_eq(const void *arg, uint32_t idx, const void *key)
@@ -536,7 +536,7 @@ static int var_eq(const void *arg, uint32_t idx, const void *key)
 {
 	const struct conn *c = arg;
 	const struct cached_var *a = &c->cv[idx], *b = key;
-	return a->cid == b->cid && a->len == b->len && (a->len == 0 || memcmp(a->name, b->name, a->len) == 0);
+	return a->cid == b->cid && tl_str_eq(tl_str_of(a->name, a->len), tl_str_of(b->name, b->len));
 }
 
 /* Variant index of v in campaign p (interned in p, cached per connection). */

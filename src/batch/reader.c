@@ -559,16 +559,29 @@ static bool canonical_time(const char *s, size_t n, int64_t *ms)
 	if ((a & ~da) != 0x2D00002D00000000ULL || (b & ~db) != 0x00003A0000540000ULL ||
 	    (c & ~dc) != 0x5A0000002E00003AULL)
 		return false;
-	int y = two(s) * 100 + two(s + 2), mo = two(s + 5), d = two(s + 8);
 	int h = two(s + 11), mi = two(s + 14), se = two(s + 17);
 	int frac = (s[20] - '0') * 100 + two(s + 21);
-	static const unsigned char mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 || mi > 59 ||
-	    se > 59)
+	if (h > 23 || mi > 59 || se > 59)
 		return false;
-	int64_t days = tl_days_from_civil(y, (unsigned)mo, (unsigned)d);
-	*ms = ((days * 86400 + h * 3600 + mi * 60 + se) * 1000) + frac;
+	/* the date, checked and converted once per thread while it repeats (an
+	 * archive file's lines share it): "YYYY-MM-" and "DD" are its key */
+	static _Thread_local struct {
+		uint64_t a;
+		uint16_t dd;
+		int64_t days;
+	} memo; /* a = 0 matches no date that passed the checks above */
+	uint16_t dd = (uint16_t)b;
+	if (a != memo.a || dd != memo.dd) {
+		int y = two(s) * 100 + two(s + 2), mo = two(s + 5), d = two(s + 8);
+		static const unsigned char mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+		bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+		if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap))
+			return false;
+		memo.days = tl_days_from_civil(y, (unsigned)mo, (unsigned)d);
+		memo.a = a;
+		memo.dd = dd;
+	}
+	*ms = ((memo.days * 86400 + h * 3600 + mi * 60 + se) * 1000) + frac;
 	return true;
 }
 

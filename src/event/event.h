@@ -29,12 +29,24 @@ static inline struct tl_str tl_str_of(const char *p, size_t n)
 
 /* Whether a and b hold the same bytes. Inline loads for the short strings
  * events are made of (tenants, campaigns, variants, recipients: the fold
- * compares several per event), memcmp beyond 16 bytes. */
+ * compares several per event), memcmp beyond 32 bytes. */
 static inline bool tl_str_eq(struct tl_str a, struct tl_str b)
 {
 	uint32_t n = a.n;
 	if (n != b.n)
 		return false;
+	if (n > 16 && n <= 32) { /* two overlapping 16-byte halves (hashed recipients: 32) */
+		uint64_t a0, a1, a2, a3, b0, b1, b2, b3;
+		memcpy(&a0, a.p, 8);
+		memcpy(&b0, b.p, 8);
+		memcpy(&a1, a.p + 8, 8);
+		memcpy(&b1, b.p + 8, 8);
+		memcpy(&a2, a.p + n - 16, 8);
+		memcpy(&b2, b.p + n - 16, 8);
+		memcpy(&a3, a.p + n - 8, 8);
+		memcpy(&b3, b.p + n - 8, 8);
+		return ((a0 ^ b0) | (a1 ^ b1) | (a2 ^ b2) | (a3 ^ b3)) == 0;
+	}
 	if (n >= 8 && n <= 16) { /* two overlapping 8-byte words */
 		uint64_t a0, a1, b0, b1;
 		memcpy(&a0, a.p, 8);

@@ -257,6 +257,28 @@ static void test_parse_equivalence(void **state)
 		assert_int_equal(a, ms);
 		assert_int_equal(b, ms);
 	}
+	/* runs of times on a few days, as in an archive file (the fast path
+	 * remembers the last date it converted), with bad dates and hours
+	 * after good ones of the same month and day */
+	static const char *const after[] = {"2026-02-29T00:00:00.000Z", "2026-12-03T24:00:00.000Z",
+	                                    "2026-12-32T00:00:00.000Z"};
+	for (int i = 0; i < 3000; i++) {
+		int64_t ms = 1796083200000LL + (int64_t)(rnd() % (4 * 86400000ULL)), a = 0;
+		char t[TL_TIME_ISO_MAX], line[160];
+		size_t tn = tl_time_format_iso(ms, t, sizeof t);
+		assert_int_equal(tl_time_parse_iso(t, tn, &a), 0);
+		int n = snprintf(line, sizeof line,
+		                 "{\"type\":\"sent\",\"campaign\":\"c\",\"recipient\":\"r\",\"id\":\"i\","
+		                 "\"ts\":\"%s\"}",
+		                 i % 100 == 99 ? after[i / 100 % 3] : t);
+		if (i % 100 == 99) {
+			check_line(line, (size_t)n); /* rejected or taken exactly as the full parser does */
+			continue;
+		}
+		struct tl_event ev;
+		assert_int_equal(tl_batch_parse_fast(line, (size_t)n, &ev), 0);
+		assert_int_equal(ev.ts_ms, ms);
+	}
 }
 
 /* ---- state files ------------------------------------------------------------ */

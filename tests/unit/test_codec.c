@@ -319,7 +319,7 @@ static void test_appends(void **state)
 	tl_buf_free(&b);
 }
 
-/* tl_str_eq against memcmp: every length up to 40, equal, and one byte
+/* tl_str_eq: every length up to 40 (each of its word paths and memcmp), equal, and one byte
  * differing at each position; the bytes around the strings differ too, so
  * a comparison that strayed past either end would be caught. */
 static void test_str_eq(void **state)
