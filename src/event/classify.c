@@ -3,12 +3,14 @@
  * Each rule is a named predicate over one event and the options; the first
  * that matches decides. Agent matching lowercases the user agent once into a
  * stack buffer and looks for fixed lowercase substrings (no regex, no
- * allocation). */
+ * allocation); a small per-thread memo keeps the verdicts of the agents
+ * seen last. */
 #include "event/classify.h"
 
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <xxhash.h>
 
 #define DEFAULT_WINDOW_MS 2000
 
@@ -154,6 +156,46 @@ static bool agent_has_any(const char *lc, size_t n, const struct needle_set *ns)
 	return false;
 }
 
+/* The last verdicts per thread and table: agents repeat (a few mail clients
+ * and proxies make most of the traffic), and lowering and scanning one
+ * costs several times its hash and a compare. Direct-mapped by the hash of
+ * the agent as it came, verified byte for byte; agents longer than
+ * AGENT_MEMO_MAX are scanned every time. */
+#define AGENT_MEMO 64 /* power of two */
+#define AGENT_MEMO_MAX 200
+
+struct agent_memo {
+	uint64_t h;
+	uint32_t n; /* 0: empty (an empty agent is never looked up) */
+	bool hit;
+	char s[AGENT_MEMO_MAX];
+};
+
+static _Thread_local struct agent_memo proxy_memo[AGENT_MEMO], scanner_memo[AGENT_MEMO];
+
+/* Whether ua (not empty) holds a needle of ns, case-insensitively. */
+static bool agent_matches(struct tl_str ua, const struct needle_set *ns, struct agent_memo *memo)
+{
+	struct agent_memo *m = NULL;
+	uint64_t h = 0;
+	if (ua.n <= AGENT_MEMO_MAX) {
+		h = XXH3_64bits(ua.p, ua.n);
+		m = &memo[h & (AGENT_MEMO - 1)];
+		if (m->h == h && tl_str_eq(tl_str_of(m->s, m->n), ua))
+			return m->hit;
+	}
+	char lc[TL_MAX_USER_AGENT];
+	size_t n = lower_agent(ua, lc);
+	bool hit = agent_has_any(lc, n, ns);
+	if (m) {
+		m->h = h;
+		m->n = ua.n;
+		m->hit = hit;
+		memcpy(m->s, ua.p, ua.n);
+	}
+	return hit;
+}
+
 static bool within_window(const struct tl_event *ev, int64_t window_ms)
 {
 	if (ev->sent_ms <= 0 || window_ms <= 0)
@@ -177,10 +219,8 @@ static const char *classify_open(const struct tl_classify_opts *o, const struct 
 	if (is_apple_mpp(ev->user_agent))
 		return "apple_mpp_agent";
 	if (ev->user_agent.n) {
-		char lc[TL_MAX_USER_AGENT];
-		size_t n = lower_agent(ev->user_agent, lc);
 		pthread_once(&proxy_set.once, index_proxy);
-		if (agent_has_any(lc, n, &proxy_set))
+		if (agent_matches(ev->user_agent, &proxy_set, proxy_memo))
 			return "mail_proxy_agent";
 	}
 	if (within_window(ev, o->machine_open_window_ms))
@@ -195,10 +235,8 @@ static const char *classify_click(const struct tl_classify_opts *o, const struct
 	if (ev->flags & TL_EVF_HEAD)
 		return "head_request";
 	if (ev->user_agent.n) {
-		char lc[TL_MAX_USER_AGENT];
-		size_t n = lower_agent(ev->user_agent, lc);
 		pthread_once(&scanner_set.once, index_scanner);
-		if (agent_has_any(lc, n, &scanner_set))
+		if (agent_matches(ev->user_agent, &scanner_set, scanner_memo))
 			return "scanner_agent";
 	}
 	if (within_window(ev, o->bot_click_window_ms))

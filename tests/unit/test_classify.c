@@ -8,6 +8,7 @@
 
 #include "event/classify.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define T0 1796320800000LL
@@ -253,6 +254,29 @@ static void test_scanner_agent(void **state)
 	expect(ev_of(TL_EV_CLICK, longua), "scanner_agent");
 }
 
+/* The per-thread memo of agent verdicts changes no answer: many agents,
+ * more than its slots, interleaved and repeated, each as often classified as
+ * the first time, and one agent longer than the memo takes. */
+static void test_agent_memo(void **state)
+{
+	(void)state;
+	char agents[300][64];
+	for (int i = 0; i < 300; i++)
+		snprintf(agents[i], sizeof agents[i], i % 3 ? "Mozilla/5.0 client %d" : "Proofpoint %d", i);
+	static char longua[400];
+	memset(longua, 'y', sizeof longua - 1);
+	memcpy(longua + 300, "curl/", 5);
+	for (int round = 0; round < 4; round++) {
+		for (int i = 0; i < 300; i++) {
+			int k = (i * 7 + round * 13) % 300;
+			expect(ev_of(TL_EV_CLICK, agents[k]), k % 3 ? NULL : "scanner_agent");
+			expect(ev_of(TL_EV_OPEN, agents[k]), NULL);
+		}
+		expect(ev_of(TL_EV_CLICK, longua), "scanner_agent");
+		expect(ev_of(TL_EV_OPEN, "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"), "mail_proxy_agent");
+	}
+}
+
 static void test_click_within_send_window(void **state)
 {
 	(void)state;
@@ -325,6 +349,7 @@ int main(void)
 	    cmocka_unit_test(test_head_request),
 	    cmocka_unit_test(test_scanner_agent),
 	    cmocka_unit_test(test_click_within_send_window),
+	    cmocka_unit_test(test_agent_memo),
 	    cmocka_unit_test(test_other_types_and_reclassify),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
