@@ -27,45 +27,43 @@ static inline struct tl_str tl_str_of(const char *p, size_t n)
 	return (struct tl_str){p, (uint32_t)n};
 }
 
+/* Non-zero where the 8 (4) bytes at p and q differ: one unaligned load each. */
+static inline uint64_t tl__diff8(const char *p, const char *q)
+{
+	uint64_t x, y;
+	memcpy(&x, p, 8);
+	memcpy(&y, q, 8);
+	return x ^ y;
+}
+
+static inline uint32_t tl__diff4(const char *p, const char *q)
+{
+	uint32_t x, y;
+	memcpy(&x, p, 4);
+	memcpy(&y, q, 4);
+	return x ^ y;
+}
+
 /* Whether a and b hold the same bytes. Inline loads for the short strings
  * events are made of (tenants, campaigns, variants, recipients: the fold
- * compares several per event), memcmp beyond 32 bytes. */
+ * compares several per event), as overlapping words from both ends;
+ * memcmp beyond 32 bytes. */
 static inline bool tl_str_eq(struct tl_str a, struct tl_str b)
 {
 	uint32_t n = a.n;
 	if (n != b.n)
 		return false;
-	if (n > 16 && n <= 32) { /* two overlapping 16-byte halves (hashed recipients: 32) */
-		uint64_t a0, a1, a2, a3, b0, b1, b2, b3;
-		memcpy(&a0, a.p, 8);
-		memcpy(&b0, b.p, 8);
-		memcpy(&a1, a.p + 8, 8);
-		memcpy(&b1, b.p + 8, 8);
-		memcpy(&a2, a.p + n - 16, 8);
-		memcpy(&b2, b.p + n - 16, 8);
-		memcpy(&a3, a.p + n - 8, 8);
-		memcpy(&b3, b.p + n - 8, 8);
-		return ((a0 ^ b0) | (a1 ^ b1) | (a2 ^ b2) | (a3 ^ b3)) == 0;
-	}
-	if (n >= 8 && n <= 16) { /* two overlapping 8-byte words */
-		uint64_t a0, a1, b0, b1;
-		memcpy(&a0, a.p, 8);
-		memcpy(&b0, b.p, 8);
-		memcpy(&a1, a.p + n - 8, 8);
-		memcpy(&b1, b.p + n - 8, 8);
-		return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-	}
-	if (n >= 4 && n < 8) { /* two overlapping 4-byte words */
-		uint32_t a0, a1, b0, b1;
-		memcpy(&a0, a.p, 4);
-		memcpy(&b0, b.p, 4);
-		memcpy(&a1, a.p + n - 4, 4);
-		memcpy(&b1, b.p + n - 4, 4);
-		return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-	}
+	const char *p = a.p, *q = b.p;
+	if (n > 16 && n <= 32) /* hashed recipients: 32 */
+		return (tl__diff8(p, q) | tl__diff8(p + 8, q + 8) | tl__diff8(p + n - 16, q + n - 16) |
+		        tl__diff8(p + n - 8, q + n - 8)) == 0;
+	if (n >= 8 && n <= 16)
+		return (tl__diff8(p, q) | tl__diff8(p + n - 8, q + n - 8)) == 0;
+	if (n >= 4 && n < 8)
+		return (tl__diff4(p, q) | tl__diff4(p + n - 4, q + n - 4)) == 0;
 	if (n < 4) /* first, middle and last byte: all of them */
-		return n == 0 || (a.p[0] == b.p[0] && a.p[n / 2] == b.p[n / 2] && a.p[n - 1] == b.p[n - 1]);
-	return memcmp(a.p, b.p, n) == 0;
+		return n == 0 || (p[0] == q[0] && p[n / 2] == q[n / 2] && p[n - 1] == q[n - 1]);
+	return memcmp(p, q, n) == 0;
 }
 
 /* Event types. Numeric values are part of the binary codec: never renumber. */
