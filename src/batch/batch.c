@@ -485,7 +485,10 @@ static int write_states(struct run *r, uint64_t runid)
 	const char **vnames = rc ? NULL : calloc(n_kv + 1, sizeof *vnames);
 	if (!rc && (!camps || !first || !vnames))
 		rc = -TL_ENOMEM;
+	if (rc)
+		set_error(r, "collecting the day state: %s", tl_strerror(rc));
 	struct chunks_ctx ch = {0};
+	uint64_t written = 0;
 	size_t j = 0, vn = 0;
 	for (uint64_t d = 0; d < n_days && !rc; d++) {
 		int64_t day = r->o->from_day + (int64_t)d;
@@ -503,8 +506,11 @@ static int write_states(struct run *r, uint64_t runid)
 					vnames[vn++] = mcp.variants[kv[j].vid];
 			uint64_t before = ch.count;
 			size_t c0 = ch.n;
-			if ((rc = tl_mem_credited(r->mem, (uint32_t)cid, (int32_t)day, collect_chunk, &ch)))
+			if ((rc = tl_mem_credited(r->mem, (uint32_t)cid, (int32_t)day, collect_chunk, &ch))) {
+				set_error(r, "collecting the state of day %" PRId64 ": %s", day,
+				          tl_strerror(rc));
 				break;
+			}
 			uint64_t count = ch.count - before;
 			if (vn == v0 && !count)
 				continue;
@@ -518,12 +524,21 @@ static int write_states(struct run *r, uint64_t runid)
 		}
 		if (rc)
 			break;
-		for (size_t i = 0; i < nc; i++)
+		for (size_t i = 0; i < nc; i++) {
 			camps[i].chunks = ch.v + first[i];
+			written += camps[i].count;
+		}
 		rc = tl_bstate_write(r->o->state_dir, day, runid, camps, nc);
 		if (rc)
 			set_error(r, "writing the state of day %" PRId64 " to %s: %s", day, r->o->state_dir,
 			          tl_strerror(rc));
+	}
+	/* cannot happen (events outside the days are not folded), but a member
+	 * left out would be credited again by the next run of another day */
+	if (!rc && written != tl_mem_credited_total(r->mem)) {
+		rc = -TL_EINVAL;
+		set_error(r, "the day states hold %" PRIu64 " of the %" PRIu64 " members credited", written,
+		          tl_mem_credited_total(r->mem));
 	}
 	free(ch.v);
 	free(kv);

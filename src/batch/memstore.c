@@ -354,6 +354,7 @@ struct mlog {
 struct mlogs {
 	struct mlog *v; /* usually one: the run's day */
 	size_t n, cap;
+	size_t last; /* the log used last (a run of many days credits mostly one at a time) */
 };
 
 struct conn {
@@ -771,7 +772,11 @@ static int camp_of(struct conn *c, struct tl_str tenant, struct tl_str campaign,
 }
 
 /* Records a member k just credited (cid and day in k->val) in the
- * connection's log of its campaign and day. */
+ * connection's log of its campaign and day. The logs hold what the set
+ * credited this run, no more: they are bounded as the set is, by the
+ * members of the days being recomputed. On failure the member is in the
+ * set but not in the log: the call fails, and a failed call fails the
+ * batch run (it is never retried on the same store). */
 static int log_member(struct conn *c, const struct fkey *k)
 {
 	uint32_t cid = (uint32_t)(k->val >> 32);
@@ -783,7 +788,7 @@ static int log_member(struct conn *c, const struct fkey *k)
 		memset(c->logs + old, 0, (c->cap_logs - old) * sizeof *c->logs);
 	}
 	struct mlogs *ls = &c->logs[cid];
-	struct mlog *l = NULL;
+	struct mlog *l = ls->last < ls->n && ls->v[ls->last].day == day ? &ls->v[ls->last] : NULL;
 	for (size_t j = 0; j < ls->n && !l; j++)
 		if (ls->v[j].day == day)
 			l = &ls->v[j];
@@ -793,6 +798,7 @@ static int log_member(struct conn *c, const struct fkey *k)
 		l = &ls->v[ls->n++];
 		*l = (struct mlog){.day = day};
 	}
+	ls->last = (size_t)(l - ls->v);
 	if (tl_array_grow((void **)&l->fp, &l->cap, l->n + 1, TL_FP_BYTES))
 		return -TL_ENOMEM;
 	/* as the set holds it: (0,0) marks an empty entry there */
@@ -1157,6 +1163,16 @@ int tl_mem_row_keys(const struct tl_mem *m, tl_mem_key_fn fn, void *arg)
 		}
 	}
 	return TL_OK;
+}
+
+uint64_t tl_mem_credited_total(const struct tl_mem *m)
+{
+	uint64_t n = 0;
+	for (const struct conn *c = m->conns; c; c = c->next)
+		for (size_t i = 0; i < c->cap_logs; i++)
+			for (size_t j = 0; j < c->logs[i].n; j++)
+				n += c->logs[i].v[j].n;
+	return n;
 }
 
 int tl_mem_credited(const struct tl_mem *m, uint32_t cid, int32_t day, tl_mem_fps_fn fn, void *arg)

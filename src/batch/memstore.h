@@ -109,6 +109,9 @@ int tl_mem_row_keys(const struct tl_mem *m, tl_mem_key_fn fn, void *arg) TL_MUST
 typedef int (*tl_mem_fps_fn)(void *arg, const uint8_t *fps, size_t n);
 int tl_mem_credited(const struct tl_mem *m, uint32_t cid, int32_t day, tl_mem_fps_fn fn,
                     void *arg) TL_MUST_CHECK;
+/* All the members this run credited, on any day (to check that every one
+ * was written somewhere). */
+uint64_t tl_mem_credited_total(const struct tl_mem *m);
 
 /* Sizes, for statistics. */
 size_t tl_mem_ids(const struct tl_mem *m);

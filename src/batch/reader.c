@@ -564,7 +564,10 @@ static bool canonical_time(const char *s, size_t n, int64_t *ms)
 	if (h > 23 || mi > 59 || se > 59)
 		return false;
 	/* the date, checked and converted once per thread while it repeats (an
-	 * archive file's lines share it): "YYYY-MM-" and "DD" are its key */
+	 * archive file's lines share it): "YYYY-MM-" and "DD" are its key. A
+	 * per-thread cache, not state: no result depends on it (the parser's
+	 * unit test checks runs of dates against the full parser), hence no
+	 * context to carry it in */
 	static _Thread_local struct {
 		uint64_t a;
 		uint16_t dd;

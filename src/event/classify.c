@@ -160,7 +160,9 @@ static bool agent_has_any(const char *lc, size_t n, const struct needle_set *ns)
  * and proxies make most of the traffic), and lowering and scanning one
  * costs several times its hash and a compare. Direct-mapped by the hash of
  * the agent as it came, verified byte for byte; agents longer than
- * AGENT_MEMO_MAX are scanned every time. */
+ * AGENT_MEMO_MAX are scanned every time. A per-thread cache, not state: no
+ * verdict depends on it (test_agent_memo), so tl_classify keeps its
+ * signature; it costs ~27 KB of thread-local storage per thread. */
 #define AGENT_MEMO 64 /* power of two */
 #define AGENT_MEMO_MAX 200
 

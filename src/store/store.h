@@ -115,7 +115,8 @@ int tl_store_dedupe(struct tl_store *st, const struct tl_dedupe_key *keys, size_
 
 /* Whether tl_store_dedupe takes a key repeated within one call, marking
  * only its first occurrence new (the batch's in-memory store: its set is
- * the check, so the fold need not make the keys distinct first). */
+ * the check, so the fold need not make the keys distinct first). A
+ * property of the backend (a flag in its ops, not a function): any thread. */
 bool tl_store_dedupe_repeats(const struct tl_store *st);
 
 /* Same for unique-recipient set members; is_new[i] = 1 for first members. */
