@@ -71,11 +71,13 @@ static inline size_t home(uint64_t lo, size_t nb)
 #endif
 }
 
-/* Zeroed memory; large tables straight from mmap and faulted in here, all
- * at once. Left to the inserts, a page is first read (mapping the shared
- * zero page) and then written, and that copy-on-write flushes the TLB of
- * every CPU running a worker: paid per page while both workers insert, it
- * cost more than the inserts themselves.
+/* Zeroed memory. Tables from MAP_MIN up come straight from mmap, their
+ * pages faulted in for writing (MADV_POPULATE_WRITE) here, all at once.
+ * Left to the inserts (as calloc leaves fresh pages), a page is first read
+ * by a probe, which maps the shared zero page, and then written: that
+ * copy-on-write flushes the TLB of every CPU running a worker, an IPI and a
+ * VM exit per page on a virtual machine (2-3 % of the batch's CPU as the
+ * unique sets grew, when MAP_MIN was 2 MiB).
  *
  * The tables take the kernel's default page size. Transparent huge pages
  * (fewer TLB misses on the random probes) measured slower on the VMs tally
@@ -83,13 +85,6 @@ static inline size_t home(uint64_t lo, size_t nb)
  * guest has handed back to the host, and faulting 420 MB in took 0.8 s of
  * both threads, against ~0.15 s on 4 KiB pages; the run as a whole was
  * ~0.7 s faster without them (docs/benchmarks.md). */
-/* Tables this large come from mmap, their pages faulted in for writing
- * (MADV_POPULATE_WRITE) when they are made. A calloc'ed table would leave
- * fresh pages untouched; the probes of the first inserts then read them,
- * which maps the shared zero page, and the write that follows takes a
- * copy-on-write fault whose TLB flush interrupts the other workers' CPUs:
- * an IPI per page, each a VM exit on a virtual machine (2-3 % of the
- * batch's CPU as the unique sets grew, when this was 2 MiB). */
 #define MAP_MIN (64u << 10)
 
 static size_t map_bytes(size_t words)
@@ -729,33 +724,12 @@ static int64_t day_of(int64_t ms)
 	return ms < 0 && d * 86400000LL != ms ? d - 1 : d;
 }
 
-static inline uint64_t mix_str(uint64_t h, struct tl_str s)
-{
-	uint64_t a = 0, b = 0;
-	if (s.n >= 8) {
-		memcpy(&a, s.p, 8);
-		memcpy(&b, s.p + s.n - 8, 8);
-	} else if (s.n >= 4) {
-		uint32_t x, y;
-		memcpy(&x, s.p, 4);
-		memcpy(&y, s.p + s.n - 4, 4);
-		a = x;
-		b = y;
-	} else if (s.n) {
-		a = (uint8_t)s.p[0] | (uint64_t)(uint8_t)s.p[s.n / 2] << 8 |
-		    (uint64_t)(uint8_t)s.p[s.n - 1] << 16;
-	}
-	h = (h ^ a) * 0x9E3779B97F4A7C15ULL;
-	h = (h ^ (h >> 29) ^ b ^ s.n) * 0xBF58476D1CE4E5B9ULL;
-	return h ^ (h >> 32);
-}
-
 /* The connection's entry for (tenant, campaign) through the campaign cache:
  * direct-mapped, by a hash far cheaper than conn_camp's, verified by the
  * strings (unique keys come in event order, their campaigns interleaved). */
 static int camp_of(struct conn *c, struct tl_str tenant, struct tl_str campaign, struct cached_camp **out)
 {
-	uint64_t h = mix_str(mix_str(0, tenant), campaign);
+	uint64_t h = tl_str_hash_quick(tl_str_hash_quick(0, tenant), campaign);
 	struct ccache_ent *e = &c->ccache[h & (CCACHE - 1)];
 	if (e->idx1 && e->h == h) {
 		struct cached_camp *cc = &c->cc[e->idx1 - 1];
@@ -839,7 +813,8 @@ static int op_uniques(struct tl_store *st, const struct tl_unique_key *keys, siz
 /* Campaign and variant of row r: from the row cache when it holds them. */
 static int row_ids(struct conn *c, const struct tl_count_row *r, uint32_t *cid, uint32_t *vid)
 {
-	uint64_t h = mix_str(mix_str(mix_str(0, r->tenant), r->campaign), r->variant);
+	uint64_t h = tl_str_hash_quick(tl_str_hash_quick(0, r->tenant), r->campaign);
+	h = tl_str_hash_quick(h, r->variant);
 	struct rcache_ent *e = &c->rcache[h & (RCACHE - 1)];
 	if (e->p && e->h == h && str_is(e->vname, e->vlen, r->variant) &&
 	    str_is(e->p->campaign, e->p->cn, r->campaign) && str_is(e->p->tenant, e->p->tn, r->tenant)) {

@@ -66,6 +66,30 @@ static inline bool tl_str_eq(struct tl_str a, struct tl_str b)
 	return memcmp(p, q, n) == 0;
 }
 
+/* A cheap hash of s mixed into h, for direct-mapped caches in front of an
+ * exact lookup (a collision costs that lookup, never a wrong answer): the
+ * length and up to 16 bytes from both ends. Not for hash maps. */
+static inline uint64_t tl_str_hash_quick(uint64_t h, struct tl_str s)
+{
+	uint64_t a = 0, b = 0;
+	if (s.n >= 8) {
+		memcpy(&a, s.p, 8);
+		memcpy(&b, s.p + s.n - 8, 8);
+	} else if (s.n >= 4) {
+		uint32_t x, y;
+		memcpy(&x, s.p, 4);
+		memcpy(&y, s.p + s.n - 4, 4);
+		a = x;
+		b = y;
+	} else if (s.n) {
+		a = (uint8_t)s.p[0] | (uint64_t)(uint8_t)s.p[s.n / 2] << 8 |
+		    (uint64_t)(uint8_t)s.p[s.n - 1] << 16;
+	}
+	h = (h ^ a) * 0x9E3779B97F4A7C15ULL;
+	h = (h ^ (h >> 29) ^ b ^ s.n) * 0xBF58476D1CE4E5B9ULL;
+	return h ^ (h >> 32);
+}
+
 /* Event types. Numeric values are part of the binary codec: never renumber. */
 enum tl_event_type {
 	TL_EV_NONE = 0,

@@ -140,21 +140,6 @@ static int copy_str(struct tl_arena *a, struct tl_str *dst, struct tl_str src)
 	return TL_OK;
 }
 
-/* A cheap hash for the direct-mapped cache only (a collision there costs
- * the map lookup, never a wrong group): length and the first and last
- * bytes. */
-static inline uint64_t cheap(uint64_t h, struct tl_str s)
-{
-	uint64_t a = 0, b = 0;
-	if (s.n >= 8) {
-		memcpy(&a, s.p, 8);
-		memcpy(&b, s.p + s.n - 8, 8);
-	} else if (s.n) {
-		memcpy(&a, s.p, s.n);
-	}
-	return tl_mix64(h ^ a ^ (b * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)s.n << 56));
-}
-
 /* ---- groups */
 
 struct gkey {
@@ -185,7 +170,8 @@ static int tc_eq(const void *arg, uint32_t idx, const void *key)
 static long group_of(struct tl_fold *f, struct tl_str tenant, struct tl_str campaign, struct tl_str variant)
 {
 	struct gkey k = {tenant, campaign, variant};
-	uint32_t *slot = &f->gcache[cheap(cheap(cheap(0, tenant), campaign), variant) & (GCACHE - 1)];
+	uint64_t qh = tl_str_hash_quick(tl_str_hash_quick(tl_str_hash_quick(0, tenant), campaign), variant);
+	uint32_t *slot = &f->gcache[qh & (GCACHE - 1)];
 	if (*slot && g_eq(f, *slot - 1, &k))
 		return *slot - 1;
 	uint64_t t_hash = XXH3_64bits(tenant.p, tenant.n);
