@@ -23,10 +23,12 @@
 #include "stream/file_int.h"
 
 #include "core/clock.h"
+#include "core/log.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +97,24 @@ static void batch_complete(struct tlf_batch *b, int status)
 
 /* ---- files ---- */
 
+/* Creates the directory buf (NUL-terminated, inside a larger path) and
+ * makes its entry durable in its parent; an existing one is fine. */
+static int mkdir_durable(char *buf)
+{
+	if (mkdir(buf, 0755) != 0)
+		return errno == EEXIST ? 0 : tl_err_from_errno(errno);
+	char *slash = strrchr(buf, '/');
+	if (!slash)
+		return tlf_fsync_dir(".");
+	if (slash == buf)
+		return tlf_fsync_dir("/");
+	*slash = '\0';
+	int rc = tlf_fsync_dir(buf);
+	*slash = '/';
+	return rc;
+}
+
+/* mkdir -p, each directory it creates synced into its parent. */
 static int mkdir_p(const char *path)
 {
 	char buf[4096];
@@ -105,13 +125,12 @@ static int mkdir_p(const char *path)
 		if (*q != '/')
 			continue;
 		*q = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return tl_err_from_errno(errno);
+		rc = mkdir_durable(buf);
 		*q = '/';
+		if (rc)
+			return rc;
 	}
-	if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-		return tl_err_from_errno(errno);
-	return 0;
+	return mkdir_durable(buf);
 }
 
 static int write_all_fd(int fd, const void *p, size_t n)
@@ -173,10 +192,15 @@ static void seg_reserve(int fd, uint64_t *alloc, uint64_t end, uint64_t seg_byte
 }
 
 /* Cuts a segment about to be sealed to its data (end bytes) and syncs
- * that: readers take a sealed segment's end of file as its end. */
-static int seal_segment(const struct tl_file_hooks *h, int fd, uint64_t alloc, uint64_t end)
+ * that: readers take a sealed segment's end of file as its end. The file's
+ * own size decides, not what seg_reserve tracked: a fallocate that failed
+ * (ENOSPC) may still have grown the file part of the way. */
+static int seal_segment(const struct tl_file_hooks *h, int fd, uint64_t end)
 {
-	if (alloc <= end)
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return tl_err_from_errno(errno);
+	if ((uint64_t)st.st_size <= end)
 		return 0;
 	if (ftruncate(fd, (off_t)end) != 0)
 		return tl_err_from_errno(errno);
@@ -278,8 +302,12 @@ static void part_retention(struct tlf_stream *s, struct tlf_part *p)
 	if (s->opts.retention_ms <= 0 || p->dir_fd < 0)
 		return;
 	int64_t cutoff = tl_now_ms() - s->opts.retention_ms;
+	/* Never the active segment; nor, while that holds no record yet, the
+	 * one before it: its last record is the partition's last
+	 * (tl_stream_last, which the enricher resumes from). */
+	size_t keep = p->dur.last_pos == TLF_NONE ? 2 : 1;
 	size_t drop = 0;
-	while (drop + 1 < p->nsegs) {
+	while (drop + keep < p->nsegs) {
 		char name[TLF_SEG_NAME_LEN + 1];
 		tlf_seg_name(name, sizeof(name), p->segs[drop]);
 		struct stat st;
@@ -337,7 +365,7 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 				if (rc)
 					goto fail;
 			}
-			if ((rc = seal_segment(h, fd, alloc, pos + chunk_len)) != 0)
+			if ((rc = seal_segment(h, fd, pos + chunk_len)) != 0)
 				goto fail;
 			int nfd;
 			rc = seg_create(p, e->first, &nfd);
@@ -564,10 +592,33 @@ static int part_open_writer(struct tlf_stream *s, struct tlf_part *p, const char
 		struct tlf_scan sc;
 		if ((rc = tlf_scan_fd(p->seg_fd, size, base, &sc)) != 0)
 			return rc;
-		if (sc.valid_end < size) { /* torn tail */
-			if (ftruncate(p->seg_fd, (off_t)sc.valid_end) != 0 || fdatasync(p->seg_fd) != 0)
-				return tl_err_from_errno(errno);
+		/* Groups are written one at a time, each synced before the next,
+		 * so only the last one can be torn by a crash — and in the
+		 * preallocated space, the sectors of it that never reached the
+		 * disk read as zeros, possibly before some that did. Such a hole
+		 * past what the durable file last said was durable is that torn
+		 * group (never acknowledged: cut it off); anything else is
+		 * corruption, kept for the consumers to report. */
+		uint64_t acked = 0; /* known durable bytes of this segment */
+		if (have_prev && prev.seg_base == base)
+			acked = prev.seg_pos;
+		else if (have_prev && prev.seg_base > base)
+			acked = UINT64_MAX; /* a segment newer than the last one is gone */
+		if (sc.corrupt && sc.hole_zero_sector && sc.corrupt_pos >= acked) {
+			tl_warn("%s: cut off a write torn by a crash at byte %" PRIu64 " of segment %" PRIu64
+			        " (records from offset %" PRIu64 " on, never acknowledged)",
+			        p->path, sc.corrupt_pos, base, sc.hole_next_offset);
+			sc.valid_end = sc.corrupt_pos;
+			sc.next_offset = sc.hole_next_offset;
+			sc.last_pos = sc.hole_last_pos;
 		}
+		if (sc.valid_end < size && ftruncate(p->seg_fd, (off_t)sc.valid_end) != 0) /* torn tail */
+			return tl_err_from_errno(errno);
+		/* What is kept becomes readable: it must be on the disk first (a
+		 * writer that died between a write and its fdatasync left that
+		 * write in the page cache only). */
+		if (fdatasync(p->seg_fd) != 0)
+			return tl_err_from_errno(errno);
 		d.end = sc.next_offset;
 		d.seg_base = base;
 		d.seg_pos = sc.valid_end;
@@ -1148,7 +1199,7 @@ static int file_last(struct tl_stream *base, const char *topic, int partition, s
 		seg = i > 0 ? segs[i - 1] : TLF_NONE;
 		free(segs);
 		if (seg == TLF_NONE)
-			return -TL_ENOTFOUND;
+			return -TL_ECORRUPT; /* d.end > 0: there was a last record */
 	}
 	tlf_seg_name(name, sizeof(name), seg);
 	if ((rc = tlf_path(path, sizeof(path), "%s/%s", pdir, name)) != 0)
@@ -1162,7 +1213,7 @@ static int file_last(struct tl_stream *base, const char *topic, int partition, s
 		rc = fstat(fd, &st) != 0 ? tl_err_from_errno(errno)
 		                         : tlf_scan_fd(fd, (uint64_t)st.st_size, seg, &sc);
 		if (!rc && sc.last_pos == TLF_NONE)
-			rc = -TL_ENOTFOUND;
+			rc = -TL_ECORRUPT;
 		pos = rc ? 0 : sc.last_pos;
 	}
 	if (!rc)

@@ -12,9 +12,11 @@
 #include "stream/file_int.h"
 
 #include "core/clock.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -123,8 +125,15 @@ static int sub_open_segment(struct csub *sb, uint64_t after)
 	sb->seg_base = sb->seg_next = base;
 	sb->file_pos = 0;
 	sb->start = sb->end = 0;
-	if (sb->next < base)
-		sb->next = base; /* older records were removed by retention */
+	if (sb->next < base) {
+		/* Older records were removed by retention before this consumer
+		 * read them: what it counts from them is lost, so say so. */
+		tl_warn("%s: records %" PRIu64 "..%" PRIu64
+		        " were removed by retention before they were read; "
+		        "going on from %" PRIu64,
+		        sb->pdir, sb->next, base - 1, base);
+		sb->next = base;
+	}
 	return 1;
 }
 

@@ -101,6 +101,12 @@ struct tlf_scan {
 	uint64_t nframes;     /* valid frames seen */
 	int corrupt;          /* 1: an invalid region is followed by valid frames */
 	uint64_t corrupt_pos; /* byte position of the first invalid region */
+	/* When corrupt: whether that first region holds a whole 512-byte
+	 * sector of zeros (what a write torn by a crash leaves: sectors that
+	 * never reached the disk read as zeros in preallocated space), and the
+	 * scan's state where the region starts (what to keep if it was one). */
+	int hole_zero_sector;
+	uint64_t hole_next_offset, hole_last_pos;
 };
 
 /* Scans len bytes of a segment whose first record has offset base. Frames

@@ -163,6 +163,20 @@ static int plausible_at(const uint8_t *d, size_t len, size_t pos, size_t q, uint
 	return off >= expect && off - expect <= (q - pos) / TLF_FRAME_HDR;
 }
 
+/* Whether data[from, to) holds a 512-byte sector of zeros (aligned in
+ * the file: data starts at the segment's first byte). */
+static int has_zero_sector(const uint8_t *data, size_t from, size_t to)
+{
+	for (size_t a = (from + 511) & ~(size_t)511; a + 512 <= to; a += 512) {
+		size_t i = 0;
+		while (i < 512 && data[a + i] == 0)
+			i++;
+		if (i == 512)
+			return 1;
+	}
+	return 0;
+}
+
 /* Looks for a valid frame with offset >= expect after the invalid one at pos. */
 static int resync(const uint8_t *d, size_t len, size_t pos, uint64_t expect, size_t *q_out)
 {
@@ -212,6 +226,9 @@ void tlf_scan_mem(const uint8_t *data, size_t len, uint64_t base, struct tlf_sca
 		if (!o->corrupt) {
 			o->corrupt = 1;
 			o->corrupt_pos = pos;
+			o->hole_next_offset = expect;
+			o->hole_last_pos = o->last_pos;
+			o->hole_zero_sector = has_zero_sector(data, pos, q);
 		}
 		/* resync checked the frame at q; continue from it */
 		pos = q;

@@ -116,7 +116,9 @@ int tl_stream_append_sync(struct tl_stream *s, const char *topic, int partition,
 int tl_stream_end_offset(struct tl_stream *s, const char *topic, int partition, uint64_t *out) TL_MUST_CHECK;
 
 /* Copies the last durable record of the partition into *rec; its key/value
- * point into storage (reset first). -TL_ENOTFOUND when the partition is empty. */
+ * point into storage (reset first). -TL_ENOTFOUND when the partition is empty;
+ * file: -TL_ECORRUPT when it had records but that one is gone (the segment
+ * holding it was removed by hand: retention keeps it). */
 int tl_stream_last(struct tl_stream *s, const char *topic, int partition, struct tl_record *rec,
                    struct tl_buf *storage) TL_MUST_CHECK;
 

@@ -697,6 +697,217 @@ static void test_corrupt_middle(void **state)
 	free(data);
 }
 
+/* Reads want records of (t, 0) from offset from with a fresh consumer,
+ * then checks that nothing else follows (no corruption either). */
+static void expect_all(struct tl_stream *s, uint64_t from, uint64_t want)
+{
+	struct tl_subscription sub = {"t", 0, from};
+	struct tl_consumer *c;
+	assert_int_equal(tl_consumer_open(s, &sub, 1, &c), 0);
+	assert_int_equal(drain_check(c, "t", 0, from, want), want);
+	struct tl_record recs[4];
+	assert_int_equal(tl_consumer_poll(c, recs, 4, 50), 0);
+	tl_consumer_close(c);
+}
+
+/* Rewrites the durable file of (topic, p) as a crash may leave it: not
+ * marked clean, saying end records are durable up to byte seg_pos of the
+ * segment seg_base. */
+static void durable_set(struct fx *f, const char *topic, int p, uint64_t end, uint64_t seg_base,
+                        uint64_t seg_pos, uint64_t last_pos)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/log/%s/%d/durable", f->dir, topic, p);
+	struct tlf_durable d = {.end = end, .seg_base = seg_base, .seg_pos = seg_pos, .last_pos = last_pos};
+	uint8_t b[TLF_DURABLE_SIZE];
+	tlf_durable_encode(b, &d);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, b, sizeof(b)), (ssize_t)sizeof(b));
+	close(fd);
+}
+
+/* A crash can persist some sectors of the last group's one write and not
+ * earlier ones: zeros, then valid frames. Past what was durable that is the
+ * torn group, cut off at recovery; where the durable file says the bytes
+ * were durable it stays corruption. */
+static void test_torn_group_zero_sector(void **state)
+{
+	struct fx *f = *state;
+	struct tl_stream_opts o;
+	tl_stream_opts_defaults(&o);
+	o.partitions = 1;
+	const uint64_t K = 5, G = 80; /* K groups of one record, then one group of G */
+	struct tl_stream *s = open_stream(f, &o);
+	for (uint64_t i = 0; i < K; i++)
+		assert_int_equal(append_range(s, "t", 0, i, 1), 0);
+	assert_int_equal(append_range(s, "t", 0, K, G), 0);
+	tl_stream_close(s);
+
+	char path[512];
+	seg_path(f, path, sizeof(path), "t", 0, 0);
+	size_t size;
+	char *orig = read_file(path, &size);
+	uint64_t group_start = 0, last_single = 0;
+	for (uint64_t i = 0; i < K; i++) {
+		last_single = group_start;
+		group_start += frame_bytes("t", 0, i);
+	}
+	/* the group's second whole sector never reached the disk */
+	const size_t sec = ((group_start + 511) & ~(size_t)511) + 512;
+	assert_true(sec + 1024 < size);
+	uint64_t first_bad = 0, bad_pos = 0;
+	while (bad_pos + frame_bytes("t", 0, first_bad) <= sec)
+		bad_pos += frame_bytes("t", 0, first_bad++);
+	assert_true(first_bad > K && first_bad < K + G);
+	char *torn = malloc(size);
+	memcpy(torn, orig, size);
+	memset(torn + sec, 0, 512);
+
+	/* 1. the durable file said: the K single records */
+	write_file(path, torn, size);
+	durable_set(f, "t", 0, K, 0, group_start, last_single);
+	s = open_stream(f, &o);
+	assert_int_equal(file_size(path), (off_t)bad_pos);
+	uint64_t end;
+	assert_int_equal(tl_stream_end_offset(s, "t", 0, &end), 0);
+	assert_int_equal(end, first_bad);
+	expect_all(s, 0, first_bad); /* then the end, not corruption */
+	assert_int_equal(append_range(s, "t", 0, first_bad, 1), 0);
+	tl_stream_close(s);
+
+	/* 2. no durable file at all: the same */
+	write_file(path, torn, size);
+	char dpath[512];
+	snprintf(dpath, sizeof(dpath), "%s/log/t/0/durable", f->dir);
+	assert_int_equal(unlink(dpath), 0);
+	s = open_stream(f, &o);
+	assert_int_equal(tl_stream_end_offset(s, "t", 0, &end), 0);
+	assert_int_equal(end, first_bad);
+	tl_stream_close(s);
+
+	/* 3. the durable file said the whole group was durable: corruption,
+	 * kept (numbering goes on after it) for the consumers to report */
+	write_file(path, torn, size);
+	durable_set(f, "t", 0, K + G, 0, size, size - frame_bytes("t", 0, K + G - 1));
+	s = open_stream(f, &o);
+	assert_int_equal(file_size(path), (off_t)size);
+	assert_int_equal(tl_stream_end_offset(s, "t", 0, &end), 0);
+	assert_int_equal(end, K + G);
+	tl_stream_close(s);
+	expect_corrupt(f, first_bad);
+
+	/* 4. a damaged region without a zero sector is corruption whatever
+	 * the durable file says */
+	memcpy(torn, orig, size);
+	for (size_t b = sec; b < sec + 512; b++)
+		torn[b] = (char)(0x5a ^ (b * 131));
+	write_file(path, torn, size);
+	assert_int_equal(unlink(dpath), 0);
+	s = open_stream(f, &o);
+	assert_int_equal(file_size(path), (off_t)size);
+	tl_stream_close(s);
+	expect_corrupt(f, first_bad);
+	free(torn);
+	free(orig);
+}
+
+/* Grows the file past each write, as a fallocate that failed half-way can. */
+static ssize_t growing_pwrite(void *ctx, int fd, const void *buf, size_t n, off_t off)
+{
+	(void)ctx;
+	ssize_t r = pwrite(fd, buf, n, off);
+	if (r > 0 && ftruncate(fd, off + r + 8192) != 0)
+		return -1;
+	return r;
+}
+
+/* A segment is sealed at the end of its data whatever the file's size was. */
+static void test_seal_cuts_grown_file(void **state)
+{
+	struct fx *f = *state;
+	struct tl_stream_opts o;
+	tl_stream_opts_defaults(&o);
+	o.partitions = 1;
+	o.segment_bytes = 1024;
+	struct tl_stream *s = open_stream(f, &o);
+	struct tl_file_hooks h = {.pwrite = growing_pwrite};
+	assert_int_equal(tl_stream_file_set_hooks(s, &h), 0);
+	const uint64_t N = 30; /* one call past segment_bytes: the segment is as long as its data */
+	assert_int_equal(append_range(s, "t", 0, 0, N), 0);
+	assert_int_equal(tl_stream_file_set_hooks(s, NULL), 0);
+	assert_int_equal(append_range(s, "t", 0, N, 1), 0); /* rolls: seals segment 0 */
+	char path[512];
+	seg_path(f, path, sizeof(path), "t", 0, 0);
+	uint64_t data = 0;
+	for (uint64_t i = 0; i < N; i++)
+		data += frame_bytes("t", 0, i);
+	assert_true(data > 1024);
+	assert_int_equal(file_size(path), (off_t)data);
+	expect_all(s, 0, N + 1);
+	tl_stream_close(s);
+}
+
+/* A crash right after a roll leaves an empty active segment: retention
+ * then keeps the one before, which holds the partition's last record. */
+static void test_retention_keeps_last_record(void **state)
+{
+	struct fx *f = *state;
+	struct tl_stream_opts o;
+	tl_stream_opts_defaults(&o);
+	o.partitions = 1;
+	o.segment_bytes = 512;
+	o.retention_ms = 3600 * 1000;
+	const uint64_t N = 30;
+	struct tl_stream *s = open_stream(f, &o);
+	for (uint64_t i = 0; i < N; i++)
+		assert_int_equal(append_range(s, "t", 0, i, 1), 0);
+	tl_stream_close(s);
+	char pdir[512], path[512], dpath[512];
+	snprintf(pdir, sizeof(pdir), "%s/log/t/0", f->dir);
+	uint64_t *segs;
+	size_t nsegs;
+	assert_int_equal(tlf_seg_list(pdir, &segs, &nsegs), 0);
+	assert_true(nsegs >= 3);
+	const uint64_t prev_base = segs[nsegs - 1];
+	free(segs);
+	/* the new segment was created, the crash came before its first write */
+	seg_path(f, path, sizeof(path), "t", 0, N);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(dpath, sizeof(dpath), "%s/log/t/0/durable", f->dir);
+	assert_int_equal(unlink(dpath), 0);
+	assert_int_equal(tlf_seg_list(pdir, &segs, &nsegs), 0);
+	struct timespec old[2] = {{.tv_sec = time(NULL) - 7200}, {.tv_sec = time(NULL) - 7200}};
+	for (size_t i = 0; i < nsegs; i++) {
+		seg_path(f, path, sizeof(path), "t", 0, segs[i]);
+		assert_int_equal(utimensat(AT_FDCWD, path, old, 0), 0);
+	}
+	free(segs);
+
+	s = open_stream(f, &o); /* recovery, then retention */
+	assert_int_equal(tlf_seg_list(pdir, &segs, &nsegs), 0);
+	assert_int_equal(nsegs, 2);
+	assert_int_equal(segs[0], prev_base);
+	assert_int_equal(segs[1], N);
+	free(segs);
+	struct tl_buf storage;
+	tl_buf_init(&storage, 0);
+	struct tl_record last;
+	assert_int_equal(tl_stream_last(s, "t", 0, &last, &storage), 0);
+	check_record(&last, "t", 0, N - 1);
+	/* removed by hand: the partition had records, so not "empty" */
+	seg_path(f, path, sizeof(path), "t", 0, prev_base);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(tl_stream_last(s, "t", 0, &last, &storage), -TL_ECORRUPT);
+	assert_int_equal(append_range(s, "t", 0, N, 1), 0);
+	assert_int_equal(tl_stream_last(s, "t", 0, &last, &storage), 0);
+	check_record(&last, "t", 0, N);
+	tl_stream_close(s);
+	tl_buf_free(&storage);
+}
+
 static void test_second_writer_locked(void **state)
 {
 	struct fx *f = *state;
@@ -1717,6 +1928,9 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_torn_tail_every_byte, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_torn_group_zero_sector, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_seal_cuts_grown_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retention_keeps_last_record, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_writer_locked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_preallocated_tail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lock_released_by_dead_process, setup, teardown),
