@@ -15,6 +15,7 @@
 
 #include "core/buf.h"
 #include "core/clock.h"
+#include "core/utf8.h"
 #include "event/event.h"
 #include "event/metrics.h"
 #include "store/tenants.h"
@@ -40,7 +41,8 @@ extern const struct tl_web_asset tl_web_assets[];
 #define API_BUF_KEEP ((size_t)1 << 20)       /* buffer kept between requests */
 #define API_TENANT_REFRESH_MS 1000
 #define API_LIVE_DEFAULT_MS 100
-#define API_LIVE_MAX_CLIENTS 256
+#define API_LIVE_MAX_CLIENTS 1024  /* /v1/live streams of all tenants together */
+#define API_LIVE_MAX_PER_TENANT 64 /* ... and of one tenant: none can take every slot */
 #define API_LIVE_PING_MS 15000
 #define API_SERIES_MAX_BUCKETS 100000
 #define API_STATUS_MAX 600
@@ -294,6 +296,10 @@ static int param_variant(struct tl_api *a, struct tl_http_req *r, enum route rt,
 	}
 	if (memchr(buf, '\0', (size_t)n)) {
 		reply_error(a, r, rt, 400, "bad_parameter", "variant: contains a NUL byte");
+		return -1;
+	}
+	if (!tl_utf8_valid(buf, (size_t)n)) {
+		reply_error(a, r, rt, 400, "bad_parameter", "variant: not valid UTF-8");
 		return -1;
 	}
 	buf[n] = '\0';
@@ -656,6 +662,10 @@ static int h_campaign(void *arg, struct tl_http_req *r)
 		reply_error(a, r, rt, 400, "bad_parameter", "campaign: bad percent-encoding in the path");
 		return TL_HTTP_DONE;
 	}
+	if (!tl_utf8_valid(campaign, (size_t)n)) {
+		reply_error(a, r, rt, 400, "bad_parameter", "campaign: not valid UTF-8");
+		return TL_HTTP_DONE;
+	}
 	if (rt == R_CAMPAIGN_METRICS)
 		campaign_metrics(a, r, t, campaign);
 	else
@@ -796,6 +806,14 @@ static int h_live(void *arg, struct tl_http_req *r)
 	if (a->n_clients >= API_LIVE_MAX_CLIENTS) {
 		reply_error(a, r, rt, 503, "too_many_clients", "live stream limit of %d clients reached",
 		            API_LIVE_MAX_CLIENTS);
+		return TL_HTTP_DONE;
+	}
+	size_t mine = 0;
+	for (const struct live_client *o = a->clients; o; o = o->next)
+		mine += !o->gone && strcmp(o->tenant, t->name) == 0;
+	if (mine >= API_LIVE_MAX_PER_TENANT) {
+		reply_error(a, r, rt, 503, "too_many_clients",
+		            "live stream limit of %d clients per tenant reached", API_LIVE_MAX_PER_TENANT);
 		return TL_HTTP_DONE;
 	}
 	struct live_client *c = calloc(1, sizeof *c);

@@ -1,5 +1,7 @@
 #include "core/buf.h"
 
+#include "core/utf8.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,41 +84,6 @@ int tl_buf_printf(struct tl_buf *b, const char *fmt, ...)
 	return TL_OK;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0];
-	size_t len;
-	unsigned min;
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xE0) == 0xC0) {
-		len = 2;
-		min = 0x80;
-		c &= 0x1F;
-	} else if ((c & 0xF0) == 0xE0) {
-		len = 3;
-		min = 0x800;
-		c &= 0x0F;
-	} else if ((c & 0xF8) == 0xF0) {
-		len = 4;
-		min = 0x10000;
-		c &= 0x07;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		c = (c << 6) | (s[i] & 0x3F);
-	}
-	if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-		return 0;
-	return len;
-}
-
 int tl_buf_json_escape(struct tl_buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -143,7 +110,7 @@ int tl_buf_json_escape(struct tl_buf *b, const char *s, size_t n)
 			rc = tl_buf_append(b, esc, 6);
 			i++;
 		} else {
-			size_t l = utf8_len(p + i, n - i);
+			size_t l = tl_utf8_seq(p + i, n - i);
 			if (l == 0) {
 				rc = tl_buf_append(b, "\xEF\xBF\xBD", 3);
 				i++;

@@ -28,6 +28,7 @@
 #include "event/event.h"
 
 #include "core/clock.h"
+#include "core/utf8.h"
 #include "event/json_int.h"
 #include "event/wire.h"
 
@@ -431,39 +432,6 @@ static int key_lookup(const char *k, size_t n)
 	}
 }
 
-/* Length of the valid UTF-8 sequence of 2-4 bytes at p (p[0] >= 0x80), or 0
- * when it is not one: overlong forms, surrogates and code points above
- * U+10FFFF are invalid, as in jansson. */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
-{
-	unsigned c = p[0];
-	size_t n;
-	unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-	if (c >= 0xC2 && c <= 0xDF) {
-		n = 2;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		n = 3;
-		if (c == 0xE0)
-			lo = 0xA0; /* overlong */
-		else if (c == 0xED)
-			hi = 0x9F; /* surrogates */
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 4;
-		if (c == 0xF0)
-			lo = 0x90; /* overlong */
-		else if (c == 0xF4)
-			hi = 0x8F; /* above U+10FFFF */
-	} else {
-		return 0;
-	}
-	if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xBF)
-			return 0;
-	return n;
-}
-
 /* The end of the string whose first byte is at p (just after its opening
  * quote): the closing quote, or NULL when the string has an escape, a
  * control byte or invalid UTF-8, or is not closed (jansson decides then). */
@@ -495,7 +463,7 @@ static const char *string_end(const char *p, const char *end)
 			u++;
 			continue;
 		}
-		size_t n = utf8_seq(u, e);
+		size_t n = tl_utf8_seq(u, (size_t)(e - u));
 		if (!n)
 			return NULL;
 		u += n;

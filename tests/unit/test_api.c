@@ -404,6 +404,13 @@ static void test_metrics(void **state)
 	             "source");
 	expect_error("/v1/campaigns/bad%zz/metrics", fx.key_acme, 400, "bad_parameter", "campaign");
 	expect_error("/v1/campaigns/nul%00/metrics", fx.key_acme, 400, "bad_parameter", "campaign");
+	/* not UTF-8 (a stray byte, an overlong NUL): no stored name can match, and
+	 * PostgreSQL would refuse the parameter */
+	expect_error("/v1/campaigns/bad%FF/metrics", fx.key_acme, 400, "bad_parameter",
+	             "campaign: not valid UTF-8");
+	expect_error("/v1/campaigns/spring-sale/metrics?variant=%C0%80", fx.key_acme, 400, "bad_parameter",
+	             "variant: not valid UTF-8");
+	expect_error("/v1/campaigns/%C3%A9t%C3%A9/metrics", fx.key_acme, 404, "not_found", NULL);
 	char path[512];
 	int n = snprintf(path, sizeof path, "/v1/campaigns/");
 	memset(path + n, 'x', TL_MAX_CAMPAIGN + 1);
@@ -673,13 +680,46 @@ static void test_new_tenant_picked_up(void **state)
 	}
 }
 
+/* One tenant cannot take every live-stream slot: past its own limit it
+ * gets 503, and another tenant still connects. */
+static void test_live_per_tenant_limit(void **state)
+{
+	(void)state;
+	enum { PER_TENANT = 64 };
+	struct sse *mine = calloc(PER_TENANT + 1, sizeof *mine);
+	struct sse *other = calloc(1, sizeof *other);
+	assert_non_null(mine);
+	assert_non_null(other);
+	for (int i = 0; i < PER_TENANT; i++) {
+		sse_open(&mine[i], "/v1/live", fx.key_globex);
+		assert_true(sse_wait(&mine[i], ": connected", DEADLINE_MS));
+	}
+	struct sse *over = &mine[PER_TENANT];
+	sse_open(over, "/v1/live", fx.key_globex);
+	assert_true(sse_wait(over, " 503", DEADLINE_MS));
+	assert_true(sse_wait(over, "\"too_many_clients\"", DEADLINE_MS));
+	assert_true(sse_wait(over, "per tenant", DEADLINE_MS));
+	sse_open(other, "/v1/live", fx.key_acme);
+	assert_true(sse_wait(other, ": connected", DEADLINE_MS));
+	for (int i = 0; i <= PER_TENANT; i++)
+		close(mine[i].fd);
+	close(other->fd);
+	free(mine);
+	free(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_auth),           cmocka_unit_test(test_campaigns),
-	    cmocka_unit_test(test_metrics),        cmocka_unit_test(test_series),
-	    cmocka_unit_test(test_live),           cmocka_unit_test(test_assets_and_misc),
-	    cmocka_unit_test(test_default_source), cmocka_unit_test(test_new_tenant_picked_up),
+	    cmocka_unit_test(test_auth),
+	    cmocka_unit_test(test_campaigns),
+	    cmocka_unit_test(test_metrics),
+	    cmocka_unit_test(test_series),
+	    cmocka_unit_test(test_live),
+	    cmocka_unit_test(test_assets_and_misc),
+	    cmocka_unit_test(test_default_source),
+	    cmocka_unit_test(test_new_tenant_picked_up),
+	    cmocka_unit_test(test_live_per_tenant_limit),
 	};
 	const char *only = getenv("TEST_FILTER"); /* e.g. TEST_FILTER=test_live */
 	if (only)
