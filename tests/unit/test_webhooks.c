@@ -1031,8 +1031,14 @@ static void test_ses_envelope_sample(void **state)
 	f->h[0].value = "SubscriptionConfirmation";
 	assert_int_equal(run(f, "ses", body), -TL_EINVAL);
 	f->nh = 0;
-	/* ses_verify on (the default) and this sample's fake signature: refused, nothing emitted */
+	/* ses_verify on (the default) and no topic allow-list: refused as having
+	 * no credential, nothing emitted */
 	settings(f, "campaign_field", "tag", NULL);
+	assert_int_equal(run(f, "ses", body), -TL_EAUTH);
+	assert_int_equal(f->status, 401);
+	/* with the sample's topic allowed: its fake signature is refused */
+	settings(f, "campaign_field", "tag", "ses_topic_arn", "arn:aws:sns:us-east-1:1234567890:SES_Events",
+	         NULL);
 	assert_int_equal(run(f, "ses", body), -TL_EAUTH);
 	assert_int_equal(f->status, 403); /* signed by SNS, but its Timestamp is years old */
 	free(body);
@@ -1402,8 +1408,25 @@ static void test_ses_signature(void **state)
 	struct tl_sns_certs *certs;
 	assert_int_equal(tl_sns_certs_create(4, fake_fetch, &s, &certs), 0);
 	f->req.sns_certs = certs;
-	settings(f, "campaign_field", "ses:configuration-set", NULL); /* ses_verify defaults to true */
+	/* ses_verify defaults to true; then the topic allow-list is required */
+	settings(f, "campaign_field", "ses:configuration-set", NULL);
 	char *msg = sample("ses-event-bounce.json", NULL);
+	json_t *env0 = sns_env("Notification", msg);
+	char *body0 = sns_sign(&s, env0, "2", CERT_URL);
+	assert_int_equal(run(f, "ses", body0), -TL_EAUTH);
+	assert_int_equal(f->status, 401);
+	assert_int_equal(f->out.n, 0);
+	/* a correctly signed message from a topic that is not the tenant's:
+	 * refused before any certificate is fetched */
+	settings(f, "campaign_field", "ses:configuration-set", "ses_topic_arn",
+	         "arn:aws:sns:us-east-1:999:theirs", NULL);
+	assert_int_equal(run(f, "ses", body0), -TL_EAUTH);
+	assert_int_equal(f->status, 403);
+	assert_int_equal(s.fetches, 0);
+	free(body0);
+	json_decref(env0);
+	settings(f, "campaign_field", "ses:configuration-set", "ses_topic_arn",
+	         "arn:aws:sns:us-east-1:123456789012:ses", NULL);
 
 	for (int v = 1; v <= 2; v++) {
 		json_t *env = sns_env("Notification", msg);

@@ -194,10 +194,19 @@ static int ses_event(struct wh_ctx *c, const json_t *m, struct tl_str sns_id)
 	return rc;
 }
 
-/* The TopicArn allow-list of the tenant (ses_topic_arn, comma-separated). */
-static int topic_allowed(struct wh_ctx *c, const json_t *env)
+/* The TopicArn allow-list of the tenant (ses_topic_arn, comma-separated).
+ * Any AWS account can have SNS sign a message, so with verification on it
+ * is the allow-list that ties the endpoint to the tenant's own topics: it
+ * must be set (401, as for another provider's missing credential), and it
+ * is checked before the signature, so that no certificate is fetched for
+ * a topic that is not the tenant's. Without verification it is optional. */
+static int topic_allowed(struct wh_ctx *c, const json_t *env, bool verify)
 {
 	const char *allow = tl_tenant_setting(c->req->tenant, "ses_topic_arn", NULL);
+	if ((!allow || !allow[0]) && verify)
+		return tl_wh_fail(c, 401, -TL_EAUTH,
+		                  "ses_topic_arn is not set: name the SNS topics this tenant receives from "
+		                  "(or set ses_verify=false)");
 	if (!allow || !allow[0])
 		return 0;
 	struct tl_str arn = tl_wh_str(env, "TopicArn");
@@ -225,9 +234,9 @@ static int envelope(struct wh_ctx *c, const json_t *env, struct tl_str type, boo
 	if (h && !(hn == type.n && memcmp(h, type.p, hn) == 0))
 		return tl_wh_fail(c, 400, -TL_EINVAL, "x-amz-sns-message-type does not match Type");
 	int rc;
-	if (verify && (rc = tl_wh_sns_verify(c, env)))
+	if ((rc = topic_allowed(c, env, verify)))
 		return rc;
-	if ((rc = topic_allowed(c, env)))
+	if (verify && (rc = tl_wh_sns_verify(c, env)))
 		return rc;
 	if (eq(type, "SubscriptionConfirmation")) {
 		struct tl_str url = tl_wh_str(env, "SubscribeURL");

@@ -49,7 +49,8 @@
  *
  * Tenant settings read (tl_tenant_setting): sendgrid_public_key,
  * sendgrid_verify, mailgun_signing_key, postmark_auth, sparkpost_auth,
- * ses_verify, ses_topic_arn (optional, comma-separated allowed TopicArns),
+ * ses_verify, ses_topic_arn (comma-separated allowed TopicArns: SES's
+ * credential, required while ses_verify is on),
  * campaign_field, variant_field, recipient_field (defaults tally_campaign,
  * tally_variant, tally_recipient). Boolean settings are false for "false",
  * "0", "no", "off" (any case) and true otherwise.
