@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static pthread_t main_thread;
 
@@ -39,9 +40,24 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
+/* Every keep-alive connection, live stream and log segment is a file
+ * descriptor: the usual soft limit of 1,024 is far below what a collector
+ * facing mail clients needs. Raised to the hard limit, as servers do. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		tl_warn("cannot raise the open-file limit from %llu", (unsigned long long)was);
+}
+
 int tl_roles_run(struct tl_roles *rs)
 {
 	int failed = 0;
+	raise_fd_limit();
 	for (int i = 0; i < rs->n; i++) {
 		if (pthread_create(&rs->r[i].thread, NULL, thread_main, &rs->r[i])) {
 			tl_error("%s: cannot start a thread", rs->r[i].name);

@@ -38,10 +38,10 @@ void tl_roles_add(struct tl_roles *rs, const char *name, int (*run)(void *), voi
  * should not restart on it (systemd: RestartPreventExitStatus=3). */
 #define TL_ROLES_EXIT_CORRUPT 3
 
-/* Starts every role on its own thread, waits for a stop signal (or a role
- * ending on its own), stops them in the order added and joins them. Returns
- * 0 when every role ended cleanly, TL_ROLES_EXIT_CORRUPT when one stopped on
- * corrupt data, else 1. */
+/* Raises the soft open-file limit to the hard one, starts every role on its
+ * own thread, waits for a stop signal (or a role ending on its own), stops
+ * them in the order added and joins them. Returns 0 when every role ended
+ * cleanly, TL_ROLES_EXIT_CORRUPT when one stopped on corrupt data, else 1. */
 int tl_roles_run(struct tl_roles *rs);
 
 #endif

@@ -203,7 +203,13 @@ tl_log "isolation: each key sees only its own campaigns"
 # ---- 4. restart: nothing lost, nothing counted twice ----
 
 tl_stop_serve 60
+# started under a low soft open-file limit, which it raises to the hard one
+# (every keep-alive connection is a descriptor)
+hard_nofile=$(ulimit -Hn)
+[ "$hard_nofile" -gt 512 ] && ulimit -Sn 512
 tl_start_serve serve2 "$DATA"
+soft_nofile=$(awk '/^Max open files/ {print $4}' "/proc/$TL_SERVE_PID/limits")
+[ "$soft_nofile" = "$hard_nofile" ] || tl_fail "serve runs with an open-file limit of $soft_nofile, want $hard_nofile"
 wait_counts "acme after restart" "$ACME_KEY" "$ACME_WANT" 60
 wait_counts "other after restart" "$OTHER_KEY" "$OTHER_WANT" 30
 
