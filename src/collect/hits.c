@@ -26,6 +26,7 @@
 #include "collect/collect_int.h"
 
 #include "core/clock.h"
+#include "core/utf8.h"
 #include "event/token.h"
 #include "http/http.h"
 
@@ -307,7 +308,8 @@ static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, char *id)
 
 /* Fills the parts of a hit event common to both routes. */
 static void hit_event(struct tl_collector *c, struct tl_http_req *r, struct tl_event *ev,
-                      enum tl_event_type type, const char *token, size_t tn, char *id, char *ip)
+                      enum tl_event_type type, const char *token, size_t tn, char *id, char *ip,
+                      char ua_buf[TL_MAX_USER_AGENT])
 {
 	size_t ml, ual = 0;
 	const char *m = tl_http_method(r, &ml);
@@ -319,8 +321,10 @@ static void hit_event(struct tl_collector *c, struct tl_http_req *r, struct tl_e
 		ev->flags |= TL_EVF_HEAD;
 	ev->ts_ms = ev->arrival_ms = tl_now_ms();
 	ev->token = tl_str_of(token, tn);
+	/* header bytes are anything: made valid UTF-8 without growing, so the
+	 * archive's JSON of the event decodes back to the same agent */
 	if (ua)
-		ev->user_agent = tl_str_of(ua, ual > TL_MAX_USER_AGENT ? TL_MAX_USER_AGENT : ual);
+		ev->user_agent = tl_str_of(ua_buf, tl_utf8_sanitize(ua, ual, ua_buf, TL_MAX_USER_AGENT));
 	col_client_ip(c, r, ip, TL_MAX_IP + 1);
 	ev->ip = tl_str_of(ip, strlen(ip));
 	ev->id = tl_str_of(id, hit_id(c, r, id));
@@ -358,8 +362,8 @@ int col_on_pixel(void *arg, struct tl_http_req *r)
 		return TL_HTTP_DONE;
 	}
 	struct tl_event ev;
-	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1];
-	hit_event(c, r, &ev, TL_EV_OPEN, token, tn, id, ip);
+	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
+	hit_event(c, r, &ev, TL_EV_OPEN, token, tn, id, ip, ua);
 	return record_hit(c, r, &ev, t.recipient.p, t.recipient.n, NULL);
 }
 
@@ -368,20 +372,6 @@ static int click_not_found(struct tl_collector *c, struct tl_http_req *r, enum c
 	col_count(&c->rejected[why]);
 	tl_http_respond(r, 404, "text/html; charset=utf-8", not_found_page, sizeof not_found_page - 1, NULL);
 	return TL_HTTP_DONE;
-}
-
-/* A redirect target must be a plain http(s) URL: nothing that could split
- * the response header. */
-static bool url_ok(struct tl_str u)
-{
-	if (!((u.n > 7 && memcmp(u.p, "http://", 7) == 0) || (u.n > 8 && memcmp(u.p, "https://", 8) == 0)))
-		return false;
-	for (uint32_t i = 0; i < u.n; i++) {
-		unsigned char ch = (unsigned char)u.p[i];
-		if (ch <= 0x20 || ch == 0x7f)
-			return false;
-	}
-	return true;
 }
 
 int col_on_click(void *arg, struct tl_http_req *r)
@@ -403,10 +393,10 @@ int col_on_click(void *arg, struct tl_http_req *r)
 		return click_not_found(c, r, rc == -TL_EAUTH ? RJ_BAD_SIGNATURE : RJ_BAD_TOKEN);
 	if (t.kind != TL_TOKEN_CLICK)
 		return click_not_found(c, r, RJ_TOKEN_KIND);
-	if (!url_ok(t.url))
+	if (!tl_token_url_ok(t.url)) /* as at minting: nothing that could split the answer */
 		return click_not_found(c, r, RJ_BAD_TOKEN);
 	struct tl_event ev;
-	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1];
-	hit_event(c, r, &ev, TL_EV_CLICK, token, tn, id, ip);
+	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
+	hit_event(c, r, &ev, TL_EV_CLICK, token, tn, id, ip, ua);
 	return record_hit(c, r, &ev, t.recipient.p, t.recipient.n, &t.url);
 }

@@ -61,4 +61,28 @@ static inline bool tl_utf8_valid(const char *s, size_t n)
 	return true;
 }
 
+/* Copies up to cap bytes of the n at in to out as valid UTF-8: each byte
+ * that does not start a valid sequence becomes '?' (one for one, so the
+ * length does not grow), and a sequence that would not fit whole is left
+ * out. Returns the bytes written. For text from outside (HTTP headers). */
+static inline size_t tl_utf8_sanitize(const char *in, size_t n, char *out, size_t cap)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	size_t i = 0, o = 0;
+	while (i < n && o < cap) {
+		size_t l = tl_utf8_seq(p + i, n - i);
+		if (l == 0) {
+			out[o++] = '?';
+			i++;
+			continue;
+		}
+		if (o + l > cap)
+			break;
+		for (size_t k = 0; k < l; k++)
+			out[o++] = (char)p[i + k];
+		i += l;
+	}
+	return o;
+}
+
 #endif

@@ -22,6 +22,7 @@
 
 #include "event/token.h"
 
+#include "core/utf8.h"
 #include "event/wire.h"
 
 #include <limits.h>
@@ -229,8 +230,7 @@ void tl_recipient_hash(const unsigned char *salt, size_t salt_len, const char *r
 
 /* ---- tokens ------------------------------------------------------------- */
 
-/* An http(s) URL with a host part and no control characters or spaces. */
-static bool url_ok(struct tl_str u)
+bool tl_token_url_ok(struct tl_str u)
 {
 	size_t skip;
 	if (u.n > 8 && strncasecmp(u.p, "https://", 8) == 0)
@@ -269,14 +269,14 @@ static bool token_ok(const struct tl_token *t)
 	for (int i = 0; i < NFIELD; i++) {
 		if (f[i]->n > field_max[i] || (f[i]->n && !f[i]->p))
 			return false;
-		if (f[i]->n && memchr(f[i]->p, '\0', f[i]->n))
+		if (f[i]->n && (memchr(f[i]->p, '\0', f[i]->n) || !tl_utf8_valid(f[i]->p, f[i]->n)))
 			return false;
 	}
 	if (!t->tenant.n || !t->campaign.n || !t->recipient.n)
 		return false;
 	if (t->kind == TL_TOKEN_CLICK && !t->url.n)
 		return false;
-	if (t->url.n && !url_ok(t->url))
+	if (t->url.n && !tl_token_url_ok(t->url))
 		return false;
 	return true;
 }

@@ -22,9 +22,14 @@ struct tl_token {
 	struct tl_str tenant, campaign, variant, message, recipient, url;
 };
 
+/* Whether u is a URL a click may redirect to: http:// or https:// (any
+ * case) followed by a host, no control characters or spaces. */
+bool tl_token_url_ok(struct tl_str u);
+
 /* Appends the token text for t, signed with key (key_len bytes), to out.
- * Returns 0, -TL_EINVAL (a field over its limit, a click without url, or a
- * url that is not http(s)), -TL_ETOOBIG or -TL_ENOMEM. */
+ * Returns 0, -TL_EINVAL (a field over its limit or not UTF-8, a click
+ * without url, or a url that tl_token_url_ok refuses), -TL_ETOOBIG or
+ * -TL_ENOMEM. Parsing applies the same rules. */
 int tl_token_mint(const struct tl_token *t, const unsigned char *key, size_t key_len,
                   struct tl_buf *out) TL_MUST_CHECK;
 

@@ -272,6 +272,31 @@ static int dead_copy(struct tl_enricher *e, const struct tl_event *ev, const cha
 	return TL_OK;
 }
 
+/* tl_enrich_event, looking again when the tenant is unknown: one added
+ * after the cache's last check, but before the event arrived (its tokens
+ * and API key came after it), is loaded first — the batch recompute, which
+ * loads the tenants when it starts, would count that event. 0 with *reason
+ * set or not; an error (the check failed: the database may be down) when
+ * the event cannot be decided now. */
+static int enrich_one(struct tl_enricher *e, const struct tl_record *r, struct tl_event *ev,
+                      const char **reason)
+{
+	const struct tl_enrich_ctx ctx = {lookup, e->tenants, e->o.classify};
+	if (tl_enrich_event(&ctx, ev, &e->scratch, reason) == 0)
+		return TL_OK;
+	if (!*reason || strcmp(*reason, "unknown_tenant") != 0 || ev->arrival_ms <= 0)
+		return TL_OK;
+	int rc = tl_tenant_cache_check_since(e->tenants, ev->arrival_ms);
+	if (rc)
+		return rc;
+	if ((rc = tl_event_decode(r->value, r->value_len, ev)) != 0)
+		return rc; /* decoded before: cannot fail */
+	*reason = NULL;
+	if (tl_enrich_event(&ctx, ev, &e->scratch, reason) != 0 && !*reason)
+		*reason = "invalid_event";
+	return TL_OK;
+}
+
 /* Enriches one polled batch into per-partition output buffers. */
 static int process(struct tl_enricher *e, int n)
 {
@@ -286,9 +311,8 @@ static int process(struct tl_enricher *e, int n)
 			memset(&ev, 0, sizeof ev);
 			ev.type = TL_EV_OPEN;
 			reason = "invalid_event";
-		} else {
-			rc = tl_enrich_event(&(struct tl_enrich_ctx){lookup, e->tenants, e->o.classify}, &ev,
-			                     &e->scratch, &reason);
+		} else if ((rc = enrich_one(e, r, &ev, &reason)) != 0) {
+			return rc; /* not decided: the batch is retried */
 		}
 		ev.src_offset = r->offset;
 		if (reason) {
@@ -315,10 +339,24 @@ static int process(struct tl_enricher *e, int n)
 	return TL_OK;
 }
 
-/* Appends every partition's output (and the dead-letter copies) and waits
- * until all are durable. */
+/* Writes the dead-letter copies, then every partition's output, and waits
+ * until all are durable. Dead letters first: the output is the resume
+ * point, so once it is durable its inputs are never read again — their
+ * dead letters must be durable by then (at least once: a failure or a
+ * crash in between writes them again when the inputs are re-read). */
 static int flush(struct tl_enricher *e)
 {
+	if (e->n_dead) {
+		size_t start = 0;
+		for (size_t i = 0; i < e->n_dead; i++) {
+			e->dead_recs[i] = (struct tl_record){
+			    .value = e->dead.data + start, .value_len = (uint32_t)(e->dead_ends[i] - start)};
+			start = e->dead_ends[i];
+		}
+		int drc = tl_stream_append_sync(e->o.stream, TL_TOPIC_DEAD, 0, e->dead_recs, e->n_dead);
+		if (drc)
+			return drc;
+	}
 	pthread_mutex_lock(&e->wg.mu);
 	e->wg.pending = 1; /* held by us until every append is queued */
 	e->wg.status = 0;
@@ -358,18 +396,6 @@ static int flush(struct tl_enricher *e)
 		rc = e->wg.status;
 	pthread_mutex_unlock(&e->wg.mu);
 
-	if (!rc && e->n_dead) {
-		/* dead-letter copies are for people to inspect: at least once */
-		size_t start = 0;
-		for (size_t i = 0; i < e->n_dead; i++) {
-			e->dead_recs[i] = (struct tl_record){
-			    .value = e->dead.data + start, .value_len = (uint32_t)(e->dead_ends[i] - start)};
-			start = e->dead_ends[i];
-		}
-		int drc = tl_stream_append_sync(e->o.stream, TL_TOPIC_DEAD, 0, e->dead_recs, e->n_dead);
-		if (drc)
-			tl_warn("enrich: writing %zu dead-letter records: %s", e->n_dead, tl_strerror(drc));
-	}
 	for (int p = 0; p < e->P; p++) {
 		tl_buf_reset(&e->out[p].data);
 		e->out[p].n = 0;
@@ -413,9 +439,9 @@ int tl_enricher_run(struct tl_enricher *e)
 		if (rc) {
 			/* nothing after the last durable output is assumed: re-read from there */
 			atomic_fetch_add(&e->append_failures, 1);
-			tl_warn(
-			    "enrich: writing metrics: %s; resuming from the last durable record in %lld ms",
-			    tl_strerror(rc), (long long)backoff);
+			tl_warn("enrich: writing the output: %s; resuming from the last durable record in "
+			        "%lld ms",
+			        tl_strerror(rc), (long long)backoff);
 			for (int p = 0; p < e->P; p++) {
 				tl_buf_reset(&e->out[p].data);
 				e->out[p].n = 0;

@@ -18,7 +18,8 @@
 struct tl_tenant_cache {
 	struct tl_store *st;
 	int refresh_ms;
-	int64_t checked_ms; /* monotonic time of the last version check */
+	int64_t checked_ms;      /* monotonic time of the last version check */
+	int64_t checked_wall_ms; /* wall-clock time it started (tl_tenant_cache_check_since) */
 	int64_t version;
 	struct tl_tenant *t;
 	size_t n;
@@ -83,6 +84,7 @@ int tl_tenant_cache_open(const char *db_uri, int refresh_ms, struct tl_tenant_ca
 	int rc = tl_store_open(db_uri, &c->st);
 	if (rc != 0)
 		goto fail;
+	c->checked_wall_ms = tl_now_ms();
 	if ((rc = reload(c)) != 0)
 		goto fail;
 	c->checked_ms = tl_mono_ms();
@@ -104,6 +106,19 @@ void tl_tenant_cache_close(struct tl_tenant_cache *c)
 	free(c);
 }
 
+/* Asks the store for the tenants version and reloads when it changed. */
+static int check_version(struct tl_tenant_cache *c)
+{
+	int64_t wall = tl_now_ms();
+	int64_t version = 0;
+	int rc = tl_store_tenants_version(c->st, &version);
+	if (rc == 0 && version != c->version)
+		rc = reload(c);
+	if (rc == 0)
+		c->checked_wall_ms = wall;
+	return rc;
+}
+
 int tl_tenant_cache_refresh(struct tl_tenant_cache *c)
 {
 	if (!c)
@@ -114,11 +129,17 @@ int tl_tenant_cache_refresh(struct tl_tenant_cache *c)
 	/* Advanced even on failure: a database that is down is asked again
 	 * after refresh_ms, not on every lookup. */
 	c->checked_ms = now;
-	int64_t version = 0;
-	int rc = tl_store_tenants_version(c->st, &version);
-	if (rc == 0 && version != c->version)
-		rc = reload(c);
-	return rc;
+	return check_version(c);
+}
+
+int tl_tenant_cache_check_since(struct tl_tenant_cache *c, int64_t wall_ms)
+{
+	if (!c)
+		return -TL_EINVAL;
+	if (c->checked_wall_ms >= wall_ms)
+		return 0;
+	c->checked_ms = tl_mono_ms();
+	return check_version(c);
 }
 
 const struct tl_tenant *tl_tenant_cache_by_name(struct tl_tenant_cache *c, const char *name, size_t len)

@@ -20,6 +20,13 @@ void tl_tenant_cache_close(struct tl_tenant_cache *c);
  * (the old contents stay in use on error). */
 int tl_tenant_cache_refresh(struct tl_tenant_cache *c);
 
+/* Checks the version now (reloading when it changed) unless the last
+ * successful check started at or after wall_ms, wall-clock time: after it,
+ * a tenant added before wall_ms is in the cache. For a lookup that missed
+ * on something made after the tenant was added (a hit arriving at wall_ms)
+ * before it is called unknown. 0 or an error (contents unchanged). */
+int tl_tenant_cache_check_since(struct tl_tenant_cache *c, int64_t wall_ms);
+
 /* Lookups; NULL when unknown. by_api_key compares SHA-256 digests in constant time. */
 const struct tl_tenant *tl_tenant_cache_by_name(struct tl_tenant_cache *c, const char *name, size_t len);
 const struct tl_tenant *tl_tenant_cache_by_api_key(struct tl_tenant_cache *c, const char *key, size_t len);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "core/utf8.h"
 #include "event/event.h"
 
 #include <stdlib.h>
@@ -322,6 +323,39 @@ static void test_appends(void **state)
 /* tl_str_eq: every length up to 40 (each of its word paths and memcmp), equal, and one byte
  * differing at each position; the bytes around the strings differ too, so
  * a comparison that strayed past either end would be caught. */
+/* Header text made valid UTF-8: invalid bytes become '?' one for one, a
+ * sequence that does not fit is left out, nothing grows. */
+static void test_utf8_sanitize(void **state)
+{
+	(void)state;
+	char out[16];
+	const char ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+	assert_int_equal(tl_utf8_sanitize(ok, sizeof ok - 1, out, sizeof out), sizeof ok - 1);
+	assert_memory_equal(out, ok, sizeof ok - 1);
+	assert_true(tl_utf8_valid(ok, sizeof ok - 1));
+	/* a stray continuation byte, an overlong form, a surrogate, a lone lead byte */
+	const char bad[] = "a\x80"
+	                   "b\xc0\xaf"
+	                   "c\xed\xa0\x80"
+	                   "d\xe2";
+	size_t n = tl_utf8_sanitize(bad, sizeof bad - 1, out, sizeof out);
+	assert_int_equal(n, sizeof bad - 1);
+	assert_memory_equal(out, "a?b??c???d?", n);
+	assert_false(tl_utf8_valid(bad, sizeof bad - 1));
+	/* cut at the cap: the euro sign (3 bytes) does not fit in 5 - 3 */
+	n = tl_utf8_sanitize("abc\xe2\x82\xac", 6, out, 5);
+	assert_int_equal(n, 3);
+	assert_true(tl_utf8_valid(out, n));
+	/* every 2-byte input: the output is valid and never longer */
+	for (unsigned a = 0; a < 256; a++)
+		for (unsigned b = 0; b < 256; b++) {
+			char in[2] = {(char)a, (char)b};
+			n = tl_utf8_sanitize(in, 2, out, 2);
+			assert_true(n <= 2);
+			assert_true(tl_utf8_valid(out, n));
+		}
+}
+
 static void test_str_eq(void **state)
 {
 	(void)state;
@@ -356,6 +390,7 @@ int main(void)
 	    cmocka_unit_test(test_encode_refuses_invalid),
 	    cmocka_unit_test(test_appends),
 	    cmocka_unit_test(test_str_eq),
+	    cmocka_unit_test(test_utf8_sanitize),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

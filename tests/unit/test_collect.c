@@ -512,6 +512,13 @@ static void test_click(void **state)
 	assert_int_equal(tl_event_decode(x->f.recs[0].val, x->f.recs[0].val_len, &ev), 0);
 	assert_int_equal(ev.type, TL_EV_CLICK);
 	assert_int_equal(ev.flags, TL_EVF_HIT);
+	/* a scheme in capitals is minted, so it is redirected too */
+	mint(x->acme.link_key, "acme", TL_TOKEN_CLICK, "HTTPS://Shop.Example/A", path, sizeof path);
+	get(x->port, "GET", path, &r);
+	assert_int_equal(r.status, 302);
+	assert_non_null(resp_header(&r, "location", v, sizeof v));
+	assert_string_equal(v, "HTTPS://Shop.Example/A");
+	assert_int_equal(fake_count(&x->f), 2);
 
 	/* forged: signed with another key */
 	unsigned char other[TL_LINK_KEY_LEN];
@@ -540,7 +547,7 @@ static void test_click(void **state)
 	get(x->port, "GET", "/c/", &r);
 	assert_int_equal(r.status, 404);
 
-	assert_int_equal(fake_count(&x->f), 1);
+	assert_int_equal(fake_count(&x->f), 2);
 	assert_int_equal(metric(x, "tally_rejected_total{reason=\"bad_signature\"}"), 1);
 	assert_int_equal(metric(x, "tally_rejected_total{reason=\"unknown_tenant\"}"), 1);
 	assert_int_equal(metric(x, "tally_rejected_total{reason=\"bad_token\"}"), 2);

@@ -920,11 +920,23 @@ static void test_tenant_cache(void **state)
 	tl_tenant_cache_close(c);
 
 	/* With a long refresh interval the cache keeps what it has. */
+	const int64_t opened = tl_now_ms();
 	assert_int_equal(tl_tenant_cache_open(f->uri, 3600 * 1000, &c), 0);
 	assert_int_equal(tl_store_tenant_set(other, "acme", "campaign_field", "changed"), 0);
 	assert_int_equal(tl_tenant_cache_refresh(c), 0);
 	t = tl_tenant_cache_by_name(c, "acme", 4);
 	assert_string_equal(tl_tenant_setting(t, "campaign_field", NULL), "cid");
+	/* ... unless asked about something made after a change: a hit that
+	 * arrived after a tenant was added finds it (tl_tenant_cache_check_since) */
+	char kd[TL_API_KEY_MAX];
+	assert_int_equal(tl_store_tenant_add(other, "delta", NULL, kd), 0);
+	assert_int_equal(tl_tenant_cache_check_since(c, opened), 0); /* checked since: no query */
+	assert_null(tl_tenant_cache_by_name(c, "delta", 5));
+	usleep(2000);
+	assert_int_equal(tl_tenant_cache_check_since(c, tl_now_ms()), 0);
+	assert_non_null(tl_tenant_cache_by_name(c, "delta", 5));
+	assert_string_equal(tl_tenant_setting(tl_tenant_cache_by_name(c, "acme", 4), "campaign_field", NULL),
+	                    "changed");
 	tl_tenant_cache_close(c);
 	tl_store_close(other);
 }

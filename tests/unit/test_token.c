@@ -263,6 +263,16 @@ static void test_mint_refuses(void **state)
 	t = click_token();
 	t.campaign = tl_str_of("c\0d", 3);
 	assert_int_equal(tl_token_mint(&t, key_a, sizeof key_a, &b), -TL_EINVAL);
+	/* not UTF-8: the API could never name it */
+	t = click_token();
+	t.campaign = TL_STR("caf\xe9");
+	assert_int_equal(tl_token_mint(&t, key_a, sizeof key_a, &b), -TL_EINVAL);
+	t = click_token();
+	t.url = TL_STR("https://shop.example/\xff");
+	assert_int_equal(tl_token_mint(&t, key_a, sizeof key_a, &b), -TL_EINVAL);
+	t = click_token();
+	t.campaign = TL_STR("caf\xc3\xa9");
+	assert_int_equal(tl_token_mint(&t, key_a, sizeof key_a, &b), 0);
 	static char big[TL_MAX_URL + 2];
 	memset(big, 'a', sizeof big);
 	t = click_token();
