@@ -33,6 +33,7 @@ struct tl_aggregator {
 	int64_t prune_before;   /* the sweep deletes ids that arrived before this */
 	int64_t prune_after_ns; /* monotonic: no step before this */
 	bool pruning;
+	int64_t last_arrival[MAX_SUBS]; /* of the last record read per subscription (0: none yet) */
 	/* statistics */
 	_Atomic uint64_t batches, events, duplicates, retries, dead, undecodable;
 	struct tl_lagstat lag;
@@ -164,23 +165,52 @@ static int apply(struct tl_aggregator *a)
 }
 
 #define PRUNE_EVERY_MS 60000 /* a sweep starts this long after the previous one ended */
+#define PRUNE_SKEW_MS 600000 /* arrival times from several collectors' clocks: this much slack */
 #define PRUNE_DUTY 20        /* a step of d ns is followed by (PRUNE_DUTY - 1) * d ns without */
 
 /* Ids older than the dedupe window go in sweeps of bounded steps
  * (tl_store_prune_dedupe_step), spread so that pruning takes at most
  * 1/PRUNE_DUTY of the aggregator's time: a large window never stalls the
  * batches (a whole-table sweep at once took seconds at ten million ids). */
+/* How far the input has got, in arrival time. The window is between two
+ * arrivals of an id, not between its first arrival and now: while the
+ * aggregator catches up on days of log (a restored database, a long stop),
+ * an id must stay until the records a window after it have been read. A
+ * subscription at its end counts as now, one behind as the arrival of its
+ * last record read; one behind that has read nothing yet leaves it unknown
+ * (false: no sweep). Called between batches, when every record read is
+ * applied. */
+static bool prune_mark(struct tl_aggregator *a, int64_t now, int64_t *mark)
+{
+	*mark = now;
+	for (size_t s = 0; s < a->n_subs; s++) {
+		uint64_t end;
+		if (tl_stream_end_offset(a->o.stream, a->subs[s].topic, a->subs[s].partition, &end) == 0 &&
+		    a->offs[s].next >= end)
+			continue;
+		if (a->last_arrival[s] <= 0)
+			return false;
+		if (a->last_arrival[s] < *mark)
+			*mark = a->last_arrival[s];
+	}
+	return true;
+}
+
 static void maybe_prune(struct tl_aggregator *a)
 {
 	int64_t now_ns = tl_mono_ns();
-	if (now_ns < a->prune_after_ns)
+	if (now_ns < a->prune_after_ns || tl_fold_count(a->fold))
 		return;
 	if (!a->pruning) {
-		int64_t now = tl_now_ms();
+		int64_t now = tl_now_ms(), mark;
 		if (now < a->prune_next_ms)
 			return;
+		if (!prune_mark(a, now, &mark)) {
+			a->prune_next_ms = now + PRUNE_EVERY_MS;
+			return;
+		}
 		a->pruning = true;
-		a->prune_before = now - a->o.dedupe_window_ms;
+		a->prune_before = mark - a->o.dedupe_window_ms - PRUNE_SKEW_MS;
 	}
 	int rc = tl_store_prune_dedupe_step(a->st, a->prune_before);
 	int64_t end_ns = tl_mono_ns();
@@ -257,13 +287,26 @@ int tl_aggregator_run(struct tl_aggregator *a)
 		for (int i = 0; i < n; i++) {
 			const struct tl_record *r = &a->recs[i];
 			a->offs[r->sub].next = r->offset + 1;
+			if (r->ts_ms > 0)
+				a->last_arrival[r->sub] = r->ts_ms;
 			struct tl_event ev;
-			if (tl_event_decode(r->value, r->value_len, &ev)) {
+			int drc = tl_event_decode(r->value, r->value_len, &ev);
+			if (drc == -TL_EUNSUPPORTED) {
+				/* written by a newer version: read it again after the upgrade */
+				tl_error(
+				    "aggregate: record %s/%d@%llu has a codec version this build does not "
+				    "read; stopping before it (upgrade the aggregator)",
+				    a->subs[r->sub].topic, r->partition, (unsigned long long)r->offset);
+				return drc;
+			}
+			if (drc) {
 				atomic_fetch_add(&a->undecodable, 1);
 				tl_warn("aggregate: undecodable record %s/%d@%llu skipped",
 				        a->subs[r->sub].topic, r->partition, (unsigned long long)r->offset);
 				continue;
 			}
+			if (ev.arrival_ms > 0) /* the clock of the dedupe rows */
+				a->last_arrival[r->sub] = ev.arrival_ms;
 			if (ev.flags & (TL_EVF_DEAD | TL_EVF_HIT)) {
 				atomic_fetch_add(&a->dead, 1);
 				continue;

@@ -306,6 +306,14 @@ static int process(struct tl_enricher *e, int n)
 		struct tl_event ev;
 		int rc = tl_event_decode(r->value, r->value_len, &ev);
 		const char *reason = NULL;
+		if (rc == -TL_EUNSUPPORTED) {
+			/* written by a newer version: read it again after the upgrade */
+			tl_error(
+			    "enrich: record events/%d@%llu has a codec version this build does not read; "
+			    "stopping before it (upgrade the enricher)",
+			    r->partition, (unsigned long long)r->offset);
+			return rc;
+		}
 		if (rc) {
 			/* keep one output per input: a dead placeholder */
 			memset(&ev, 0, sizeof ev);
@@ -434,7 +442,9 @@ int tl_enricher_run(struct tl_enricher *e)
 		}
 		if (n == 0)
 			continue;
-		if ((rc = process(e, n)) == TL_OK)
+		if ((rc = process(e, n)) == -TL_EUNSUPPORTED)
+			return rc;
+		if (rc == TL_OK)
 			rc = flush(e);
 		if (rc) {
 			/* nothing after the last durable output is assumed: re-read from there */

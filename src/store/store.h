@@ -77,7 +77,7 @@ const char *tl_tenant_setting(const struct tl_tenant *t, const char *key, const 
 struct tl_dedupe_key {
 	struct tl_str tenant;
 	struct tl_str id;
-	int64_t ts_ms; /* event time; rows older than the window are pruned */
+	int64_t ts_ms; /* arrival time (event time when unknown); rows older than the window are pruned */
 };
 
 struct tl_unique_key {
