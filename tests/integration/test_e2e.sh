@@ -206,7 +206,7 @@ tl_stop_serve 60
 # started under a low soft open-file limit, which it raises to the hard one
 # (every keep-alive connection is a descriptor)
 hard_nofile=$(ulimit -Hn)
-[ "$hard_nofile" -gt 512 ] && ulimit -Sn 512
+if [ "$hard_nofile" != unlimited ] && [ "$hard_nofile" -gt 512 ]; then ulimit -Sn 512; fi
 tl_start_serve serve2 "$DATA"
 soft_nofile=$(awk '/^Max open files/ {print $4}' "/proc/$TL_SERVE_PID/limits")
 [ "$soft_nofile" = "$hard_nofile" ] || tl_fail "serve runs with an open-file limit of $soft_nofile, want $hard_nofile"
