@@ -33,6 +33,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define TLF_FRAME_HDR 28u
 #define TLF_MAX_RECORD (16u << 20) /* key + value bytes of one record */
@@ -191,9 +192,14 @@ struct tlf_part {
 	int seg_fd;
 	int dir_fd;
 	int dur_fd;
-	int tail_dirty;     /* bytes past the durable end could not be truncated */
-	uint64_t alloc_end; /* size of the active segment file (preallocated past seg_pos) */
-	uint64_t *segs;     /* bases, ascending; the last is active */
+	int tail_dirty;      /* bytes past the durable end could not be truncated */
+	uint64_t alloc_end;  /* size of the active segment file (preallocated past seg_pos) */
+	uint64_t meta_end;   /* bytes of the active segment allocated, written and synced:
+	                      * a write below it is a pure overwrite (no metadata) */
+	int overwrite_flush; /* the partition's filesystem makes such an overwrite durable
+	                      * once written back and followed by a device cache flush */
+	dev_t dev;           /* the partition directory's device */
+	uint64_t *segs;      /* bases, ascending; the last is active */
 	size_t nsegs, segcap;
 	struct tlf_part *next_ready;
 };
@@ -249,6 +255,13 @@ static inline int tlf_topic_writable(struct tlf_topic *t)
 
 /* The durable view of a writer stream's partition (in-memory copy). */
 void tlf_part_view(struct tlf_part *p, struct tlf_durable *d);
+
+/* Whether the filesystem holding the directory dir_fd makes an overwrite of
+ * allocated, written and synced blocks durable once it is written back and
+ * followed by a device cache flush (ext2/3/4 but with data=journal, XFS):
+ * then one flush serves the groups of many partitions. Sets *dev to the
+ * directory's device. Any thread. */
+int tlf_fs_overwrite_flush(int dir_fd, dev_t *dev);
 
 /* ---- file_consumer.c: the consumer half of tl_stream_file_ops ----
  * Same contracts as tl_consumer_open / _poll / _wakeup / _error_detail /

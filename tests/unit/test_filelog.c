@@ -1404,6 +1404,18 @@ static void inject_set(struct inject *in, int *field, int v)
 	pthread_mutex_unlock(&in->mu);
 }
 
+/* Installs the injecting hooks (in, with err for failed writes) on s; h
+ * must outlive their use. */
+static void inject_install(struct tl_stream *s, struct inject *in, int err, struct tl_file_hooks *h)
+{
+	memset(in, 0, sizeof(*in));
+	in->err = err;
+	pthread_mutex_init(&in->mu, NULL);
+	pthread_cond_init(&in->cond, NULL);
+	*h = (struct tl_file_hooks){.pwrite = hook_pwrite, .fdatasync = hook_sync, .ctx = in};
+	assert_int_equal(tl_stream_file_set_hooks(s, h), 0);
+}
+
 static void test_write_failure_injected(void **state)
 {
 	struct fx *f = *state;
@@ -1411,11 +1423,9 @@ static void test_write_failure_injected(void **state)
 	tl_stream_opts_defaults(&o);
 	o.partitions = 1;
 	struct tl_stream *s = open_stream(f, &o);
-	struct inject in = {.err = ENOSPC};
-	pthread_mutex_init(&in.mu, NULL);
-	pthread_cond_init(&in.cond, NULL);
-	struct tl_file_hooks h = {.pwrite = hook_pwrite, .fdatasync = hook_sync, .ctx = &in};
-	assert_int_equal(tl_stream_file_set_hooks(s, &h), 0);
+	struct inject in;
+	struct tl_file_hooks h;
+	inject_install(s, &in, ENOSPC, &h);
 
 	assert_int_equal(append_range(s, "t", 0, 0, 5), 0);
 	char path[512];
@@ -1480,6 +1490,108 @@ static void test_write_failure_injected(void **state)
 	tl_stream_close(s);
 }
 
+/* Appends record `off` of the generator to partition p without waiting. */
+static void append_async(struct tl_stream *s, int p, uint64_t off, struct waiter *w)
+{
+	char val[96], key[32];
+	struct tl_record r = {.key = key, .value = val};
+	r.key_len = (uint32_t)snprintf(key, sizeof(key), "k%llu", (unsigned long long)off);
+	r.value_len = (uint32_t)make_value(val, sizeof(val), "t", p, off);
+	assert_int_equal(tl_stream_append(s, "t", p, &r, 1, waiter_done, w), 0);
+}
+
+/* A writer makes the groups of every partition it took durable together:
+ * on a filesystem where an overwrite of synced blocks needs only its data
+ * and a device flush (ext4, XFS), with one fdatasync per cycle instead of
+ * one per partition. Both writers are held in their first write while
+ * groups queue up on all 8 partitions, so the groups go out in at most 4
+ * cycles: at most 4 fdatasyncs for 8 partitions (8 where the filesystem
+ * needs one per file). A failed flush fails every group of its cycle,
+ * nothing of them becomes readable, and the partitions carry on from their
+ * durable ends, also after a reopen. */
+static void test_cycle_one_flush(void **state)
+{
+	struct fx *f = *state;
+	enum { P = 8 };
+	struct tl_stream_opts o;
+	tl_stream_opts_defaults(&o);
+	o.partitions = P;
+	struct tl_stream *s = open_stream(f, &o);
+	struct inject in;
+	struct tl_file_hooks h;
+	inject_install(s, &in, EIO, &h);
+	for (int p = 0; p < P; p++) /* the first write of a segment allocates: synced alone */
+		assert_int_equal(append_range(s, "t", p, 0, 1), 0);
+
+	char dir[600];
+	snprintf(dir, sizeof(dir), "%s/log/t/0", f->dir);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	assert_true(dfd >= 0);
+	dev_t dev;
+	int shared = tlf_fs_overwrite_flush(dfd, &dev);
+	close(dfd);
+
+	struct waiter w[P];
+	inject_set(&in, &in.gate_closed, 1);
+	for (int p = 0; p < P; p++) {
+		waiter_init(&w[p]);
+		append_async(s, p, 1, &w[p]);
+	}
+	pthread_mutex_lock(&in.mu);
+	in.syncs = 0;
+	pthread_mutex_unlock(&in.mu);
+	inject_set(&in, &in.gate_closed, 0);
+	for (int p = 0; p < P; p++) {
+		assert_int_equal(waiter_wait(&w[p], 1), 1);
+		assert_int_equal(w[p].statuses[0], 0);
+	}
+	print_message("8 partitions made durable with %d fdatasyncs (shared flush: %s)\n", in.syncs,
+	              shared ? "yes" : "no");
+	if (shared)
+		assert_true(in.syncs <= 4);
+	else
+		assert_int_equal(in.syncs, P);
+
+	/* a failed flush: every group it was to make durable fails */
+	inject_set(&in, &in.gate_closed, 1);
+	for (int p = 0; p < P; p++) {
+		waiter_init(&w[p]);
+		append_async(s, p, 2, &w[p]);
+	}
+	inject_set(&in, &in.fail_sync, 1);
+	inject_set(&in, &in.gate_closed, 0);
+	uint64_t ends[P];
+	int failed = 0;
+	for (int p = 0; p < P; p++) {
+		assert_int_equal(waiter_wait(&w[p], 1), 1);
+		failed += w[p].statuses[0] != 0;
+		assert_int_equal(tl_stream_end_offset(s, "t", p, &ends[p]), 0);
+		assert_int_equal(ends[p], w[p].statuses[0] == 0 ? 3 : 2);
+	}
+	assert_true(failed >= 1);
+	if (shared)
+		assert_true(failed >= 2); /* a held writer's cycle took more than one partition */
+	for (int p = 0; p < P; p++)
+		assert_int_equal(append_range(s, "t", p, ends[p], 2), 0);
+	assert_int_equal(tl_stream_file_set_hooks(s, NULL), 0);
+	tl_stream_close(s);
+
+	s = open_stream(f, &o);
+	for (int p = 0; p < P; p++) {
+		uint64_t end;
+		assert_int_equal(tl_stream_end_offset(s, "t", p, &end), 0);
+		assert_int_equal(end, ends[p] + 2);
+		struct tl_subscription sub = {"t", p, 0};
+		struct tl_consumer *c;
+		assert_int_equal(tl_consumer_open(s, &sub, 1, &c), 0);
+		assert_int_equal(drain_check(c, "t", p, 0, end), end);
+		struct tl_record extra[2];
+		assert_int_equal(tl_consumer_poll(c, extra, 2, 0), 0);
+		tl_consumer_close(c);
+	}
+	tl_stream_close(s);
+}
+
 static void test_write_failure_across_roll(void **state)
 {
 	struct fx *f = *state;
@@ -1488,11 +1600,9 @@ static void test_write_failure_across_roll(void **state)
 	o.partitions = 1;
 	o.segment_bytes = 600;
 	struct tl_stream *s = open_stream(f, &o);
-	struct inject in = {.err = EIO};
-	pthread_mutex_init(&in.mu, NULL);
-	pthread_cond_init(&in.cond, NULL);
-	struct tl_file_hooks h = {.pwrite = hook_pwrite, .fdatasync = hook_sync, .ctx = &in};
-	assert_int_equal(tl_stream_file_set_hooks(s, &h), 0);
+	struct inject in;
+	struct tl_file_hooks h;
+	inject_install(s, &in, EIO, &h);
 	assert_int_equal(append_range(s, "t", 0, 0, 5), 0);
 	/* Hold the writer, queue enough to roll, fail the second segment's sync. */
 	inject_set(&in, &in.gate_closed, 1);
@@ -1953,6 +2063,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_retention_keeps_last_record, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_writer_locked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_preallocated_tail, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cycle_one_flush, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lock_released_by_dead_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_two_writers_ping_pong, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readonly_consumer_thread, setup, teardown),
