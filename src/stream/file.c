@@ -34,7 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -189,7 +191,8 @@ static int io_sync(const struct tl_file_hooks *h, int fd)
  * recovery treats as a torn tail; a sealed segment is cut to its data
  * first (seal_segment). Best effort: where a write of zeros fails (no
  * space) the data write just grows the file. */
-static void seg_reserve(int fd, uint64_t *alloc, uint64_t end, uint64_t seg_bytes)
+static void seg_reserve(const struct tl_file_hooks *h, int fd, uint64_t *alloc, uint64_t end,
+                        uint64_t seg_bytes)
 {
 	static const uint8_t zeros[64 * 1024];
 	if (end <= *alloc)
@@ -199,13 +202,24 @@ static void seg_reserve(int fd, uint64_t *alloc, uint64_t end, uint64_t seg_byte
 		want = seg_bytes > end ? seg_bytes : end;
 	while (*alloc < want) {
 		size_t n = want - *alloc < sizeof zeros ? (size_t)(want - *alloc) : sizeof zeros;
-		ssize_t r = pwrite(fd, zeros, n, (off_t)*alloc);
+		ssize_t r = h->pwrite ? h->pwrite(h->ctx, fd, zeros, n, (off_t)*alloc)
+		                      : pwrite(fd, zeros, n, (off_t)*alloc);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			return;
 		*alloc += (uint64_t)r;
 	}
+}
+
+/* The file's written size after data was written at [pos, end): a write of
+ * zeros that stopped short left *alloc below what the data then grew the
+ * file to, and the next reservation must start past the data, never write
+ * zeros over it. */
+static void seg_written(uint64_t *alloc, uint64_t end)
+{
+	if (*alloc < end)
+		*alloc = end;
 }
 
 /* The byte range of a segment written back without a device flush yet. */
@@ -405,8 +419,10 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 			continue;
 		if (pos + chunk_len > 0 && pos + chunk_len + e->bytes > seg_bytes) {
 			if (chunk_len) {
-				seg_reserve(fd, &alloc, pos + chunk_len, seg_bytes);
+				seg_reserve(h, fd, &alloc, pos + chunk_len, seg_bytes);
 				rc = io_write(h, fd, b->data + chunk_start, chunk_len, pos);
+				if (!rc)
+					seg_written(&alloc, pos + chunk_len);
 				if (!rc)
 					rc = io_sync(h, fd);
 				if (rc)
@@ -443,8 +459,10 @@ static int part_write(struct tlf_stream *s, struct tlf_part *p, const struct tl_
 	uint64_t meta = nnew ? 0 : p->meta_end;
 	defer->len = 0;
 	if (chunk_len) {
-		seg_reserve(fd, &alloc, pos + chunk_len, seg_bytes);
+		seg_reserve(h, fd, &alloc, pos + chunk_len, seg_bytes);
 		rc = io_write(h, fd, b->data + chunk_start, chunk_len, pos);
+		if (!rc)
+			seg_written(&alloc, pos + chunk_len);
 		if (!rc && p->overwrite_flush && pos + chunk_len <= meta) {
 			/* a pure overwrite: start its write-back; the cycle waits for
 			 * it and flushes the device once for every partition */
@@ -649,12 +667,15 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&s->wmu);
 	for (;;) {
 		if (s->ready_head) {
+			/* partitions whose groups can share a flush go together; any
+			 * other alone, so that their fdatasyncs overlap across writers */
 			size_t n = 0;
-			while (s->ready_head && n < TLF_CYCLE_MAX) {
+			do {
 				struct tlf_part *p = s->ready_head;
 				s->ready_head = p->next_ready;
 				jobs[n++].p = p;
-			}
+			} while (s->ready_head && jobs[0].p->overwrite_flush &&
+			         s->ready_head->overwrite_flush && n < TLF_CYCLE_MAX);
 			if (!s->ready_head)
 				s->ready_tail = NULL;
 			struct tl_file_hooks h = s->hooks;
@@ -690,30 +711,33 @@ int tlf_fs_overwrite_flush(int dir_fd, dev_t *dev)
 	if (fstat(dir_fd, &st) != 0 || fstatfs(dir_fd, &sf) != 0)
 		return 0;
 	*dev = st.st_dev;
-	if (sf.f_type == 0x58465342) /* XFS */
-		return 1;
-	if (sf.f_type != 0xEF53) /* ext2/3/4 */
+	if (sf.f_type != 0xEF53) /* ext2/3/4 only: XFS may share extents (reflink) */
 		return 0;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
+	/* files created here inherit chattr +j (their data journalled) */
+	int flags = 0;
+	if (ioctl(dir_fd, FS_IOC_GETFLAGS, &flags) != 0 || (flags & FS_JOURNAL_DATA_FL))
+		return 0;
+	/* the mount's data mode, from every option ext4 has in force (mount
+	 * options and the superblock's defaults): /proc/fs/ext4/<dev>/options */
+	char link[512], path[600];
+	snprintf(path, sizeof path, "/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
+	ssize_t n = readlink(path, link, sizeof link - 1);
+	if (n <= 0)
+		return 0;
+	link[n] = '\0';
+	const char *name = strrchr(link, '/');
+	name = name ? name + 1 : link;
+	snprintf(path, sizeof path, "/proc/fs/ext4/%s/options", name);
+	FILE *f = fopen(path, "re");
 	if (!f)
 		return 0;
-	char line[4096];
-	int found = 0, ok = 0;
-	while (fgets(line, sizeof line, f)) {
-		unsigned maj, mnr;
-		if (sscanf(line, "%*s %*s %u:%u", &maj, &mnr) != 2 || maj != major(st.st_dev) ||
-		    mnr != minor(st.st_dev))
-			continue;
-		const char *sep = strstr(line, " - ");
-		if (!sep)
-			continue;
-		found = 1;
-		ok = strstr(sep, "data=journal") == NULL;
-		if (!ok)
-			break;
-	}
+	char line[256];
+	int ok = 1;
+	while (fgets(line, sizeof line, f))
+		if (strncmp(line, "data=journal", 12) == 0)
+			ok = 0;
 	fclose(f);
-	return found && ok;
+	return ok;
 }
 
 /* Opens p for writing: recovers the last segment (torn tail truncated,

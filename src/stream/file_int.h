@@ -258,9 +258,11 @@ void tlf_part_view(struct tlf_part *p, struct tlf_durable *d);
 
 /* Whether the filesystem holding the directory dir_fd makes an overwrite of
  * allocated, written and synced blocks durable once it is written back and
- * followed by a device cache flush (ext2/3/4 but with data=journal, XFS):
- * then one flush serves the groups of many partitions. Sets *dev to the
- * directory's device. Any thread. */
+ * followed by a device cache flush, so that one flush serves the groups of
+ * many partitions: ext2/3/4 when neither the mount (data=journal) nor the
+ * directory (chattr +j) journals file data. Not XFS or btrfs, where an
+ * overwrite of a shared (reflinked) extent is a copy with metadata of its
+ * own; nothing unknown. Sets *dev to the directory's device. Any thread. */
 int tlf_fs_overwrite_flush(int dir_fd, dev_t *dev);
 
 /* ---- file_consumer.c: the consumer half of tl_stream_file_ops ----
