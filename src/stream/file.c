@@ -580,6 +580,22 @@ static void part_finish(struct tlf_stream *s, struct tlf_job *j)
 	part_release(s, p);
 }
 
+/* A device cache flush through partition p's filesystem, after which the
+ * writes it completed before are durable: an fdatasync of the active
+ * segment (nothing left to write in it) where a journal makes that flush
+ * the device; without one, of p's flush file after a change of its size,
+ * since Linux before 6.5 skips the flush for an inode with nothing to
+ * write. Caller owns p's write side. */
+static int device_flush(const struct tl_file_hooks *h, struct tlf_part *p)
+{
+	if (p->overwrite_flush != TLF_FLUSH_DIRTY)
+		return io_sync(h, p->seg_fd);
+	if (ftruncate(p->flush_fd, p->flush_size ? 0 : 1) != 0)
+		return tl_err_from_errno(errno);
+	p->flush_size = !p->flush_size;
+	return io_sync(h, p->flush_fd);
+}
+
 /* Makes the groups of n partitions durable together: each is written
  * (part_begin); the pure overwrites among them (their segment's blocks
  * already allocated, written and synced: no metadata to write) are only
@@ -593,17 +609,15 @@ static void cycle_flush(struct tlf_stream *s, struct tlf_job *jobs, size_t n, co
 {
 	for (size_t i = 0; i < n; i++)
 		part_begin(s, &jobs[i], h);
-	int flush_fd = -1;
-	dev_t flush_dev = 0;
+	struct tlf_part *flusher = NULL;
 	for (size_t i = 0; i < n; i++) {
 		struct tlf_job *j = &jobs[i];
 		if (j->st || !j->defer.len)
 			continue;
 		j->st = range_wait(j->p->seg_fd, j->defer.off, j->defer.len);
-		if (!j->st && flush_fd < 0) {
-			flush_fd = j->p->seg_fd;
-			flush_dev = j->p->dev;
-		} else if (!j->st && j->p->dev != flush_dev) {
+		if (!j->st && !flusher) {
+			flusher = j->p;
+		} else if (!j->st && j->p->dev != flusher->dev) {
 			/* another device: a flush of its own (on failure the
 			 * range stays marked, to be cut back below) */
 			j->st = io_sync(h, j->p->seg_fd);
@@ -611,7 +625,7 @@ static void cycle_flush(struct tlf_stream *s, struct tlf_job *jobs, size_t n, co
 				j->defer.len = 0;
 		}
 	}
-	int fst = flush_fd >= 0 ? io_sync(h, flush_fd) : 0;
+	int fst = flusher ? device_flush(h, flusher) : 0;
 	int published = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct tlf_job *j = &jobs[i];
@@ -737,7 +751,18 @@ int tlf_fs_overwrite_flush(int dir_fd, dev_t *dev)
 		if (strncmp(line, "data=journal", 12) == 0)
 			ok = 0;
 	fclose(f);
-	return ok;
+	if (!ok)
+		return 0;
+	/* a journal: /proc/fs/jbd2/<dev>-<inode> */
+	DIR *d = opendir("/proc/fs/jbd2");
+	int journal = 0;
+	size_t nl = strlen(name);
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL)
+		journal |= strncmp(e->d_name, name, nl) == 0 && e->d_name[nl] == '-';
+	if (d)
+		closedir(d);
+	return journal ? TLF_FLUSH_ANY : TLF_FLUSH_DIRTY;
 }
 
 /* Opens p for writing: recovers the last segment (torn tail truncated,
@@ -757,6 +782,14 @@ static int part_open_writer(struct tlf_stream *s, struct tlf_part *p, const char
 	if (p->dir_fd < 0)
 		return tl_err_from_errno(errno);
 	p->overwrite_flush = tlf_fs_overwrite_flush(p->dir_fd, &p->dev);
+	if (p->overwrite_flush == TLF_FLUSH_DIRTY) {
+		p->flush_fd = openat(p->dir_fd, "flush", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		struct stat fst;
+		if (p->flush_fd < 0 || fstat(p->flush_fd, &fst) != 0)
+			p->overwrite_flush = 0; /* no flush file: every group syncs alone */
+		else
+			p->flush_size = fst.st_size != 0;
+	}
 	if ((rc = tlf_path(path, sizeof(path), "%s/durable", p->path)) != 0)
 		return rc;
 	p->dur_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -860,7 +893,9 @@ static void part_writer_close(struct tlf_part *p, int clean)
 		close(p->seg_fd);
 	if (p->dir_fd >= 0)
 		close(p->dir_fd);
-	p->seg_fd = p->dir_fd = -1;
+	if (p->flush_fd >= 0)
+		close(p->flush_fd);
+	p->seg_fd = p->dir_fd = p->flush_fd = -1;
 	batch_free(&p->pending);
 	batch_free(&p->flush);
 	free(p->segs);
@@ -997,7 +1032,7 @@ static int topic_load(struct tlf_stream *s, const char *name, struct tlf_topic *
 		struct tlf_part *p = &t->parts[i];
 		p->t = t;
 		p->idx = i;
-		p->seg_fd = p->dir_fd = p->dur_fd = -1;
+		p->seg_fd = p->dir_fd = p->dur_fd = p->flush_fd = -1;
 		pthread_mutex_init(&p->mu, NULL);
 		pthread_cond_init(&p->idle, NULL);
 	}

@@ -197,7 +197,10 @@ struct tlf_part {
 	uint64_t meta_end;   /* bytes of the active segment allocated, written and synced:
 	                      * a write below it is a pure overwrite (no metadata) */
 	int overwrite_flush; /* the partition's filesystem makes such an overwrite durable
-	                      * once written back and followed by a device cache flush */
+	                      * once written back and followed by a device cache flush
+	                      * (TLF_FLUSH_ANY, TLF_FLUSH_DIRTY; 0: no) */
+	int flush_fd;        /* TLF_FLUSH_DIRTY: <p>/flush, resized to flush the device */
+	int flush_size;      /* its size now, 0 or 1 */
 	dev_t dev;           /* the partition directory's device */
 	uint64_t *segs;      /* bases, ascending; the last is active */
 	size_t nsegs, segcap;
@@ -262,7 +265,13 @@ void tlf_part_view(struct tlf_part *p, struct tlf_durable *d);
  * many partitions: ext2/3/4 when neither the mount (data=journal) nor the
  * directory (chattr +j) journals file data. Not XFS or btrfs, where an
  * overwrite of a shared (reflinked) extent is a copy with metadata of its
- * own; nothing unknown. Sets *dev to the directory's device. Any thread. */
+ * own; nothing unknown. Returns 0 (no), TLF_FLUSH_ANY (with a journal: an
+ * fdatasync of any file flushes the device) or TLF_FLUSH_DIRTY (no journal:
+ * Linux before 6.5 flushes the device only for an fdatasync of a file whose
+ * inode changed, so the flush goes through a file resized for it). Sets
+ * *dev to the directory's device. Any thread. */
+#define TLF_FLUSH_ANY 1
+#define TLF_FLUSH_DIRTY 2
 int tlf_fs_overwrite_flush(int dir_fd, dev_t *dev);
 
 /* ---- file_consumer.c: the consumer half of tl_stream_file_ops ----

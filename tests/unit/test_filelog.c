@@ -1356,8 +1356,10 @@ struct inject {
 	int err;
 	int pwrites, syncs;
 	int waiting;        /* pwrites held at the closed gate now */
-	ino_t fail_ino[16]; /* fdatasyncs of these files fail */
+	ino_t fail_ino[32]; /* fdatasyncs of these files fail */
 	int n_fail_ino;
+	ino_t synced_ino[64]; /* the files fdatasynced, in order (the first 64) */
+	int n_synced;
 };
 
 static ssize_t hook_pwrite(void *ctx, int fd, const void *buf, size_t n, off_t off)
@@ -1399,9 +1401,12 @@ static int hook_sync(void *ctx, int fd)
 	if (fail)
 		in->fail_sync--;
 	struct stat st;
-	if (in->n_fail_ino && fstat(fd, &st) == 0)
+	if (fstat(fd, &st) == 0) {
 		for (int i = 0; i < in->n_fail_ino; i++)
 			fail |= st.st_ino == in->fail_ino[i];
+		if (in->n_synced < 64)
+			in->synced_ino[in->n_synced++] = st.st_ino;
+	}
 	pthread_mutex_unlock(&in->mu);
 	if (fail) {
 		errno = EIO;
@@ -1590,25 +1595,45 @@ static void test_cycle_one_flush(void **state)
 	hold_writers_then_queue(s, &in, W, P, 1, w);
 	pthread_mutex_lock(&in.mu);
 	in.syncs = 0;
+	in.n_synced = 0;
 	pthread_mutex_unlock(&in.mu);
 	inject_set(&in, &in.gate_closed, 0);
 	for (int p = 0; p < P; p++) {
 		assert_int_equal(waiter_wait(&w[p], 1), 1);
 		assert_int_equal(w[p].statuses[0], 0);
 	}
+	/* without a journal every shared flush went through a flush file (an
+	 * fdatasync of an unchanged segment may not flush the device there) */
+	for (int i = 0; shared == TLF_FLUSH_DIRTY && i < in.n_synced; i++) {
+		int is_flush_file = 0;
+		for (int p = 0; p < P; p++) {
+			char path[600];
+			struct stat st;
+			snprintf(path, sizeof(path), "%s/log/t/%d/flush", f->dir, p);
+			is_flush_file |= stat(path, &st) == 0 && st.st_ino == in.synced_ino[i];
+		}
+		assert_true(is_flush_file);
+	}
 	print_message("%d partitions made durable with %d fdatasyncs (%d writers, shared flush: %s)\n", P,
-	              in.syncs, W, shared ? "yes" : "no");
+	              in.syncs, W,
+	              shared == TLF_FLUSH_DIRTY ? "through a flush file"
+	              : shared                  ? "yes"
+	                                        : "no");
 	assert_int_equal(in.syncs, shared ? W + 1 : P);
 
 	/* the flush of the queued groups fails (their files' fdatasyncs fail) */
 	hold_writers_then_queue(s, &in, W, P, 2, w);
 	pthread_mutex_lock(&in.mu);
 	for (int p = W; p < P; p++) {
-		char path[512];
+		char path[600];
 		seg_path(f, path, sizeof(path), "t", p, 0);
 		struct stat st;
 		assert_int_equal(stat(path, &st), 0);
 		in.fail_ino[in.n_fail_ino++] = st.st_ino;
+		/* without a journal the flush goes through the partition's flush file */
+		snprintf(path, sizeof(path), "%s/log/t/%d/flush", f->dir, p);
+		if (stat(path, &st) == 0)
+			in.fail_ino[in.n_fail_ino++] = st.st_ino;
 	}
 	pthread_mutex_unlock(&in.mu);
 	inject_set(&in, &in.gate_closed, 0);
