@@ -256,6 +256,43 @@ static inline int tlf_topic_writable(struct tlf_topic *t)
 	return atomic_load_explicit(&t->writable, memory_order_acquire);
 }
 
+#define TLF_RETENTION_EVERY_MS 60000 /* periodic retention check */
+
+/* ---- file_writer.c: batches, writer threads, retention ---- */
+
+/* Makes room in b for one more call of `bytes` encoded bytes. 0 or
+ * -TL_ENOMEM. Caller holds the partition's mutex. */
+int tlf_batch_reserve(struct tlf_batch *b, size_t bytes);
+
+/* Frees b's memory and empties it. */
+void tlf_batch_free(struct tlf_batch *b);
+
+/* Rewrites p's durable file with d (one pwrite, not synced: recovery
+ * rebuilds it). Caller owns p's write side. */
+void tlf_durable_write(struct tlf_part *p, const struct tlf_durable *d);
+
+/* Puts p on s's ready list and wakes a writer. Caller set p->queued. */
+void tlf_kick(struct tlf_stream *s, struct tlf_part *p);
+
+/* Appends base to p's list of segment bases. 0 or -TL_ENOMEM. */
+int tlf_segs_push(struct tlf_part *p, uint64_t base);
+
+/* Creates the empty segment named base in p's directory, its entry made
+ * durable; *fd_out open for writing. 0 or a negative error. */
+int tlf_seg_create(struct tlf_part *p, uint64_t base, int *fd_out);
+
+/* Deletes p's oldest segments past the stream's retention, never the
+ * active one. Caller owns p's write side. */
+void tlf_part_retention(struct tlf_stream *s, struct tlf_part *p);
+
+/* Runs retention on every partition s writes, one at a time. */
+void tlf_retention_all(struct tlf_stream *s);
+
+/* A writer thread of s (pthread start routine): group commits of the
+ * partitions on the ready list, periodic retention; returns once s->stop
+ * is set and the list is empty. */
+void *tlf_writer_main(void *arg);
+
 /* The durable view of a writer stream's partition (in-memory copy). */
 void tlf_part_view(struct tlf_part *p, struct tlf_durable *d);
 
