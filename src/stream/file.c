@@ -6,8 +6,8 @@
  * on the stream's ready list. A writer thread takes every partition on the
  * list (up to TLF_CYCLE_MAX), swaps each one's pending batch out and writes
  * it with one pwrite per segment; then it makes them durable together (one
- * device flush for all the pure overwrites, see cycle_flush in
- * file_writer.c), publishes the
+ * device flush for all the pure overwrites: cycle_flush in file_writer.c),
+ * publishes the
  * new durable ends (in memory for consumers of this process, in
  * <p>/durable for other processes) and runs the done callbacks in order.
  * Appends that arrive meanwhile form the next group, so the group grows
@@ -102,9 +102,10 @@ static int write_all_fd(int fd, const void *p, size_t n)
 
 /* ---- partitions: open and recovery ---- */
 
-/* Opens p for writing: recovers the last segment (torn tail truncated,
- * corruption in the middle left for consumers to report), rewrites the
- * durable file, applies retention. */
+/* Opens p for writing: probes its filesystem (and opens its flush file
+ * where the shared flush needs one), recovers the last segment (torn tail
+ * truncated, corruption in the middle left for consumers to report, what
+ * is kept made durable), rewrites the durable file, applies retention. */
 static int part_open_writer(struct tlf_stream *s, struct tlf_part *p, const char *tdir)
 {
 	char path[4096];
@@ -120,12 +121,16 @@ static int part_open_writer(struct tlf_stream *s, struct tlf_part *p, const char
 		return tl_err_from_errno(errno);
 	p->overwrite_flush = tlf_fs_overwrite_flush(p->dir_fd, &p->dev);
 	if (p->overwrite_flush == TLF_FLUSH_DIRTY) {
-		p->flush_fd = openat(p->dir_fd, "flush", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		/* needed: without it even a group's own fdatasync may not flush */
+		p->flush_fd = openat(p->dir_fd, "flush", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (p->flush_fd < 0)
+			return tl_err_from_errno(errno);
 		struct stat fst;
-		if (p->flush_fd < 0 || fstat(p->flush_fd, &fst) != 0)
-			p->overwrite_flush = 0; /* no flush file: every group syncs alone */
-		else
-			p->flush_size = fst.st_size != 0;
+		if (fstat(p->flush_fd, &fst) != 0)
+			return tl_err_from_errno(errno);
+		if (!S_ISREG(fst.st_mode))
+			return -TL_EINVAL;
+		p->flush_size = fst.st_size != 0;
 	}
 	if ((rc = tlf_path(path, sizeof(path), "%s/durable", p->path)) != 0)
 		return rc;
@@ -192,6 +197,12 @@ static int part_open_writer(struct tlf_stream *s, struct tlf_part *p, const char
 		 * write in the page cache only). */
 		if (fdatasync(p->seg_fd) != 0)
 			return tl_err_from_errno(errno);
+		/* that fdatasync flushes the disk only if the file changed, there */
+		if (p->overwrite_flush == TLF_FLUSH_DIRTY) {
+			const struct tl_file_hooks none = {0};
+			if ((rc = tlf_device_flush(&none, p)) != 0)
+				return rc;
+		}
 		d.end = sc.next_offset;
 		d.seg_base = base;
 		d.seg_pos = sc.valid_end;

@@ -1,6 +1,7 @@
 /* file_int.h — internals of the embedded `file:` stream backend, shared by
- * file.c (stream, topics, appends, writer threads), file_segment.c (frames,
- * segments, recovery scan, durable-position file) and file_consumer.c.
+ * file.c (stream, topics, appends, recovery), file_writer.c (batches,
+ * writer threads, retention), file_segment.c (frames, segments, recovery
+ * scan, durable-position file) and file_consumer.c.
  * Nothing outside src/stream/file*.c includes this.
  *
  * On-disk layout under <dir>:
@@ -15,6 +16,9 @@
  *                                    (pwrite, so inotify sees it) after each
  *                                    fdatasync; readers in other processes
  *                                    read it and never go past it.
+ *   <topic>/<p>/flush                empty or 1 byte, resized before the
+ *                                    fdatasync that flushes the disk where
+ *                                    ext4 has no journal (tlf_device_flush)
  *
  * Frame (little-endian), TLF_FRAME_HDR bytes of header then key then value:
  *   0 u32 crc32c of bytes [4, frame_len)
@@ -264,7 +268,8 @@ static inline int tlf_topic_writable(struct tlf_topic *t)
  * -TL_ENOMEM. Caller holds the partition's mutex. */
 int tlf_batch_reserve(struct tlf_batch *b, size_t bytes);
 
-/* Frees b's memory and empties it. */
+/* Frees b's memory and empties it. Caller owns b (the partition's mutex
+ * for its pending batch, its write side for the one being flushed). */
 void tlf_batch_free(struct tlf_batch *b);
 
 /* Rewrites p's durable file with d (one pwrite, not synced: recovery
@@ -274,19 +279,31 @@ void tlf_durable_write(struct tlf_part *p, const struct tlf_durable *d);
 /* Puts p on s's ready list and wakes a writer. Caller set p->queued. */
 void tlf_kick(struct tlf_stream *s, struct tlf_part *p);
 
-/* Appends base to p's list of segment bases. 0 or -TL_ENOMEM. */
+/* Appends base to p's list of segment bases. 0 or -TL_ENOMEM. Caller owns
+ * p's write side. */
 int tlf_segs_push(struct tlf_part *p, uint64_t base);
 
 /* Creates the empty segment named base in p's directory, its entry made
- * durable; *fd_out open for writing. 0 or a negative error. */
+ * durable; *fd_out open for writing, owned by the caller. 0 or a negative
+ * error. Caller owns p's write side. */
 int tlf_seg_create(struct tlf_part *p, uint64_t base, int *fd_out);
 
 /* Deletes p's oldest segments past the stream's retention, never the
  * active one. Caller owns p's write side. */
 void tlf_part_retention(struct tlf_stream *s, struct tlf_part *p);
 
-/* Runs retention on every partition s writes, one at a time. */
+/* Runs retention on every partition s writes, taking each one's write
+ * side in turn. Any thread but one holding a partition's write side. */
 void tlf_retention_all(struct tlf_stream *s);
+
+/* A device cache flush through partition p's filesystem, after which the
+ * writes completed before it are durable: an fdatasync of the active
+ * segment (nothing left to write in it) where a journal makes that flush
+ * the device (TLF_FLUSH_ANY); otherwise of p's flush file after a change
+ * of its size, since ext4 without a journal (Linux 5.x to 6.4) skips the
+ * flush for an inode with nothing to write. h: the I/O hooks. 0 or a
+ * negative error. Caller owns p's write side (a writer thread, or open). */
+int tlf_device_flush(const struct tl_file_hooks *h, struct tlf_part *p);
 
 /* A writer thread of s (pthread start routine): group commits of the
  * partitions on the ready list, periodic retention; returns once s->stop
@@ -302,11 +319,11 @@ void tlf_part_view(struct tlf_part *p, struct tlf_durable *d);
  * many partitions: ext2/3/4 when neither the mount (data=journal) nor the
  * directory (chattr +j) journals file data. Not XFS or btrfs, where an
  * overwrite of a shared (reflinked) extent is a copy with metadata of its
- * own; nothing unknown. Returns 0 (no), TLF_FLUSH_ANY (with a journal: an
- * fdatasync of any file flushes the device) or TLF_FLUSH_DIRTY (no journal:
- * Linux before 6.5 flushes the device only for an fdatasync of a file whose
- * inode changed, so the flush goes through a file resized for it). Sets
- * *dev to the directory's device. Any thread. */
+ * own; nothing unknown. Returns 0 (no), TLF_FLUSH_ANY (a journal: an
+ * fdatasync of any file flushes the device) or TLF_FLUSH_DIRTY (no journal,
+ * or none that can be seen: Linux 5.x to 6.4 flushes the device there only
+ * for an fdatasync of a file whose inode changed, so the flush goes through
+ * a file resized for it). Sets *dev to the directory's device. Any thread. */
 #define TLF_FLUSH_ANY 1
 #define TLF_FLUSH_DIRTY 2
 int tlf_fs_overwrite_flush(int dir_fd, dev_t *dev);
