@@ -202,20 +202,24 @@ static void waiter_done(void *arg, int status, uint64_t first)
 	pthread_mutex_unlock(&w->mu);
 }
 
+/* Waits on c (mu held) for at most ms milliseconds. */
+static void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *mu, long ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += ms * 1000000;
+	ts.tv_sec += ts.tv_nsec / 1000000000;
+	ts.tv_nsec %= 1000000000;
+	pthread_cond_timedwait(c, mu, &ts);
+}
+
 /* Waits until w saw n callbacks (deadline); returns the count. */
 static int waiter_wait(struct waiter *w, int n)
 {
 	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
 	pthread_mutex_lock(&w->mu);
 	while (w->calls < n && tl_mono_ms() < deadline) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&w->cond, &w->mu, &ts);
+		cond_wait_ms(&w->cond, &w->mu, 50);
 	}
 	int calls = w->calls;
 	pthread_mutex_unlock(&w->mu);
@@ -1525,14 +1529,7 @@ static void wait_held(struct inject *in, int n)
 	int64_t deadline = tl_mono_ms() + DEADLINE_MS;
 	pthread_mutex_lock(&in->mu);
 	while (in->waiting < n && tl_mono_ms() < deadline) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20 * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&in->cond, &in->mu, &ts);
+		cond_wait_ms(&in->cond, &in->mu, 20);
 	}
 	int got = in->waiting;
 	pthread_mutex_unlock(&in->mu);
@@ -1985,14 +1982,7 @@ static void *bench_producer(void *arg)
 		while ((rc = tl_stream_append(b->s, "bench", p, recs, (size_t)b->batch, bench_done, b)) ==
 		       -TL_EAGAIN) {
 			pthread_mutex_lock(b->mu);
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(b->cond, b->mu, &ts);
+			cond_wait_ms(b->cond, b->mu, 1);
 			pthread_mutex_unlock(b->mu);
 		}
 		if (rc) {
