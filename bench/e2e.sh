@@ -18,13 +18,14 @@
 #  2. sustained: a fixed rate starting at min(accepted, processed) of step 1,
 #     SUSTAIN_SECONDS long; sustained when the backlog grows by less than 1 %
 #     of the rate per second and the collector took ≥ 98 % of the offered
-#     rate; otherwise 15 % less, up to TRIES times.
+#     rate; otherwise 15 % less until a rate holds, then halfway between the
+#     best rate that held and the lowest that did not (TRIES runs in all).
 #  3. memory: the sustained rate (× MEM_FRACTION) for MEM_SECONDS, the server's
 #     RSS every second; reported at the start, middle and end with the events
 #     processed by then.
 #
 # Environment: BIN, OUT (keep the JSON there), CONNS=32, BATCH=1000,
-# MAX_SECONDS=30, SUSTAIN_SECONDS=30, TRIES=4, MEM_SECONDS=120 (0 = skip),
+# MAX_SECONDS=30, SUSTAIN_SECONDS=30, TRIES=5, MEM_SECONDS=120 (0 = skip),
 # MEM_FRACTION=0.8, PROFILE=0 (1: `perf record -g` on tally serve during step
 # 1, report in $OUT/perf-*.txt), SERVE_FLAGS (extra flags for tally serve).
 # Prints a RESULT line at the end (bench/run-all.sh collects it).
@@ -35,7 +36,7 @@ CONNS=${CONNS:-32}
 BATCH=${BATCH:-1000}
 MAX_SECONDS=${MAX_SECONDS:-30}
 SUSTAIN_SECONDS=${SUSTAIN_SECONDS:-30}
-TRIES=${TRIES:-4}
+TRIES=${TRIES:-5}
 MEM_SECONDS=${MEM_SECONDS:-120}
 MEM_FRACTION=${MEM_FRACTION:-0.8}
 PROFILE=${PROFILE:-0}
@@ -104,8 +105,15 @@ echo "  CPU by thread over the run and its drain (roles by thread creation order
 role_cpu "$WORK/threads0" "$WORK/threads1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
 
 # ---- 2. sustained
+# The highest offered rate that holds, searched from min(accepted, processed)
+# of step 1: 15 % less after a rate that does not hold until one does, then
+# halfway between the best rate that held and the lowest that did not, while
+# they are more than 3 % apart (TRIES runs in all).
 rate=$(awk -v a="$acc" -v p="$proc" 'BEGIN { printf "%.0f", (a < p ? a : p) }')
 sustained=0
+held=0   # best offered rate that held
+failed=0 # lowest offered rate that did not
+best_try=0
 for try in $(seq 1 "$TRIES"); do
 	bench_log "2. sustained, try $try: --rate $rate for $SUSTAIN_SECONDS s"
 	load "sustain-$try" "$rate" "$SUSTAIN_SECONDS"
@@ -115,15 +123,26 @@ for try in $(seq 1 "$TRIES"); do
 		"$(jq .accepted_per_s "$s")" "$(jq .processed_per_s "$s")" "$(jq .backlog_growth_per_s "$s")" \
 		"$([[ $ok == true ]] && echo sustained || echo 'not sustained')"
 	if [[ $ok == true ]]; then
+		held=$rate
+		best_try=$try
 		sustained=$(jq '[.accepted_per_s, .processed_per_s] | min' "$s") # in and out; not a backlog drained
-		break
+	else
+		failed=$rate
 	fi
-	rate=$(awk -v r="$rate" 'BEGIN { printf "%.0f", r * 0.85 }')
+	# the first rate is all that step 1 processed: once it holds, nothing above it
+	[[ $failed == 0 ]] && break
+	if [[ $held == 0 ]]; then
+		rate=$(awk -v r="$rate" 'BEGIN { printf "%.0f", r * 0.85 }')
+	else
+		awk -v h="$held" -v f="$failed" 'BEGIN { exit !((f - h) > 0.03 * f) }' || break
+		rate=$(awk -v h="$held" -v f="$failed" 'BEGIN { printf "%.0f", (h + f) / 2 }')
+	fi
 done
+[[ $best_try == 0 ]] && best_try=$try
 printf 'sustained end to end: %.0f events/s (target %d: ratio %.2f, %s); generator CPU %.2f cores, server %.2f cores\n' \
 	"$sustained" "$TARGET" "$(awk -v s="$sustained" -v t="$TARGET" 'BEGIN { print s / t }')" \
 	"$(awk -v s="$sustained" -v t="$TARGET" 'BEGIN { print (s >= t ? "met" : "NOT met") }')" \
-	"$(jq .gen_cpu_share "$OUT/e2e-sustain-$try.json")" "$(jq .server_cpu_share "$OUT/e2e-sustain-$try.json")"
+	"$(jq .gen_cpu_share "$OUT/e2e-sustain-$best_try.json")" "$(jq .server_cpu_share "$OUT/e2e-sustain-$best_try.json")"
 
 # ---- 3. memory
 mem_line="memory: skipped"
