@@ -146,7 +146,7 @@ static void pending_flush(struct tl_collector *c, int p)
 		    .key_len = hp->kend[i] - k0,
 		    .value = hp->data.data + v0,
 		    .value_len = hp->vend[i] - v0,
-		    .msg_id = col_at(&hp->ids, i0, hp->iend[i] - i0), /* the collector's unique hit id */
+		    .msg_id = col_at(&hp->ids, i0, hp->iend[i] - i0), /* "<tenant>:<hit id>" */
 		    .msg_id_len = hp->iend[i] - i0};
 		k0 = hp->kend[i];
 		v0 = hp->vend[i];
@@ -200,10 +200,11 @@ static int pending_reserve(struct hit_pending *hp)
 	return TL_OK;
 }
 
-/* Gathers the hit ev keyed by key into its partition's group and defers
- * the answer. url is the click's redirect target (NULL for the pixel). */
+/* Gathers the hit ev of tenant (from its token) keyed by key into its
+ * partition's group and defers the answer. url is the click's redirect
+ * target (NULL for the pixel). */
 static int record_hit(struct tl_collector *c, struct tl_http_req *r, const struct tl_event *ev,
-                      const char *key, size_t key_len, const struct tl_str *url)
+                      const struct tl_str *tenant, const char *key, size_t key_len, const struct tl_str *url)
 {
 	int p = tl_stream_partition_for(key, key_len, c->parts[TP_EVENTS]);
 	struct hit_pending *hp = &c->hits[p];
@@ -214,7 +215,10 @@ static int record_hit(struct tl_collector *c, struct tl_http_req *r, const struc
 			goto now;
 		c->hits_scheduled = true;
 	}
+	/* stream msg id "<tenant>:<event id>", as col_groups_add: an Idempotency-Key
+	 * is unique only within its tenant, and JetStream dedupes per stream */
 	if (pending_reserve(hp) || tl_event_encode(ev, &hp->data) || tl_buf_append(&hp->keys, key, key_len) ||
+	    tl_buf_append(&hp->ids, tenant->p, tenant->n) || tl_buf_putc(&hp->ids, ':') ||
 	    tl_buf_append(&hp->ids, ev->id.p, ev->id.n) ||
 	    (url && tl_buf_append(&hp->urls, url->p, url->n)) || !(d = tl_http_defer(r))) {
 		hp->data.len = d0; /* undo the partial add */
@@ -364,7 +368,7 @@ int col_on_pixel(void *arg, struct tl_http_req *r)
 	struct tl_event ev;
 	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
 	hit_event(c, r, &ev, TL_EV_OPEN, token, tn, id, ip, ua);
-	return record_hit(c, r, &ev, t.recipient.p, t.recipient.n, NULL);
+	return record_hit(c, r, &ev, &t.tenant, t.recipient.p, t.recipient.n, NULL);
 }
 
 static int click_not_found(struct tl_collector *c, struct tl_http_req *r, enum col_reject why)
@@ -398,5 +402,5 @@ int col_on_click(void *arg, struct tl_http_req *r)
 	struct tl_event ev;
 	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
 	hit_event(c, r, &ev, TL_EV_CLICK, token, tn, id, ip, ua);
-	return record_hit(c, r, &ev, t.recipient.p, t.recipient.n, &t.url);
+	return record_hit(c, r, &ev, &t.tenant, t.recipient.p, t.recipient.n, &t.url);
 }

@@ -423,8 +423,10 @@ static void test_pixel(void **state)
 	assert_int_equal(ev.user_agent.n, strlen("test-agent/1.0"));
 	assert_memory_equal(ev.ip.p, "127.0.0.1", ev.ip.n);
 	assert_true(ev.id.n > 16 && ev.id.p[0] == 'c');
-	assert_int_equal(strlen(rec->msg_id), ev.id.n); /* the hit id is the stream msg id */
-	assert_memory_equal(rec->msg_id, ev.id.p, ev.id.n);
+	/* the stream msg id is the hit id within its tenant, as for the event API */
+	assert_int_equal(strlen(rec->msg_id), 5 + ev.id.n);
+	assert_memory_equal(rec->msg_id, "acme:", 5);
+	assert_memory_equal(rec->msg_id + 5, ev.id.p, ev.id.n);
 	assert_true(ev.ts_ms > 0 && ev.ts_ms == ev.arrival_ms);
 	(void)h;
 	assert_string_equal(rec->key, "r-1842"); /* keyed by the recipient in the token */
@@ -462,7 +464,8 @@ static void test_pixel(void **state)
 }
 
 /* Idempotency-Key: a re-sent hit carries the same event id (the aggregator
- * counts it once); a key outside the accepted form is ignored. */
+ * counts it once) and stream msg id "<tenant>:<id>"; a key outside the
+ * accepted form is ignored. */
 static void test_hit_idempotency_key(void **state)
 {
 	struct fix *x = *state;
@@ -490,6 +493,10 @@ static void test_hit_idempotency_key(void **state)
 	assert_memory_equal(ev[0].id.p, "k-g0123-1a", ev[0].id.n);
 	assert_int_equal(ev[1].id.n, ev[0].id.n);
 	assert_memory_equal(ev[1].id.p, ev[0].id.p, ev[0].id.n);
+	/* a stream that deduplicates by msg id (JetStream) holds every tenant's
+	 * hits: the key is only unique within its tenant */
+	assert_string_equal(x->f.recs[0].msg_id, "acme:k-g0123-1a");
+	assert_string_equal(x->f.recs[1].msg_id, "acme:k-g0123-1a");
 	for (int i = 2; i < 5; i++) /* refused keys: a fresh collector id */
 		assert_true(ev[i].id.n > 16 && ev[i].id.p[0] == 'c');
 }
