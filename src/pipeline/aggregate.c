@@ -15,6 +15,7 @@
 #define CONSUMER "aggregate"
 #define MAX_SUBS 128
 #define POLL_MAX 2048
+#define PRUNE_EVERY_MS 60000 /* default: a sweep starts this long after the previous one ended */
 
 struct tl_aggregator {
 	struct tl_aggregator_opts o;
@@ -33,9 +34,8 @@ struct tl_aggregator {
 	int64_t prune_before;   /* the sweep deletes ids that arrived before this */
 	int64_t prune_after_ns; /* monotonic: no step before this */
 	bool pruning;
-	int64_t last_arrival[MAX_SUBS]; /* of the last record read per subscription (0: none yet) */
 	/* statistics */
-	_Atomic uint64_t batches, events, duplicates, retries, dead, undecodable;
+	_Atomic uint64_t batches, events, duplicates, retries, dead, undecodable, sweeps;
 	struct tl_lagstat lag;
 };
 
@@ -54,6 +54,8 @@ int tl_aggregator_create(const struct tl_aggregator_opts *o, struct tl_aggregato
 		a->o.batch_max_events = 50000;
 	if (!a->o.dedupe_window_ms)
 		a->o.dedupe_window_ms = 72LL * 3600 * 1000;
+	if (!a->o.prune_every_ms)
+		a->o.prune_every_ms = PRUNE_EVERY_MS;
 	a->db_uri = strdup(o->db_uri);
 	a->arrivals = malloc(a->o.batch_max_events * sizeof *a->arrivals);
 	if (!a->db_uri || !a->arrivals)
@@ -164,7 +166,6 @@ static int apply(struct tl_aggregator *a)
 	}
 }
 
-#define PRUNE_EVERY_MS 60000 /* a sweep starts this long after the previous one ended */
 #define PRUNE_SKEW_MS 600000 /* arrival times from several collectors' clocks: this much slack */
 #define PRUNE_DUTY 20        /* a step of d ns is followed by (PRUNE_DUTY - 1) * d ns without */
 
@@ -172,26 +173,103 @@ static int apply(struct tl_aggregator *a)
  * (tl_store_prune_dedupe_step), spread so that pruning takes at most
  * 1/PRUNE_DUTY of the aggregator's time: a large window never stalls the
  * batches (a whole-table sweep at once took seconds at ten million ids). */
-/* How far the input has got, in arrival time. The window is between two
- * arrivals of an id, not between its first arrival and now: while the
- * aggregator catches up on days of log (a restored database, a long stop),
- * an id must stay until the records a window after it have been read. A
- * subscription at its end counts as now, one behind as the arrival of its
- * last record read; one behind that has read nothing yet leaves it unknown
- * (false: no sweep). Called between batches, when every record read is
- * applied. */
+
+/* The arrival time of the record at offset `from` of topic/partition (the
+ * first one after it, if retention took it), into *arrival. 0, or a
+ * negative error when it cannot be read. */
+static int arrival_at(struct tl_aggregator *a, const char *topic, int partition, uint64_t from,
+                      int64_t *arrival)
+{
+	struct tl_subscription sub = {topic, partition, from};
+	struct tl_consumer *c;
+	int rc = tl_consumer_open(a->o.stream, &sub, 1, &c);
+	if (rc)
+		return rc;
+	struct tl_record r;
+	int n = tl_consumer_poll(c, &r, 1, 1000);
+	if (n == 1) {
+		struct tl_event ev;
+		*arrival = tl_event_decode(r.value, r.value_len, &ev) == 0 && ev.arrival_ms > 0
+		               ? ev.arrival_ms
+		               : r.ts_ms;
+	}
+	rc = n < 0 ? n : n == 0 ? -TL_EAGAIN : TL_OK;
+	tl_consumer_close(c);
+	return rc;
+}
+
+/* Lowers *mark to the arrival of the first record of partition p of
+ * `metrics` that has not been applied yet, looking through the enricher:
+ * when the aggregator has read all of metrics/p, what comes next is made
+ * from events/p after the source offset of metrics/p's last record. 0 or a
+ * negative error (the mark is then unknown). */
+static int mark_metrics(struct tl_aggregator *a, int p, uint64_t next, uint64_t end, int64_t *mark)
+{
+	int64_t arr = 0;
+	if (next < end) {
+		int rc = arrival_at(a, TL_TOPIC_METRICS, p, next, &arr);
+		if (!rc && arr < *mark)
+			*mark = arr;
+		return rc;
+	}
+	uint64_t src = 0, eend;
+	struct tl_buf storage;
+	tl_buf_init(&storage, 0);
+	struct tl_record last;
+	int rc = tl_stream_last(a->o.stream, TL_TOPIC_METRICS, p, &last, &storage);
+	if (!rc) {
+		struct tl_event ev;
+		rc = tl_event_decode(last.value, last.value_len, &ev);
+		src = ev.src_offset + 1;
+	} else if (rc == -TL_ENOTFOUND) {
+		rc = TL_OK;
+	}
+	tl_buf_free(&storage);
+	if (!rc)
+		rc = tl_stream_end_offset(a->o.stream, TL_TOPIC_EVENTS, p, &eend);
+	if (!rc && src < eend && !(rc = arrival_at(a, TL_TOPIC_EVENTS, p, src, &arr)) && arr < *mark)
+		*mark = arr;
+	return rc;
+}
+
+/* How far the input has got, in arrival time: the sweep may delete ids
+ * that arrived a window (plus the clocks' skew) before it. The window is
+ * between two arrivals of an id, not between its first arrival and now:
+ * while days of log are still to be read (a restored database, a long
+ * stop, an enricher far behind, another aggregator of the same DB behind),
+ * an id must stay until the records a window after it have been read. So
+ * the mark is the earliest arrival of any record not yet applied to this
+ * DB, in every partition of its topics whoever owns it (the offsets stored
+ * in the DB), looking through the enricher for `metrics`; now when there is
+ * none. false when it cannot be known (no sweep). Called between batches,
+ * when every record read is applied (the DB's offsets are this
+ * aggregator's own). */
 static bool prune_mark(struct tl_aggregator *a, int64_t now, int64_t *mark)
 {
 	*mark = now;
-	for (size_t s = 0; s < a->n_subs; s++) {
-		uint64_t end;
-		if (tl_stream_end_offset(a->o.stream, a->subs[s].topic, a->subs[s].partition, &end) == 0 &&
-		    a->offs[s].next >= end)
-			continue;
-		if (a->last_arrival[s] <= 0)
+	for (size_t t = 0; t < sizeof topics / sizeof *topics; t++) {
+		const char *topic = topics[t];
+		int P = tl_stream_partitions(a->o.stream, topic);
+		if (P < 0)
 			return false;
-		if (a->last_arrival[s] < *mark)
-			*mark = a->last_arrival[s];
+		for (int p = 0; p < P; p++) {
+			uint64_t next, end;
+			int64_t arr;
+			int rc = tl_store_offset_get(a->st, CONSUMER, topic, p, &next);
+			if (!rc)
+				rc = tl_stream_end_offset(a->o.stream, topic, p, &end);
+			if (!rc && !strcmp(topic, TL_TOPIC_METRICS))
+				rc = mark_metrics(a, p, next, end, mark);
+			else if (!rc && next < end && !(rc = arrival_at(a, topic, p, next, &arr)) &&
+			         arr < *mark)
+				*mark = arr; /* delivery: written by the collectors, nothing upstream */
+			if (rc) {
+				tl_warn("aggregate: dedupe pruning put off: the arrival time of the next "
+				        "record of %s/%d is unknown (%s)",
+				        topic, p, tl_strerror(rc));
+				return false;
+			}
+		}
 	}
 	return true;
 }
@@ -206,7 +284,7 @@ static void maybe_prune(struct tl_aggregator *a)
 		if (now < a->prune_next_ms)
 			return;
 		if (!prune_mark(a, now, &mark)) {
-			a->prune_next_ms = now + PRUNE_EVERY_MS;
+			a->prune_next_ms = now + a->o.prune_every_ms;
 			return;
 		}
 		a->pruning = true;
@@ -220,7 +298,8 @@ static void maybe_prune(struct tl_aggregator *a)
 	if (rc < 0)
 		tl_warn("aggregate: pruning the dedupe window: %s", tl_strerror(rc));
 	a->pruning = false;
-	a->prune_next_ms = tl_now_ms() + PRUNE_EVERY_MS;
+	a->prune_next_ms = tl_now_ms() + a->o.prune_every_ms;
+	atomic_fetch_add(&a->sweeps, 1);
 }
 
 /* A stored offset past the end of its partition means the reporting DB was
@@ -264,7 +343,7 @@ int tl_aggregator_run(struct tl_aggregator *a)
 		tl_error("aggregate: opening the consumer: %s", tl_strerror(rc));
 		return rc;
 	}
-	a->prune_next_ms = tl_now_ms() + PRUNE_EVERY_MS;
+	a->prune_next_ms = tl_now_ms() + a->o.prune_every_ms;
 	int64_t deadline = 0;
 	while (!atomic_load(&a->stopping)) {
 		size_t held = tl_fold_count(a->fold);
@@ -287,8 +366,6 @@ int tl_aggregator_run(struct tl_aggregator *a)
 		for (int i = 0; i < n; i++) {
 			const struct tl_record *r = &a->recs[i];
 			a->offs[r->sub].next = r->offset + 1;
-			if (r->ts_ms > 0)
-				a->last_arrival[r->sub] = r->ts_ms;
 			struct tl_event ev;
 			int drc = tl_event_decode(r->value, r->value_len, &ev);
 			if (drc == -TL_EUNSUPPORTED) {
@@ -305,8 +382,6 @@ int tl_aggregator_run(struct tl_aggregator *a)
 				        a->subs[r->sub].topic, r->partition, (unsigned long long)r->offset);
 				continue;
 			}
-			if (ev.arrival_ms > 0) /* the clock of the dedupe rows */
-				a->last_arrival[r->sub] = ev.arrival_ms;
 			if (ev.flags & (TL_EVF_DEAD | TL_EVF_HIT)) {
 				atomic_fetch_add(&a->dead, 1);
 				continue;
@@ -345,10 +420,12 @@ int tl_aggregator_metrics(struct tl_aggregator *a, struct tl_buf *out)
 	    "# TYPE tally_aggregate_retries_total counter\ntally_aggregate_retries_total %llu\n"
 	    "# TYPE tally_aggregate_skipped_total counter\ntally_aggregate_skipped_total{reason=\"dead\"} "
 	    "%llu\n"
-	    "tally_aggregate_skipped_total{reason=\"undecodable\"} %llu\n",
+	    "tally_aggregate_skipped_total{reason=\"undecodable\"} %llu\n"
+	    "# TYPE tally_aggregate_dedupe_sweeps_total counter\ntally_aggregate_dedupe_sweeps_total %llu\n",
 	    (unsigned long long)atomic_load(&a->batches), (unsigned long long)atomic_load(&a->events),
 	    (unsigned long long)atomic_load(&a->duplicates), (unsigned long long)atomic_load(&a->retries),
-	    (unsigned long long)atomic_load(&a->dead), (unsigned long long)atomic_load(&a->undecodable));
+	    (unsigned long long)atomic_load(&a->dead), (unsigned long long)atomic_load(&a->undecodable),
+	    (unsigned long long)atomic_load(&a->sweeps));
 	if (!rc)
 		rc = tl_lagstat_prometheus(&a->lag, "tally_event_lag_ms",
 		                           "event arrival at the collector to committed in the reporting DB",

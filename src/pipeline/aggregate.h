@@ -27,6 +27,7 @@ struct tl_aggregator_opts {
 	int poll_interval_ms;     /* default 200 */
 	size_t batch_max_events;  /* default 50000 */
 	int64_t dedupe_window_ms; /* default 72 h */
+	int64_t prune_every_ms;   /* between two sweeps of the dedupe window; default 60 s */
 };
 
 int tl_aggregator_create(const struct tl_aggregator_opts *o, struct tl_aggregator **out) TL_MUST_CHECK;
@@ -37,7 +38,8 @@ int tl_aggregator_run(struct tl_aggregator *a);
 void tl_aggregator_stop(struct tl_aggregator *a);
 void tl_aggregator_destroy(struct tl_aggregator *a);
 
-/* Prometheus text: batches, events, duplicates, retries, lag quantiles. Any thread. */
+/* Prometheus text: batches, events, duplicates, retries, dedupe sweeps, lag
+ * quantiles. Any thread. */
 int tl_aggregator_metrics(struct tl_aggregator *a, struct tl_buf *out) TL_MUST_CHECK;
 
 #endif

@@ -1,12 +1,15 @@
 /* Unit tests of the batch fold: dedupe by id (within and across batches),
  * exact uniques, counter deltas per minute bucket and variant, offsets stored
  * in the same transaction, and a failed apply leaving no trace. */
+#include "core/buf.h"
+#include "core/clock.h"
 #include "event/metrics.h"
 #include "pipeline/aggregate.h"
 #include "pipeline/fold.h"
 #include "store/store.h"
 #include "stream/stream.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -277,6 +280,178 @@ static void test_role_stops_on_newer_codec(void **state)
 	tl_stream_close(s);
 }
 
+/* ---- the dedupe window's pruning ---- */
+
+#define HOUR_MS 3600000LL
+
+/* Appends one event of id `id` arrived at `arrival` to topic/partition;
+ * metrics records carry the events offset they were made from (src). */
+static void put(struct tl_stream *s, const char *topic, int p, const char *id, int64_t arrival, uint64_t src)
+{
+	struct tl_event e = ev(TL_EV_SENT, id, "spring", "A", "r1", arrival, 0);
+	if (!strcmp(topic, TL_TOPIC_METRICS))
+		e.flags |= TL_EVF_ENRICHED;
+	e.src_offset = src;
+	struct tl_buf b;
+	tl_buf_init(&b, 0);
+	assert_int_equal(tl_event_encode(&e, &b), 0);
+	struct tl_record r = {.value = b.data, .value_len = (uint32_t)b.len};
+	assert_int_equal(tl_stream_append_sync(s, topic, p, &r, 1), 0);
+	tl_buf_free(&b);
+}
+
+static void *agg_main(void *arg)
+{
+	(void)tl_aggregator_run(arg);
+	return NULL;
+}
+
+static uint64_t agg_sweeps(struct tl_aggregator *a)
+{
+	struct tl_buf b;
+	tl_buf_init(&b, 0);
+	assert_int_equal(tl_aggregator_metrics(a, &b), 0);
+	assert_int_equal(tl_buf_putc(&b, '\0'), 0);
+	const char *k = "\ntally_aggregate_dedupe_sweeps_total ";
+	const char *v = strstr(b.data, k);
+	assert_non_null(v);
+	uint64_t n = strtoull(v + strlen(k), NULL, 10);
+	tl_buf_free(&b);
+	return n;
+}
+
+static uint64_t stored_offset(struct ctx *c, int p)
+{
+	uint64_t next = 0;
+	int rc = tl_store_offset_get(c->st, "aggregate", TL_TOPIC_METRICS, p, &next);
+	assert_true(rc == 0 || rc == -TL_ENOTFOUND);
+	return next;
+}
+
+/* Waits (10 s at most) until metrics/p is applied up to `next`, then until
+ * two more sweeps of the dedupe window have ended: one began after it. */
+static void wait_applied_and_swept(struct ctx *c, struct tl_aggregator *a, int p, uint64_t next)
+{
+	int i = 0;
+	for (; i < 1000 && stored_offset(c, p) < next; i++)
+		usleep(10000);
+	assert_true(stored_offset(c, p) >= next);
+	uint64_t s0 = agg_sweeps(a);
+	for (i = 0; i < 1000 && agg_sweeps(a) < s0 + 2; i++)
+		usleep(10000);
+	assert_true(agg_sweeps(a) >= s0 + 2);
+}
+
+static struct tl_stream *open_log(struct ctx *c, int partitions)
+{
+	char suri[128];
+	snprintf(suri, sizeof suri, "file:%s/log", c->dir);
+	struct tl_stream_opts so;
+	tl_stream_opts_defaults(&so);
+	so.partitions = partitions;
+	struct tl_stream *s;
+	assert_int_equal(tl_stream_open(suri, &so, &s), 0);
+	return s;
+}
+
+/* The window is between two arrivals of an id, however late the input is
+ * read: while the enricher works through days of backlog, the aggregator
+ * is at the end of `metrics` but an id that arrived 96 h ago must stay
+ * until the records a window (72 h) after it have been read. Ids a window
+ * older than the backlog's next record do go. */
+static void test_prune_waits_for_the_enricher(void **state)
+{
+	struct ctx *c = *state;
+	struct tl_stream *s = open_log(c, 1);
+	int64_t now = tl_now_ms();
+	/* the collector's records; the enricher has made metrics of the first two */
+	put(s, TL_TOPIC_EVENTS, 0, "old", now - 240 * HOUR_MS, 0);
+	put(s, TL_TOPIC_EVENTS, 0, "evt-1", now - 96 * HOUR_MS, 0);
+	put(s, TL_TOPIC_EVENTS, 0, "evt-1", now - 96 * HOUR_MS + 1000, 0); /* a repeat */
+	put(s, TL_TOPIC_EVENTS, 0, "old", now - 96 * HOUR_MS + 2000, 0);   /* past old's window */
+	put(s, TL_TOPIC_METRICS, 0, "old", now - 240 * HOUR_MS, 0);
+	put(s, TL_TOPIC_METRICS, 0, "evt-1", now - 96 * HOUR_MS, 1);
+
+	struct tl_aggregator_opts o = {
+	    .stream = s, .db_uri = c->uri, .partitions = 1, .poll_interval_ms = 20, .prune_every_ms = 20};
+	struct tl_aggregator *a;
+	assert_int_equal(tl_aggregator_create(&o, &a), 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, agg_main, a), 0);
+	wait_applied_and_swept(c, a, 0, 2);
+
+	/* the enricher catches up */
+	put(s, TL_TOPIC_METRICS, 0, "evt-1", now - 96 * HOUR_MS + 1000, 2);
+	put(s, TL_TOPIC_METRICS, 0, "old", now - 96 * HOUR_MS + 2000, 3);
+	wait_applied_and_swept(c, a, 0, 4);
+	tl_aggregator_stop(a);
+	pthread_join(th, NULL);
+	tl_aggregator_destroy(a);
+
+	int64_t n[TL_M__COUNT];
+	counts(c, "spring", NULL, n);
+	/* old, evt-1 and old again (pruned: its first arrival is 144 h before
+	 * the second); not evt-1's repeat (it was pruned with a wall-clock mark) */
+	assert_int_equal(n[TL_M_SENT], 3);
+	tl_stream_close(s);
+}
+
+/* Two aggregators share a DB, one per partition (DESIGN.md §2): the one
+ * that is caught up must not prune the ids of the one that is days behind. */
+static void test_prune_spares_a_lagging_aggregator(void **state)
+{
+	struct ctx *c = *state;
+	struct tl_stream *s = open_log(c, 2);
+	int64_t now = tl_now_ms();
+	put(s, TL_TOPIC_EVENTS, 1, "evt-1", now - 96 * HOUR_MS, 0);
+	put(s, TL_TOPIC_EVENTS, 1, "evt-1", now - 96 * HOUR_MS + 1000, 0);
+	put(s, TL_TOPIC_METRICS, 1, "evt-1", now - 96 * HOUR_MS, 0);
+	put(s, TL_TOPIC_EVENTS, 0, "new-1", now, 0);
+	put(s, TL_TOPIC_METRICS, 0, "new-1", now, 0);
+
+	/* B, partition 1: applies what its enricher has made so far, then stops */
+	struct tl_aggregator_opts ob = {
+	    .stream = s, .db_uri = c->uri, .partitions = 2, .poll_interval_ms = 20};
+	struct tl_aggregator *b;
+	assert_int_equal(tl_aggregator_create(&ob, &b), 0);
+	pthread_t tb;
+	assert_int_equal(pthread_create(&tb, NULL, agg_main, b), 0);
+	for (int i = 0; i < 1000 && stored_offset(c, 1) < 1; i++)
+		usleep(10000);
+	tl_aggregator_stop(b);
+	pthread_join(tb, NULL);
+	tl_aggregator_destroy(b);
+	assert_int_equal(stored_offset(c, 1), 1);
+
+	/* A, partition 0, caught up: sweeps while B is away */
+	struct tl_aggregator_opts oa = {
+	    .stream = s, .db_uri = c->uri, .partitions = 1, .poll_interval_ms = 20, .prune_every_ms = 20};
+	struct tl_aggregator *a;
+	assert_int_equal(tl_aggregator_create(&oa, &a), 0);
+	pthread_t ta;
+	assert_int_equal(pthread_create(&ta, NULL, agg_main, a), 0);
+	wait_applied_and_swept(c, a, 0, 1);
+	tl_aggregator_stop(a);
+	pthread_join(ta, NULL);
+	tl_aggregator_destroy(a);
+
+	/* B's enricher makes the repeat; B comes back and reads it */
+	put(s, TL_TOPIC_METRICS, 1, "evt-1", now - 96 * HOUR_MS + 1000, 1);
+	assert_int_equal(tl_aggregator_create(&ob, &b), 0);
+	assert_int_equal(pthread_create(&tb, NULL, agg_main, b), 0);
+	for (int i = 0; i < 1000 && stored_offset(c, 1) < 2; i++)
+		usleep(10000);
+	assert_int_equal(stored_offset(c, 1), 2);
+	tl_aggregator_stop(b);
+	pthread_join(tb, NULL);
+	tl_aggregator_destroy(b);
+
+	int64_t n[TL_M__COUNT];
+	counts(c, "spring", NULL, n);
+	assert_int_equal(n[TL_M_SENT], 2); /* new-1 and evt-1, once */
+	tl_stream_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +460,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_groups, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_full_fold, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_role_stops_on_newer_codec, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prune_waits_for_the_enricher, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prune_spares_a_lagging_aggregator, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
