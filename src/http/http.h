@@ -28,7 +28,12 @@ struct tl_http_stream; /* a long-lived streaming response (SSE) */
  * read_timeout_ms of accepting it or of the previous response. Idle
  * keep-alive is therefore bounded by min(read_timeout_ms,
  * keepalive_timeout_ms) = read_timeout_ms with the defaults. Request heads
- * are capped at 64 KiB (431 JSON) and 100 header lines (h2o closes). */
+ * are capped at 64 KiB (431 JSON). A head h2o cannot parse (over 100 header
+ * lines, a malformed line, an unknown HTTP version) gets h2o's own
+ * plain-text 400, which no filter here sees. h2o 2.2 frames a request with
+ * two Content-Lengths by the first and one with Content-Length and chunked
+ * Transfer-Encoding as chunked, and removes those headers before a handler
+ * runs: a proxy in front must refuse such requests (docs/operations.md). */
 struct tl_http_limits {
 	size_t max_body;          /* bytes, default 1 MiB */
 	int read_timeout_ms;      /* header + body read timeout, default 10000 */
