@@ -562,16 +562,6 @@ static void file_close(struct tl_stream *base)
 	free(s);
 }
 
-static int cond_init_mono(pthread_cond_t *c)
-{
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	int r = pthread_cond_init(c, &a);
-	pthread_condattr_destroy(&a);
-	return r;
-}
-
 static int file_open(const char *uri, const struct tl_stream_opts *opts, struct tl_stream **out)
 {
 	const char *path;
@@ -595,9 +585,9 @@ static int file_open(const char *uri, const struct tl_stream_opts *opts, struct 
 	s->write_all = !opts->read_only && !opts->write_topics;
 	pthread_mutex_init(&s->topics_mu, NULL);
 	pthread_mutex_init(&s->wmu, NULL);
-	cond_init_mono(&s->wcond);
+	tl_cond_init_mono(&s->wcond);
 	pthread_mutex_init(&s->pub_mu, NULL);
-	cond_init_mono(&s->pub_cond);
+	tl_cond_init_mono(&s->pub_cond);
 	s->next_retention_ms = tl_mono_ms() + TLF_RETENTION_EVERY_MS;
 	int rc = 0;
 	size_t plen = strlen(path);

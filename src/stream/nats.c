@@ -173,26 +173,6 @@ int tln_payload_decode(const char *data, int len, const void **key, uint32_t *ke
 	return 0;
 }
 
-static void cond_init_mono(pthread_cond_t *c)
-{
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(c, &a);
-	pthread_condattr_destroy(&a);
-}
-
-static void abs_mono(struct timespec *ts, int64_t ms_from_now)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms_from_now / 1000;
-	ts->tv_nsec += (ms_from_now % 1000) * 1000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
-}
-
 /* ---- msg ids ---- */
 
 static int printable_id(const void *id, uint32_t len)
@@ -779,7 +759,7 @@ static void *ticker_main(void *arg)
 			continue;
 		}
 		struct timespec ts;
-		abs_mono(&ts, next > now ? next - now : 1);
+		tl_mono_deadline(&ts, next > now ? next - now : 1);
 		pthread_cond_timedwait(&s->cond, &s->mu, &ts);
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -958,7 +938,7 @@ static void nats_close(struct tl_stream *base)
 		pthread_mutex_lock(&s->mu);
 		while (!s->closed) {
 			struct timespec ts;
-			abs_mono(&ts, 10000);
+			tl_mono_deadline(&ts, 10000);
 			if (pthread_cond_timedwait(&s->cond, &s->mu, &ts) == ETIMEDOUT)
 				break;
 		}
@@ -1004,7 +984,7 @@ static int nats_open(const char *uri, const struct tl_stream_opts *opts, struct 
 	snprintf(s->nprefix, sizeof(s->nprefix), "TALLY");
 	pthread_mutex_init(&s->topics_mu, NULL);
 	pthread_mutex_init(&s->mu, NULL);
-	cond_init_mono(&s->cond);
+	(void)tl_cond_init_mono(&s->cond);
 	pthread_mutex_init(&s->cons_mu, NULL);
 	char **servers = NULL;
 	int nservers = 0;

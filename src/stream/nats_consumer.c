@@ -71,17 +71,6 @@ struct tln_consumer {
 	char detail[256];
 };
 
-static void abs_mono(struct timespec *ts, int64_t ms_from_now)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms_from_now / 1000;
-	ts->tv_nsec += (ms_from_now % 1000) * 1000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
-}
-
 /* libnats delivery thread of a subscription. */
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
@@ -426,7 +415,7 @@ int tln_consumer_poll(struct tl_consumer *base, struct tl_record *out, size_t ma
 		if (deadline >= 0 && deadline - now < slice)
 			slice = deadline - now;
 		struct timespec ts;
-		abs_mono(&ts, slice > 0 ? slice : 1);
+		tl_mono_deadline(&ts, slice > 0 ? slice : 1);
 		pthread_cond_timedwait(&c->cond, &c->mu, &ts);
 	}
 	pthread_mutex_unlock(&c->mu);
@@ -507,12 +496,8 @@ int tln_consumer_open(struct tl_stream *base, const struct tl_subscription *subs
 	c->base.ops = base->ops;
 	c->s = s;
 	pthread_mutex_init(&c->mu, NULL);
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->cond, &a);
-	pthread_cond_init(&c->space, &a);
-	pthread_condattr_destroy(&a);
+	(void)tl_cond_init_mono(&c->cond);
+	(void)tl_cond_init_mono(&c->space);
 	int rc = 0;
 	if (!(c->subs = calloc(n, sizeof(*c->subs)))) {
 		free(c);

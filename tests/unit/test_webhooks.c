@@ -15,12 +15,14 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -1309,7 +1311,9 @@ struct fake_sns {
 	EVP_PKEY *key;
 	char *pem;
 	int fetches;
-	int fail; /* a TL_E* code to return instead */
+	int fail;        /* a TL_E* code to return instead */
+	int delay_ms;    /* a slow server */
+	atomic_int done; /* fetches finished */
 };
 
 #define CERT_URL "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem"
@@ -1318,11 +1322,11 @@ static int fake_fetch(void *arg, const char *url, struct tl_buf *out)
 {
 	struct fake_sns *s = arg;
 	s->fetches++;
-	if (s->fail)
-		return s->fail;
-	if (strcmp(url, CERT_URL) != 0)
-		return -TL_ENOTFOUND;
-	return tl_buf_puts(out, s->pem);
+	if (s->delay_ms)
+		usleep((useconds_t)s->delay_ms * 1000);
+	int rc = s->fail ? s->fail : strcmp(url, CERT_URL) != 0 ? -TL_ENOTFOUND : tl_buf_puts(out, s->pem);
+	atomic_fetch_add(&s->done, 1);
+	return rc;
 }
 
 static void fake_sns_init(struct fake_sns *s)
@@ -1407,6 +1411,7 @@ static void test_ses_signature(void **state)
 	fake_sns_init(&s);
 	struct tl_sns_certs *certs;
 	assert_int_equal(tl_sns_certs_create(4, fake_fetch, &s, &certs), 0);
+	tl_sns_certs_set_wait(certs, 30000); /* each fetch here ends well within it */
 	f->req.sns_certs = certs;
 	/* ses_verify defaults to true; then the topic allow-list is required */
 	settings(f, "campaign_field", "ses:configuration-set", NULL);
@@ -1505,6 +1510,7 @@ static void test_ses_signature(void **state)
 	/* the certificate cannot be fetched now: retryable */
 	struct tl_sns_certs *c2;
 	assert_int_equal(tl_sns_certs_create(0, fake_fetch, &s, &c2), 0);
+	tl_sns_certs_set_wait(c2, 30000);
 	f->req.sns_certs = c2;
 	s.fail = -TL_EUNAVAIL;
 	env = sns_env("Notification", msg);
@@ -1536,6 +1542,49 @@ static void test_ses_signature(void **state)
 	tl_sns_certs_destroy(certs);
 	f->req.sns_certs = NULL;
 	free(msg);
+	fake_sns_free(&s);
+}
+
+/* A slow certificate server: the request that needs the certificate waits
+ * a bounded time, not the fetch's, and gets a retryable 503 (the collector's
+ * loop is not held); the fetch goes on behind it, once, and the sender's
+ * retry finds the certificate cached. */
+static void test_ses_slow_certificate(void **state)
+{
+	struct fx *f = *state;
+	struct fake_sns s;
+	fake_sns_init(&s);
+	s.delay_ms = 1500;
+	struct tl_sns_certs *certs;
+	assert_int_equal(tl_sns_certs_create(0, fake_fetch, &s, &certs), 0);
+	tl_sns_certs_set_wait(certs, 50);
+	f->req.sns_certs = certs;
+	settings(f, "campaign_field", "ses:configuration-set", "ses_topic_arn",
+	         "arn:aws:sns:us-east-1:123456789012:ses", NULL);
+	char *msg = sample("ses-event-bounce.json", NULL);
+	json_t *env = sns_env("Notification", msg);
+	char *body = sns_sign(&s, env, "2", CERT_URL);
+	assert_int_equal(run(f, "ses", body), -TL_EUNAVAIL);
+	assert_int_equal(f->status, 503);
+	assert_int_equal(f->out.n, 0);
+	/* retried while the fetch runs: no second fetch */
+	assert_int_equal(run(f, "ses", body), -TL_EUNAVAIL);
+	assert_int_equal(f->status, 503);
+	int rc = -TL_EUNAVAIL;
+	for (int i = 0; i < 1000 && rc == -TL_EUNAVAIL; i++) {
+		usleep(10000);
+		rc = run(f, "ses", body);
+	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(f->out.n, 1);
+	assert_int_equal(f->out.events[0].type, TL_EV_BOUNCED);
+	assert_int_equal(atomic_load(&s.done), 1);
+	assert_int_equal(s.fetches, 1);
+	free(body);
+	json_decref(env);
+	free(msg);
+	f->req.sns_certs = NULL;
+	tl_sns_certs_destroy(certs);
 	fake_sns_free(&s);
 }
 
@@ -1580,6 +1629,7 @@ int main(void)
 	    cmocka_unit_test(test_sns_urls),
 	    cmocka_unit_test_setup_teardown(test_ses_subscription_confirmation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ses_signature, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ses_slow_certificate, setup, teardown),
 	    cmocka_unit_test(test_http_get_refuses_plain_http),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

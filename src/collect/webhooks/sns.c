@@ -12,6 +12,7 @@
 
 #include "core/clock.h"
 
+#include <errno.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -24,6 +25,7 @@
 #define FETCHES_PER_MIN 10
 #define NEG_TTL_MS (10 * 60 * 1000) /* a 4xx or a bad PEM */
 #define NEG_TTL_SOFT_MS (10 * 1000) /* a network failure */
+#define FETCH_WAIT_MS 500           /* how long a request waits for a fetch it started */
 
 /* ---- URLs --------------------------------------------------------------- */
 
@@ -67,14 +69,22 @@ bool tl_wh_sns_url_ok(const char *u, size_t n, bool pem)
 
 struct cert_entry {
 	char *url;
-	X509 *x;    /* NULL: a remembered failure */
+	X509 *x;    /* NULL: a remembered failure, or not fetched yet */
 	int neg_rc; /* … with this code */
 	int64_t neg_until_ms;
-	uint64_t used; /* LRU tick */
+	uint64_t used;      /* LRU tick */
+	bool fetching;      /* queued for the fetcher thread or being fetched: never evicted */
+	bool queued;        /* … not taken by it yet */
+	int64_t queued_now; /* the clock of the request that queued it */
 };
 
 struct tl_sns_certs {
 	pthread_mutex_t mu;
+	pthread_cond_t work; /* an entry was queued, or stopping */
+	pthread_cond_t done; /* a fetch ended */
+	pthread_t thread;
+	bool started, stopping;
+	int wait_ms;
 	tl_webhook_fetch_fn fetch;
 	void *arg;
 	struct cert_entry *e;
@@ -98,22 +108,44 @@ int tl_sns_certs_create(size_t max_entries, tl_webhook_fetch_fn fetch, void *arg
 		free(c);
 		return -TL_ENOMEM;
 	}
+	if (tl_cond_init_mono(&c->work) != 0 || tl_cond_init_mono(&c->done) != 0) {
+		pthread_mutex_destroy(&c->mu);
+		free(c->e);
+		free(c);
+		return -TL_ENOMEM;
+	}
 	c->max = max_entries;
 	c->fetch = fetch;
 	c->arg = arg;
+	c->wait_ms = FETCH_WAIT_MS;
 	*out = c;
 	return 0;
+}
+
+void tl_sns_certs_set_wait(struct tl_sns_certs *c, int wait_ms)
+{
+	pthread_mutex_lock(&c->mu);
+	c->wait_ms = wait_ms;
+	pthread_mutex_unlock(&c->mu);
 }
 
 void tl_sns_certs_destroy(struct tl_sns_certs *c)
 {
 	if (!c)
 		return;
+	pthread_mutex_lock(&c->mu);
+	c->stopping = true;
+	pthread_cond_signal(&c->work);
+	pthread_mutex_unlock(&c->mu);
+	if (c->started)
+		pthread_join(c->thread, NULL); /* a fetch in flight ends within its timeout */
 	for (size_t i = 0; i < c->n; i++) {
 		free(c->e[i].url);
 		X509_free(c->e[i].x);
 	}
 	free(c->e);
+	pthread_cond_destroy(&c->work);
+	pthread_cond_destroy(&c->done);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
@@ -128,24 +160,36 @@ static X509 *parse_pem(const struct tl_buf *b)
 	return x;
 }
 
-/* The entry for url: an existing one, or a free / least recently used slot
- * reset for it. NULL on allocation failure. */
-static struct cert_entry *slot(struct tl_sns_certs *c, const char *url)
+static struct cert_entry *find(struct tl_sns_certs *c, const char *url)
 {
 	for (size_t i = 0; i < c->n; i++)
 		if (strcmp(c->e[i].url, url) == 0)
 			return &c->e[i];
+	return NULL;
+}
+
+/* The entry for url: an existing one, or a free / least recently used slot
+ * (not one being fetched) reset for it. NULL on allocation failure or when
+ * every slot is being fetched. */
+static struct cert_entry *slot(struct tl_sns_certs *c, const char *url)
+{
+	struct cert_entry *e = find(c, url);
+	if (e)
+		return e;
 	char *dup = strdup(url);
 	if (!dup)
 		return NULL;
-	struct cert_entry *e;
 	if (c->n < c->max) {
 		e = &c->e[c->n++];
 	} else {
-		e = &c->e[0];
-		for (size_t i = 1; i < c->n; i++)
-			if (c->e[i].used < e->used)
+		e = NULL;
+		for (size_t i = 0; i < c->n; i++)
+			if (!c->e[i].fetching && (!e || c->e[i].used < e->used))
 				e = &c->e[i];
+		if (!e) {
+			free(dup);
+			return NULL;
+		}
 		free(e->url);
 		X509_free(e->x);
 	}
@@ -154,60 +198,114 @@ static struct cert_entry *slot(struct tl_sns_certs *c, const char *url)
 	return e;
 }
 
-/* Returns the certificate for url (a reference the caller frees), fetching
- * it if needed. 0 or -TL_ENOTFOUND / -TL_ECORRUPT (no certificate there),
- * -TL_EAGAIN (fetch budget spent), or the fetcher's retryable error. */
+/* Fetches the queued certificates one at a time, off the collector's loop:
+ * a slow or unreachable server stalls no request beyond cert_get's wait. */
+static void *fetcher_main(void *arg)
+{
+	struct tl_sns_certs *c = arg;
+	pthread_mutex_lock(&c->mu);
+	while (!c->stopping) {
+		struct cert_entry *e = NULL;
+		for (size_t i = 0; i < c->n && !e; i++)
+			if (c->e[i].queued)
+				e = &c->e[i];
+		if (!e) {
+			pthread_cond_wait(&c->work, &c->mu);
+			continue;
+		}
+		e->queued = false;
+		char *url = strdup(e->url);
+		int64_t now = e->queued_now;
+		pthread_mutex_unlock(&c->mu);
+		struct tl_buf b;
+		tl_buf_init(&b, CERT_MAX_BYTES);
+		int rc = !url ? -TL_ENOMEM : c->fetch ? c->fetch(c->arg, url, &b) : -TL_EUNAVAIL;
+		X509 *x = NULL;
+		if (!rc && !(x = parse_pem(&b)))
+			rc = -TL_ECORRUPT;
+		tl_buf_free(&b);
+		pthread_mutex_lock(&c->mu);
+		e = url ? find(c, url) : NULL; /* a fetching entry is never evicted */
+		free(url);
+		if (e && !rc) {
+			e->x = x;
+		} else {
+			X509_free(x);
+			if (e) {
+				bool permanent = rc == -TL_ENOTFOUND || rc == -TL_ECORRUPT ||
+				                 rc == -TL_ETOOBIG || rc == -TL_EINVAL;
+				e->neg_rc = permanent ? -TL_ECORRUPT : rc;
+				e->neg_until_ms = now + (permanent ? NEG_TTL_MS : NEG_TTL_SOFT_MS);
+			}
+		}
+		if (e)
+			e->fetching = false;
+		pthread_cond_broadcast(&c->done);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+/* Returns the certificate for url (a reference the caller frees). A URL
+ * not cached yet is queued for the fetcher thread (within the fetch
+ * budget), and its result waited for at most c->wait_ms: on the
+ * collector's loop, a slow server costs that much, not the fetch's
+ * timeout. 0 or -TL_ENOTFOUND / -TL_ECORRUPT (no certificate there),
+ * -TL_EAGAIN (fetch budget spent, or the fetch still running: the sender
+ * retries and finds it cached), or the fetcher's retryable error. */
 static int cert_get(struct tl_sns_certs *c, const char *url, int64_t now, X509 **out)
 {
 	*out = NULL;
 	pthread_mutex_lock(&c->mu);
 	int rc = 0;
-	struct cert_entry *e = NULL;
-	for (size_t i = 0; i < c->n && !e; i++)
-		if (strcmp(c->e[i].url, url) == 0)
-			e = &c->e[i];
+	struct cert_entry *e = find(c, url);
 	if (e && e->x) {
 		X509_up_ref(e->x);
 		*out = e->x;
 		e->used = ++c->tick;
 		goto done;
 	}
-	if (e && e->neg_until_ms > now) {
+	if (e && !e->fetching && e->neg_until_ms > now) {
 		rc = e->neg_rc;
 		goto done;
 	}
-	if (now - c->window_ms >= 60 * 1000 || now < c->window_ms) {
-		c->window_ms = now;
-		c->window_fetches = 0;
+	if (!e || !e->fetching) {
+		if (now - c->window_ms >= 60 * 1000 || now < c->window_ms) {
+			c->window_ms = now;
+			c->window_fetches = 0;
+		}
+		if (c->window_fetches >= FETCHES_PER_MIN) {
+			rc = -TL_EAGAIN;
+			goto done;
+		}
+		if (!c->started) {
+			if (pthread_create(&c->thread, NULL, fetcher_main, c) != 0) {
+				rc = -TL_ENOMEM;
+				goto done;
+			}
+			c->started = true;
+		}
+		if (!(e = slot(c, url))) {
+			rc = -TL_ENOMEM;
+			goto done;
+		}
+		c->window_fetches++;
+		e->used = ++c->tick;
+		e->neg_until_ms = 0;
+		e->fetching = e->queued = true;
+		e->queued_now = now;
+		pthread_cond_signal(&c->work);
 	}
-	if (c->window_fetches >= FETCHES_PER_MIN) {
-		rc = -TL_EAGAIN;
-		goto done;
-	}
-	c->window_fetches++;
-	struct tl_buf b;
-	tl_buf_init(&b, CERT_MAX_BYTES);
-	rc = c->fetch ? c->fetch(c->arg, url, &b) : -TL_EUNAVAIL;
-	X509 *x = NULL;
-	if (!rc && !(x = parse_pem(&b)))
-		rc = -TL_ECORRUPT;
-	tl_buf_free(&b);
-	if (!(e = slot(c, url))) {
-		X509_free(x);
-		rc = rc ? rc : -TL_ENOMEM;
-		goto done;
-	}
-	e->used = ++c->tick;
-	if (!rc) {
-		e->x = x;
-		X509_up_ref(x);
-		*out = x;
+	struct timespec until;
+	tl_mono_deadline(&until, c->wait_ms);
+	while ((e = find(c, url)) && e->fetching)
+		if (pthread_cond_timedwait(&c->done, &c->mu, &until) == ETIMEDOUT)
+			break;
+	if (e && e->x) {
+		X509_up_ref(e->x);
+		*out = e->x;
 	} else {
-		bool permanent =
-		    rc == -TL_ENOTFOUND || rc == -TL_ECORRUPT || rc == -TL_ETOOBIG || rc == -TL_EINVAL;
-		e->neg_rc = permanent ? -TL_ECORRUPT : rc;
-		e->neg_until_ms = now + (permanent ? NEG_TTL_MS : NEG_TTL_SOFT_MS);
-		rc = e->neg_rc;
+		rc = !e || e->fetching ? -TL_EAGAIN : e->neg_rc;
 	}
 done:
 	pthread_mutex_unlock(&c->mu);
@@ -299,6 +397,9 @@ int tl_wh_sns_verify(struct wh_ctx *c, const json_t *env)
 		tl_buf_free(&b);
 		if (rc == -TL_ECORRUPT)
 			return tl_wh_fail(c, 403, -TL_EAUTH, "SigningCertURL did not give a certificate");
+		if (rc == -TL_EAGAIN)
+			return tl_wh_fail(c, 503, -TL_EUNAVAIL,
+			                  "the SNS signing certificate is not fetched yet; retry");
 		return tl_wh_fail(c, 503, -TL_EUNAVAIL, "could not fetch the SNS signing certificate (%s)",
 		                  tl_strerror(rc));
 	}

@@ -190,8 +190,8 @@ uint64_t tl_webhook_replay_evicted(struct tl_webhook_replay *r);
 /* Fetches url (already checked: https://sns.<region>.amazonaws.com/….pem)
  * into out (a tl_buf whose max is the size cap). Returns 0, or -TL_ENOTFOUND
  * (the server said no: 4xx), -TL_ETOOBIG, or a retryable -TL_EUNAVAIL /
- * -TL_ETIMEDOUT / -TL_EIO. May block (it runs inside tl_webhook_handle, once
- * per certificate URL). */
+ * -TL_ETIMEDOUT / -TL_EIO. May block: it runs on the cache's fetcher
+ * thread, once per certificate URL. */
 typedef int (*tl_webhook_fetch_fn)(void *arg, const char *url, struct tl_buf *out);
 
 /* Creates a certificate cache of at most max_entries URLs (0 = 16) that fetches
@@ -199,10 +199,16 @@ typedef int (*tl_webhook_fetch_fn)(void *arg, const char *url, struct tl_buf *ou
  * Failed fetches are remembered for a while (a 4xx or a bad PEM for 10
  * minutes, a network failure for 10 s) and at most 10 fetches a minute are
  * made, so a stream of forged URLs cannot turn the collector into a
- * downloader. Returns 0 or -TL_ENOMEM. Internally locked; a fetch holds the
- * lock. */
+ * downloader. Fetches run on a thread of the cache (started at the first),
+ * one at a time; a request that needs a certificate not cached waits for
+ * its fetch at most 500 ms, then gets a retryable 503 and the sender's retry
+ * finds it cached: a slow or unreachable server never stalls the
+ * collector's loop for the fetch's timeout. Returns 0 or -TL_ENOMEM.
+ * Internally locked. Destroying it waits for a fetch in flight. */
 int tl_sns_certs_create(size_t max_entries, tl_webhook_fetch_fn fetch, void *arg,
                         struct tl_sns_certs **out) TL_MUST_CHECK;
+/* How long a request waits for a fetch it needs (default 500 ms). */
+void tl_sns_certs_set_wait(struct tl_sns_certs *c, int wait_ms);
 void tl_sns_certs_destroy(struct tl_sns_certs *c); /* NULL-safe */
 
 /* Options of tl_webhook_http_get; NULL = the defaults. */
