@@ -14,6 +14,9 @@
 
 /* ---- the pure part ------------------------------------------------------ */
 
+/* The reason enrich_one looks again for; compared by address. */
+static const char reason_unknown_tenant[] = "unknown_tenant";
+
 int tl_enrich_event(const struct tl_enrich_ctx *ctx, struct tl_event *ev, struct tl_enrich_scratch *scratch,
                     const char **reason)
 {
@@ -30,7 +33,7 @@ int tl_enrich_event(const struct tl_enrich_ctx *ctx, struct tl_event *ev, struct
 		}
 		const struct tl_tenant *tn = ctx->lookup(ctx->lookup_arg, t.tenant.p, t.tenant.n);
 		if (!tn) {
-			*reason = "unknown_tenant";
+			*reason = reason_unknown_tenant;
 			return -TL_EAUTH;
 		}
 		int rc = tl_token_verify(ev->token.p, ev->token.n, tn->link_key, sizeof tn->link_key,
@@ -57,7 +60,7 @@ int tl_enrich_event(const struct tl_enrich_ctx *ctx, struct tl_event *ev, struct
 	} else if (!(ev->flags & TL_EVF_HASHED)) {
 		const struct tl_tenant *tn = ctx->lookup(ctx->lookup_arg, ev->tenant.p, ev->tenant.n);
 		if (!tn) {
-			*reason = "unknown_tenant";
+			*reason = reason_unknown_tenant;
 			return -TL_EAUTH;
 		}
 		tl_recipient_hash(tn->salt, sizeof tn->salt, ev->recipient.p, ev->recipient.n,
@@ -284,7 +287,7 @@ static int enrich_one(struct tl_enricher *e, const struct tl_record *r, struct t
 	const struct tl_enrich_ctx ctx = {lookup, e->tenants, e->o.classify};
 	if (tl_enrich_event(&ctx, ev, &e->scratch, reason) == 0)
 		return TL_OK;
-	if (!*reason || strcmp(*reason, "unknown_tenant") != 0 || ev->arrival_ms <= 0)
+	if (*reason != reason_unknown_tenant || ev->arrival_ms <= 0)
 		return TL_OK;
 	int rc = tl_tenant_cache_check_since(e->tenants, ev->arrival_ms);
 	if (rc)
