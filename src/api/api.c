@@ -1050,6 +1050,11 @@ int tl_api_port(const struct tl_api *a)
 	return tl_http_server_port(a->srv);
 }
 
+int tl_api_tenants_reload(struct tl_api *a)
+{
+	return tl_tenant_cache_check_since(a->tenants, tl_now_ms());
+}
+
 int tl_api_run(struct tl_api *a)
 {
 	return tl_http_server_run(a->srv);

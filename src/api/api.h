@@ -28,6 +28,9 @@ struct tl_api_opts {
 
 int tl_api_create(const struct tl_api_opts *o, struct tl_api **out) TL_MUST_CHECK;
 int tl_api_port(const struct tl_api *a);
+/* Reloads the tenants now, not at the next refresh: for one added just
+ * before the API runs (the demo tenant). Before tl_api_run. */
+int tl_api_tenants_reload(struct tl_api *a) TL_MUST_CHECK;
 int tl_api_run(struct tl_api *a);
 void tl_api_stop(struct tl_api *a);
 void tl_api_destroy(struct tl_api *a);

@@ -25,7 +25,7 @@ int tl_cmd_archive(int argc, char **argv)
 	}
 	tl_roles_block_signals();
 	struct tl_wired w = {.s = &s};
-	struct tl_roles rs = {0};
+	struct tl_roles rs = {.interrupt = tl_wire_interrupt, .interrupt_arg = &w};
 	ec = 1;
 	if (!tl_wire_stream(&w, 1) && !tl_wire_archiver(&w, &rs))
 		ec = tl_roles_run(&rs);

@@ -66,6 +66,8 @@ static int run_roles(int argc, char **argv, unsigned roles, const char *usage, c
 	struct tl_wire_reload reload = {&w, argc, argv, flags};
 	rs.reload = tl_wire_reload;
 	rs.reload_arg = &reload;
+	rs.interrupt = tl_wire_interrupt;
+	rs.interrupt_arg = &w;
 	ec = tl_roles_run(&rs);
 out:
 	if (w.stopped)

@@ -34,6 +34,12 @@ int tl_demo_first_start(struct tl_wired *w)
 		tl_error("creating the demo tenant: %s", tl_strerror(rc));
 		return 1;
 	}
+	/* the key printed below works at once, not after the caches' next refresh */
+	if ((rc = tl_collector_tenants_reload(w->collector)) != 0 ||
+	    (rc = tl_api_tenants_reload(w->api)) != 0) {
+		tl_error("--db %s: reloading the tenants: %s", w->s->db, tl_strerror(rc));
+		return 1;
+	}
 	char base[300], api[300];
 	snprintf(base, sizeof base, "http://127.0.0.1:%d", tl_collector_port(w->collector));
 	snprintf(api, sizeof api, "http://127.0.0.1:%d", tl_api_port(w->api));

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 static pthread_t main_thread;
 
@@ -87,12 +88,34 @@ int tl_roles_run(struct tl_roles *rs)
 			tl_info("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 		break;
 	}
+	/* every role is told at once: a role whose server is down may take a
+	 * while, and the others need not wait for it to be told */
+	for (int i = 0; i < rs->n; i++)
+		if (rs->r[i].started)
+			rs->r[i].stop(rs->r[i].obj);
+	struct timespec grace;
+	clock_gettime(CLOCK_REALTIME, &grace); /* pthread_timedjoin_np's clock */
+	grace.tv_sec += TL_ROLES_GRACE_MS / 1000;
+	grace.tv_nsec += (TL_ROLES_GRACE_MS % 1000) * 1000000L;
+	if (grace.tv_nsec >= 1000000000L) {
+		grace.tv_sec++;
+		grace.tv_nsec -= 1000000000L;
+	}
+	int interrupted = !rs->interrupt;
 	int corrupt = 0;
 	for (int i = 0; i < rs->n; i++) {
 		if (!rs->r[i].started)
 			continue;
-		rs->r[i].stop(rs->r[i].obj);
-		pthread_join(rs->r[i].thread, NULL);
+		int ended = !interrupted && pthread_timedjoin_np(rs->r[i].thread, NULL, &grace) == 0;
+		if (!ended && !interrupted) {
+			tl_warn("%s: still stopping after %d ms (a server unreachable?): giving up the "
+			        "retries",
+			        rs->r[i].name, TL_ROLES_GRACE_MS);
+			rs->interrupt(rs->interrupt_arg);
+			interrupted = 1;
+		}
+		if (!ended)
+			pthread_join(rs->r[i].thread, NULL);
 		if (rs->r[i].rc)
 			failed = 1;
 		if (rs->r[i].rc == -TL_ECORRUPT)

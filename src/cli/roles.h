@@ -1,7 +1,8 @@
 /* roles.h — running role loops as threads of one process, with signal
- * handling: SIGINT/SIGTERM stop every role in data-flow order (collector
- * first, API last) so what was accepted is drained; SIGHUP calls the reload
- * hook. Main thread only. */
+ * handling: SIGINT/SIGTERM tell every role to stop, in data-flow order
+ * (collector first), and wait for them all; roles still waiting on an
+ * unreachable server after TL_ROLES_GRACE_MS are cut short by the interrupt
+ * hook. SIGHUP calls the reload hook. Main thread only. */
 #ifndef TL_ROLES_H
 #define TL_ROLES_H
 
@@ -24,7 +25,13 @@ struct tl_roles {
 	int n;
 	void (*reload)(void *arg);
 	void *reload_arg;
+	void (*interrupt)(void *arg); /* at a stop, once the grace is over: ends the retries */
+	void *interrupt_arg;
 };
+
+/* How long a stop waits for the roles to end on their own before calling
+ * the interrupt hook: time for appends in flight to be confirmed. */
+#define TL_ROLES_GRACE_MS 3000
 
 /* Blocks SIGINT/SIGTERM/SIGHUP/SIGUSR1 in the calling thread (and so in
  * every thread it creates). Call before creating any role. */
@@ -39,8 +46,9 @@ void tl_roles_add(struct tl_roles *rs, const char *name, int (*run)(void *), voi
 #define TL_ROLES_EXIT_CORRUPT 3
 
 /* Raises the soft open-file limit to the hard one, starts every role on its
- * own thread, waits for a stop signal (or a role ending on its own), stops
- * them in the order added and joins them. Returns 0 when every role ended
+ * own thread, waits for a stop signal (or a role ending on its own), tells
+ * every role to stop in the order added and joins them (the interrupt hook
+ * runs when they take longer than TL_ROLES_GRACE_MS). Returns 0 when every role ended
  * cleanly, TL_ROLES_EXIT_CORRUPT when one stopped on corrupt data, else 1. */
 int tl_roles_run(struct tl_roles *rs);
 

@@ -299,6 +299,12 @@ void tl_wire_reload(void *arg)
 	tl_settings_free(&s);
 }
 
+void tl_wire_interrupt(void *arg)
+{
+	struct tl_wired *w = arg;
+	tl_stream_interrupt(w->stream);
+}
+
 void tl_wire_destroy(struct tl_wired *w)
 {
 	tl_collector_destroy(w->collector);

@@ -63,6 +63,11 @@ struct tl_wire_reload {
 };
 void tl_wire_reload(void *arg);
 
+/* The roles' interrupt hook (struct tl_roles): ends the stream's retries
+ * (tl_stream_interrupt) so that a stop does not wait out a server that is
+ * down. arg is the struct tl_wired. */
+void tl_wire_interrupt(void *arg);
+
 /* Frees every role created and closes the stream. */
 void tl_wire_destroy(struct tl_wired *w);
 

@@ -499,6 +499,11 @@ int tl_collector_port(const struct tl_collector *c)
 	return tl_http_server_port(c->srv);
 }
 
+int tl_collector_tenants_reload(struct tl_collector *c)
+{
+	return tl_tenant_cache_check_since(c->tenants, tl_now_ms());
+}
+
 int tl_collector_run(struct tl_collector *c)
 {
 	return tl_http_server_run(c->srv);

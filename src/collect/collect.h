@@ -26,6 +26,9 @@ struct tl_collector_opts {
 
 int tl_collector_create(const struct tl_collector_opts *o, struct tl_collector **out) TL_MUST_CHECK;
 int tl_collector_port(const struct tl_collector *c);
+/* Reloads the tenants now, not at the next refresh: for one added just
+ * before the collector runs (the demo tenant). Before tl_collector_run. */
+int tl_collector_tenants_reload(struct tl_collector *c) TL_MUST_CHECK;
 int tl_collector_run(struct tl_collector *c);
 void tl_collector_stop(struct tl_collector *c);
 void tl_collector_destroy(struct tl_collector *c);

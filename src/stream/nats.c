@@ -291,7 +291,7 @@ static int stream_add(struct tln_stream *s, const char *topic, int p, int nparts
 		jsStreamInfo_Destroy(si);
 		if (st == NATS_OK || jerr == JSStreamNameExistErr)
 			return 0; /* exists: made by another process, maybe with other settings */
-		if (!api_transient(st, jerr) || tl_mono_ms() >= deadline)
+		if (!api_transient(st, jerr) || tln_give_up(s, deadline))
 			return tln_err(st, jerr);
 		sleep_ms(TLN_API_RETRY_MS);
 	}
@@ -313,7 +313,7 @@ static int stored_partitions(struct tln_stream *s, const char *topic, int64_t de
 			jsStreamInfo_Destroy(si);
 			return n;
 		}
-		if (!api_transient(st, jerr) || tl_mono_ms() >= deadline)
+		if (!api_transient(st, jerr) || tln_give_up(s, deadline))
 			return tln_err(st, jerr);
 		sleep_ms(TLN_API_RETRY_MS);
 	}
@@ -526,7 +526,7 @@ static int round_complete(struct tln_stream *s, struct tln_call *c)
 		c->status = 0;
 		return 1;
 	}
-	if (c->round_err == -TL_ETOOBIG || now >= c->deadline_ms) {
+	if (c->round_err == -TL_ETOOBIG || tln_give_up(s, c->deadline_ms)) {
 		c->state = CALL_DONE;
 		c->status =
 		    c->round_err == -TL_ETOOBIG || c->round_err == -TL_ENOSPC ? c->round_err : -TL_EUNAVAIL;
@@ -734,15 +734,20 @@ static void *ticker_main(void *arg)
 			struct tln_call *c = s->slots[i];
 			if (!c)
 				continue;
+			const int gone = atomic_load(&s->interrupted);
 			if (c->state == CALL_WAITING && !c->in_send &&
-			    (recon || now - c->sent_ms >= s->ack_timeout_ms)) {
+			    (recon || gone || now - c->sent_ms >= s->ack_timeout_ms)) {
 				c->round++; /* late replies of the round are ignored */
 				c->outstanding = 0;
 				c->round_err = -TL_EUNAVAIL;
 				if (round_complete(s, c))
 					parts[npart++] = c->p; /* c may be freed once unlocked */
 			}
-			if (c->state == CALL_RETRY && now >= c->retry_at_ms) {
+			if (c->state == CALL_RETRY && gone) {
+				c->round_err = -TL_EUNAVAIL; /* round_complete fails it */
+				if (round_complete(s, c))
+					parts[npart++] = c->p;
+			} else if (c->state == CALL_RETRY && now >= c->retry_at_ms) {
 				c->state = CALL_SENDING; /* owned by this thread until sent */
 				sends[nsend++] = c;
 			} else if (c->state == CALL_RETRY && c->retry_at_ms < next) {
@@ -909,6 +914,15 @@ static int parse_servers(const char *hosts, size_t len, char ***out, int *n)
 	*out = v;
 	*n = k;
 	return 0;
+}
+
+static void nats_interrupt(struct tl_stream *base)
+{
+	struct tln_stream *s = (struct tln_stream *)base;
+	pthread_mutex_lock(&s->mu);
+	atomic_store(&s->interrupted, 1); /* the ticker fails every call at its next round */
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->mu);
 }
 
 static void nats_close(struct tl_stream *base)
@@ -1092,6 +1106,8 @@ static int nats_append(struct tl_stream *base, const char *topic, int partition,
 	struct tln_stream *s = (struct tln_stream *)base;
 	if (n > 0 && !recs)
 		return -TL_EINVAL;
+	if (atomic_load(&s->interrupted))
+		return -TL_EUNAVAIL;
 	struct tln_part *p;
 	int rc = part_get(s, topic, partition, &p);
 	if (rc)
@@ -1163,7 +1179,7 @@ static int part_last_seq(struct tln_stream *s, struct tln_part *p, uint64_t *las
 			jsStreamInfo_Destroy(si);
 			return 0;
 		}
-		if (!api_transient(st, jerr) || tl_mono_ms() >= deadline)
+		if (!api_transient(st, jerr) || tln_give_up(s, deadline))
 			return tln_err(st, jerr);
 		sleep_ms(TLN_API_RETRY_MS);
 	}
@@ -1196,7 +1212,7 @@ static int nats_last(struct tl_stream *base, const char *topic, int partition, s
 		natsStatus st = js_GetLastMsg(&m, s->js, p->stream, p->subject, &o, &jerr);
 		if (st == NATS_OK)
 			break;
-		if (!api_transient(st, jerr) || tl_mono_ms() >= deadline)
+		if (!api_transient(st, jerr) || tln_give_up(s, deadline))
 			return tln_err(st, jerr);
 		sleep_ms(TLN_API_RETRY_MS);
 	}
@@ -1240,4 +1256,5 @@ const struct tl_stream_ops tl_stream_nats_ops = {
     .wakeup = tln_consumer_wakeup,
     .error_detail = tln_consumer_error_detail,
     .consumer_close = tln_consumer_close,
+    .interrupt = nats_interrupt,
 };

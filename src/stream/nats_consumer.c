@@ -104,7 +104,17 @@ static void on_complete(void *closure)
 	pthread_mutex_unlock(&c->mu);
 }
 
-/* Subscribes sub i from its next offset. Without c->mu. */
+/* Whether tl_consumer_wakeup came (a stop): retries give up. Without c->mu. */
+static int consumer_woken(struct tln_consumer *c)
+{
+	pthread_mutex_lock(&c->mu);
+	int w = c->wake;
+	pthread_mutex_unlock(&c->mu);
+	return w;
+}
+
+/* Subscribes sub i from its next offset; gives up early on a wakeup or an
+ * interrupt of the stream. Without c->mu. */
 static int sub_start(struct tln_consumer *c, size_t i)
 {
 	struct tln_stream *s = c->s;
@@ -137,7 +147,11 @@ static int sub_start(struct tln_consumer *c, size_t i)
 		                st == NATS_CONNECTION_DISCONNECTED || st == NATS_NOT_YET_CONNECTED ||
 		                st == NATS_IO_ERROR || jerr == JSClusterNotAvailErr ||
 		                jerr == JSStreamOfflineErr || jerr == JSClusterNotLeaderErr;
-		if (!transient || tl_mono_ms() >= deadline) {
+		if (transient && consumer_woken(c)) {
+			free(h);
+			return -TL_EAGAIN; /* stopping: the next poll tries again */
+		}
+		if (!transient || tln_give_up(s, deadline)) {
 			snprintf(c->detail, sizeof(c->detail), "%s: subscribing from offset %llu: %s (%d)",
 			         sb->p->stream, (unsigned long long)sb->next, natsStatus_GetText(st),
 			         (int)jerr);
@@ -175,12 +189,24 @@ static void sub_stop(struct tln_consumer *c, size_t i)
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (sub) {
-		natsSubscription_Unsubscribe(sub);
+		/* Unsubscribe also deletes the server's consumer: a request, which
+		 * waits out its timeout while the server is unreachable (40
+		 * subscriptions: minutes, at a stop). Then the interest alone is
+		 * dropped (Destroy; libnats >= 3.4 leaves the consumer), and the
+		 * server removes an ephemeral consumer without interest itself. */
+		struct tln_stream *s = c->s;
+		int reachable = !atomic_load(&s->interrupted) &&
+		                natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED;
+		if (reachable)
+			natsSubscription_Unsubscribe(sub);
+		else
+			natsSubscription_Destroy(sub);
 		pthread_mutex_lock(&c->mu);
 		while (!h->completed)
 			pthread_cond_wait(&c->space, &c->mu);
 		pthread_mutex_unlock(&c->mu);
-		natsSubscription_Destroy(sub);
+		if (reachable)
+			natsSubscription_Destroy(sub);
 	}
 	free(h);
 	pthread_mutex_lock(&c->mu);
@@ -311,7 +337,7 @@ static size_t gather(struct tln_consumer *c, struct tl_record *out, size_t max)
 /* Re-creates the subscriptions that need it. Called with c->mu; drops it. */
 static int resets(struct tln_consumer *c)
 {
-	for (size_t i = 0; i < c->n; i++) {
+	for (size_t i = 0; i < c->n && !c->wake; i++) {
 		if (!c->subs[i].need_reset)
 			continue;
 		c->subs[i].need_reset = 0;
@@ -319,6 +345,10 @@ static int resets(struct tln_consumer *c)
 		sub_stop(c, i);
 		int rc = sub_start(c, i);
 		pthread_mutex_lock(&c->mu);
+		if (rc == -TL_EAGAIN) {
+			c->subs[i].need_reset = 1; /* woken: the caller returns */
+			return 0;
+		}
 		if (rc) {
 			c->subs[i].need_reset = 1; /* try again on the next poll */
 			return rc;
@@ -333,7 +363,7 @@ static void watchdog(struct tln_consumer *c)
 {
 	struct tln_stream *s = c->s;
 	const int64_t now = tl_mono_ms();
-	for (size_t i = 0; i < c->n; i++) {
+	for (size_t i = 0; i < c->n && !c->wake; i++) {
 		struct nsub *sb = &c->subs[i];
 		if (sb->rlen || now - sb->last_rx_ms < WATCHDOG_MS || now - sb->last_check_ms < WATCHDOG_MS)
 			continue;
@@ -385,6 +415,10 @@ int tln_consumer_poll(struct tl_consumer *base, struct tl_record *out, size_t ma
 			rc = (int)got;
 			break;
 		}
+		if (c->wake) { /* before the resets: a stop must not wait for them */
+			c->wake = 0;
+			break;
+		}
 		int need = 0;
 		for (size_t i = 0; i < c->n; i++)
 			need |= c->subs[i].need_reset;
@@ -395,10 +429,6 @@ int tln_consumer_poll(struct tl_consumer *base, struct tl_record *out, size_t ma
 				break;
 			}
 			continue;
-		}
-		if (c->wake) {
-			c->wake = 0;
-			break;
 		}
 		if (timeout_ms == 0)
 			break;

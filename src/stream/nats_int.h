@@ -17,6 +17,7 @@
 #ifndef TL_STREAM_NATS_INT_H
 #define TL_STREAM_NATS_INT_H
 
+#include "core/clock.h"
 #include "stream/stream.h"
 
 #include <nats/nats.h>
@@ -83,6 +84,7 @@ struct tln_stream {
 	_Atomic int reconnected;    /* replies of rounds in flight at a reconnect are lost */
 	_Atomic int64_t down_since; /* mono ms of the last disconnect, 0 while connected */
 	int closed;                 /* under mu: libnats ran the closed callback (its last) */
+	_Atomic int interrupted;    /* tl_stream_interrupt: every retry gives up */
 
 	/* consumers registered for the connection's async error handler */
 	pthread_mutex_t cons_mu;
@@ -93,6 +95,12 @@ struct tln_stream {
 /* Finds (creating on first use) topic name. *out lives until the stream
  * closes. 0, -TL_EINVAL (bad name), -TL_EUNAVAIL, -TL_ECORRUPT, … */
 int tln_topic_get(struct tln_stream *s, const char *name, struct tln_topic **out);
+
+/* Whether a retry loop with this deadline (mono ms) must give up. */
+static inline int tln_give_up(struct tln_stream *s, int64_t deadline)
+{
+	return atomic_load_explicit(&s->interrupted, memory_order_relaxed) || tl_mono_ms() >= deadline;
+}
 
 /* Maps a libnats status (and JetStream error code, 0 if none) to -TL_E*. */
 int tln_err(natsStatus st, jsErrCode jerr);

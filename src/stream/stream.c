@@ -50,6 +50,12 @@ void tl_stream_close(struct tl_stream *s)
 		s->ops->close(s);
 }
 
+void tl_stream_interrupt(struct tl_stream *s)
+{
+	if (s && s->ops->interrupt)
+		s->ops->interrupt(s);
+}
+
 int tl_stream_partitions(struct tl_stream *s, const char *topic)
 {
 	return s->ops->partitions(s, topic);

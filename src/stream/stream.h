@@ -90,6 +90,14 @@ int tl_stream_open(const char *uri, const struct tl_stream_opts *opts, struct tl
  * everything. NULL-safe. Not concurrently with other calls on s. */
 void tl_stream_close(struct tl_stream *s);
 
+/* Ends the waits on an unreachable server now, for a shutdown that should
+ * not sit out the retry budget: appends still retrying fail (-TL_EUNAVAIL,
+ * their callbacks run), new appends fail, and the end_offset, last and
+ * consumer (re)subscription retries give up. A request already sent still
+ * runs to its own timeout. Irreversible; from any thread. A backend that
+ * never waits on a server (file:) does nothing. */
+void tl_stream_interrupt(struct tl_stream *s);
+
 /* Number of partitions of topic (created if it does not exist, with the
  * stream's opts.partitions; file: a read-only stream creates it too when
  * the directory is writable, else -TL_ENOTFOUND). >0 or negative error. */
@@ -168,6 +176,7 @@ struct tl_stream_ops {
 	void (*wakeup)(struct tl_consumer *c);
 	const char *(*error_detail)(struct tl_consumer *c);
 	void (*consumer_close)(struct tl_consumer *c);
+	void (*interrupt)(struct tl_stream *s); /* NULL: nothing to interrupt */
 };
 
 /* Every backend object starts with this header so stream.c can dispatch. */

@@ -17,7 +17,11 @@
 #     stops cleanly;
 #  4. an aggregator pointed at a reporting DB that was fed from another stream
 #     (part 2's DB, part 3's streams) stops at once with exit 3 instead of
-#     silently skipping records.
+#     silently skipping records;
+#  5. with the nats-server gone, `tally serve` still stops on SIGTERM within
+#     seconds (exit 0), not after every role has sat out its retries (it took
+#     minutes: one consumer deletion request per subscription, each waiting
+#     out its timeout), and a batch posted meanwhile gets a 503, never a 202.
 #
 # Skipped (exit 77) when nats-server or PostgreSQL is not installed.
 # Env: TALLY_BIN (required), TALLY_SCALEOUT_EVENTS (events per gen in part 3,
@@ -104,6 +108,24 @@ unset "SO_PID[agg-wrong]"
 [ "$TL_EXIT_STATUS" = 3 ] || tl_fail "an aggregator over another stream's DB exited $TL_EXIT_STATUS, want 3"
 grep -q "fed from another stream" "$(so_log agg-wrong)" || tl_fail "no explanation in $(so_log agg-wrong)"
 tl_log "an aggregator over a DB fed from another stream stops with exit 3: $(grep -o 'the reporting DB has counted [^:]*' "$(so_log agg-wrong)")"
+# ---- 5. a stop while the stream server is down ----
+
+tl_start_serve stop-serve "$TL_TMP/stop-data" --stream "$SO_NATS_URL?prefix=stop"
+key=$(grep -o 'tk_[A-Za-z0-9_-]*' "$TL_SERVE_LOG" | head -1)
+[ -n "$key" ] || tl_fail "no demo API key in $TL_SERVE_LOG"
+printf '{"type":"sent","campaign":"stop","recipient":"r1","ts":"2026-12-04T10:00:00Z","id":"stop-1"}\n' >"$TL_TMP/stop.ndjson"
+post_stop() { curl -sS --max-time 60 -o "$1" -w '%{http_code}' -H "Authorization: Bearer $key" \
+	--data-binary @"$TL_TMP/stop.ndjson" "$TL_COLLECTOR/v1/events"; }
+code=$(post_stop "$TL_TMP/stop-1.json")
+[ "$code" = 202 ] || tl_fail "a batch with the server up got $code: $(cat "$TL_TMP/stop-1.json")"
+so_nats_kill9 1
+code=$(post_stop "$TL_TMP/stop-2.json" || true)
+[ "$code" = 503 ] || tl_fail "a batch with the server gone got '$code', want 503: $(cat "$TL_TMP/stop-2.json")"
+t0=$(tl_now_ms)
+tl_stop_serve 30
+stop_ms=$(($(tl_now_ms) - t0))
+tl_log "with the nats-server gone: a batch answered 503, serve stopped on SIGTERM in $stop_ms ms"
+
 tl_log "RESULT: $sent events through 2 collectors in $gen_ms ms ($((sent * 1000 / (gen_ms > 0 ? gen_ms : 1))) events/s);" \
 	"2 enrichers and 2 aggregators (partitions 0-3, 4-7); every count == ground truth"
 tl_log "PASS"
