@@ -134,7 +134,10 @@ static int connect_store(struct tl_aggregator *a)
 	}
 }
 
-/* Applies the held batch, retrying with backoff until it lands or we stop. */
+/* Applies the held batch, retrying with backoff until it lands or we stop.
+ * At a stop with the store still failing the batch is dropped: its offsets
+ * were not committed, so it is read again on start. That is a clean stop
+ * (nothing accepted is lost), not a failure of the role. */
 static int apply(struct tl_aggregator *a)
 {
 	int64_t backoff = 20;
@@ -157,7 +160,8 @@ static int apply(struct tl_aggregator *a)
 			tl_warn(
 			    "aggregate: giving up on the held batch at shutdown (%s); it is re-read on start",
 			    tl_strerror(rc));
-			return rc;
+			tl_fold_reset(a->fold);
+			return TL_OK;
 		}
 		tl_warn("aggregate: applying a batch of %zu events failed: %s; retrying in %lld ms",
 		        tl_fold_count(a->fold), tl_strerror(rc), (long long)backoff);
