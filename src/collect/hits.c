@@ -30,6 +30,7 @@
 #include "event/token.h"
 #include "http/http.h"
 
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -285,14 +286,18 @@ void col_hits_free(struct tl_collector *c)
 	free(c->hit_recs);
 }
 
-/* A hit's event id: "k-" + the client's Idempotency-Key when it sends an
- * acceptable one (1..HIT_KEY_MAX of [A-Za-z0-9_.-]), so that a hit re-sent
- * after a lost answer carries the same id and counts once; else a fresh
+/* A hit's event id: with an acceptable Idempotency-Key (1..HIT_KEY_MAX of
+ * [A-Za-z0-9_.-]) "k-" + hex of the first 16 bytes of SHA-256(token "\n"
+ * key), so that a hit re-sent after a lost answer carries the same id and
+ * counts once — and only that hit: the key alone, which the client picks,
+ * would let a holder of any one token of the tenant suppress every other
+ * hit (any recipient, any campaign) sent with the same key. Else a fresh
  * collector id. An unacceptable key is ignored. Returns the id's length. */
 #define HIT_KEY_MAX 64
-#define HIT_ID_CAP (HIT_KEY_MAX + 3)
+#define HIT_ID_CAP 48
 
-static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, char *id)
+static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, const char *token, size_t tn,
+                     char *id)
 {
 	size_t n = 0;
 	const char *k = tl_http_header(r, "Idempotency-Key", &n);
@@ -302,12 +307,23 @@ static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, char *id)
 		ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
 		     ch == '_' || ch == '.' || ch == '-';
 	}
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned int dn = 0;
+	EVP_MD_CTX *md = ok ? EVP_MD_CTX_new() : NULL;
+	ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	     EVP_DigestUpdate(md, token, tn) == 1 && EVP_DigestUpdate(md, "\n", 1) == 1 &&
+	     EVP_DigestUpdate(md, k, n) == 1 && EVP_DigestFinal_ex(md, d, &dn) == 1 && dn >= 16;
+	EVP_MD_CTX_free(md);
 	if (!ok)
 		return col_new_id(c, id);
+	static const char hex[] = "0123456789abcdef";
 	memcpy(id, "k-", 2);
-	memcpy(id + 2, k, n);
-	id[n + 2] = '\0';
-	return n + 2;
+	for (int i = 0; i < 16; i++) {
+		id[2 + 2 * i] = hex[d[i] >> 4];
+		id[3 + 2 * i] = hex[d[i] & 15];
+	}
+	id[34] = '\0';
+	return 34;
 }
 
 /* Fills the parts of a hit event common to both routes. */
@@ -331,7 +347,7 @@ static void hit_event(struct tl_collector *c, struct tl_http_req *r, struct tl_e
 		ev->user_agent = tl_str_of(ua_buf, tl_utf8_sanitize(ua, ual, ua_buf, TL_MAX_USER_AGENT));
 	col_client_ip(c, r, ip, TL_MAX_IP + 1);
 	ev->ip = tl_str_of(ip, strlen(ip));
-	ev->id = tl_str_of(id, hit_id(c, r, id));
+	ev->id = tl_str_of(id, hit_id(c, r, token, tn, id));
 }
 
 /* The token of /o/<token>.gif or /c/<token>: what follows the 3-byte prefix. */
@@ -365,8 +381,22 @@ int col_on_pixel(void *arg, struct tl_http_req *r)
 		answer_gif_now(r);
 		return TL_HTTP_DONE;
 	}
+	/* A tenant this collector knows: its signature is checked here, and a
+	 * forged hit is answered (the GIF, as always) but never written. One
+	 * it does not know yet (added since the cache's last refresh) is
+	 * recorded: the enricher looks the tenant up again and decides. */
+	const struct tl_tenant *tenant = tl_tenant_cache_by_name(c->tenants, t.tenant.p, t.tenant.n);
+	if (tenant) {
+		int rc = tl_token_verify(token, tn, tenant->link_key, sizeof tenant->link_key,
+		                         c->token_scratch, sizeof c->token_scratch, &t);
+		if (rc) {
+			col_count(&c->rejected[rc == -TL_EAUTH ? RJ_BAD_SIGNATURE : RJ_BAD_TOKEN]);
+			answer_gif_now(r);
+			return TL_HTTP_DONE;
+		}
+	}
 	struct tl_event ev;
-	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
+	char id[HIT_ID_CAP], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
 	hit_event(c, r, &ev, TL_EV_OPEN, token, tn, id, ip, ua);
 	return record_hit(c, r, &ev, &t.tenant, t.recipient.p, t.recipient.n, NULL);
 }
@@ -400,7 +430,7 @@ int col_on_click(void *arg, struct tl_http_req *r)
 	if (!tl_token_url_ok(t.url)) /* as at minting: nothing that could split the answer */
 		return click_not_found(c, r, RJ_BAD_TOKEN);
 	struct tl_event ev;
-	char id[HIT_ID_CAP > 48 ? HIT_ID_CAP : 48], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
+	char id[HIT_ID_CAP], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
 	hit_event(c, r, &ev, TL_EV_CLICK, token, tn, id, ip, ua);
 	return record_hit(c, r, &ev, &t.tenant, t.recipient.p, t.recipient.n, &t.url);
 }

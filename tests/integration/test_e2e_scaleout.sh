@@ -21,7 +21,11 @@
 #  5. with the nats-server gone, `tally serve` still stops on SIGTERM within
 #     seconds (exit 0), not after every role has sat out its retries (it took
 #     minutes: one consumer deletion request per subscription, each waiting
-#     out its timeout), and a batch posted meanwhile gets a 503, never a 202.
+#     out its timeout), and a batch posted meanwhile gets a 503, never a 202;
+#  6. with PostgreSQL down, a batch is still accepted (the log is durable) and
+#     SIGTERM stops `tally serve` cleanly (exit 0) although the aggregator
+#     cannot apply what it holds; started again with PostgreSQL back, the
+#     batch is counted.
 #
 # Skipped (exit 77) when nats-server or PostgreSQL is not installed.
 # Env: TALLY_BIN (required), TALLY_SCALEOUT_EVENTS (events per gen in part 3,
@@ -125,6 +129,30 @@ t0=$(tl_now_ms)
 tl_stop_serve 30
 stop_ms=$(($(tl_now_ms) - t0))
 tl_log "with the nats-server gone: a batch answered 503, serve stopped on SIGTERM in $stop_ms ms"
+
+# ---- 6. a stop while the reporting DB is down ----
+
+PGDB=$(so_pg_createdb pgstop)
+tl_start_serve pgstop-1 "$TL_TMP/pgstop-data" --db "$PGDB"
+key=$(grep -o 'tk_[A-Za-z0-9_-]*' "$TL_SERVE_LOG" | head -1)
+[ -n "$key" ] || tl_fail "no demo API key in $TL_SERVE_LOG"
+sed 's/"stop-1"/"pgstop-1"/' "$TL_TMP/stop.ndjson" >"$TL_TMP/pgstop.ndjson"
+code=$(curl -sS --max-time 30 -o "$TL_TMP/pgstop.json" -w '%{http_code}' -H "Authorization: Bearer $key" \
+	--data-binary @"$TL_TMP/pgstop.ndjson" "$TL_COLLECTOR/v1/events")
+[ "$code" = 202 ] || tl_fail "a batch before PostgreSQL stops got $code: $(cat "$TL_TMP/pgstop.json")"
+so_pg_stop immediate
+sed 's/"pgstop-1"/"pgstop-2"/' "$TL_TMP/pgstop.ndjson" >"$TL_TMP/pgstop2.ndjson"
+code=$(curl -sS --max-time 30 -o "$TL_TMP/pgstop.json" -w '%{http_code}' -H "Authorization: Bearer $key" \
+	--data-binary @"$TL_TMP/pgstop2.ndjson" "$TL_COLLECTOR/v1/events")
+[ "$code" = 202 ] || tl_fail "a batch with PostgreSQL down got $code: $(cat "$TL_TMP/pgstop.json")"
+tl_wait_for 20 "the aggregator to hold a batch it cannot apply" grep -q "applying a batch of .* failed" "$TL_SERVE_LOG"
+tl_stop_serve 30
+so_pg_start_again
+tl_start_serve pgstop-2 "$TL_TMP/pgstop-data" --db "$PGDB"
+pg_sent() { [ "$(tl_api_get /v1/campaigns/stop/metrics "$key" | jq .counts.sent)" = 2 ]; }
+tl_wait_for 30 "both batches counted after the restart" pg_sent
+tl_stop_serve 30
+tl_log "with PostgreSQL down: a batch accepted, serve stopped cleanly, both batches counted after the restart"
 
 tl_log "RESULT: $sent events through 2 collectors in $gen_ms ms ($((sent * 1000 / (gen_ms > 0 ? gen_ms : 1))) events/s);" \
 	"2 enrichers and 2 aggregators (partitions 0-3, 4-7); every count == ground truth"

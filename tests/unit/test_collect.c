@@ -456,16 +456,31 @@ static void test_pixel(void **state)
 	snprintf(opath, sizeof opath, "/o/%s.gif", cpath + 3);
 	get(x->port, "GET", opath, &r);
 	assert_gif(&r);
+	/* forged for a tenant the collector knows (signed with another key):
+	 * the GIF, nothing written */
+	unsigned char other[TL_LINK_KEY_LEN];
+	memset(other, 7, sizeof other);
+	mint(other, "acme", TL_TOKEN_OPEN, NULL, opath, sizeof opath);
+	get(x->port, "GET", opath, &r);
+	assert_gif(&r);
 	assert_int_equal(fake_count(&x->f), 2);
+	assert_int_equal(metric(x, "tally_rejected_total{reason=\"bad_signature\"}"), 1);
+	/* a tenant it does not know (yet): recorded, the enricher decides */
+	mint(other, "newcomer", TL_TOKEN_OPEN, NULL, opath, sizeof opath);
+	get(x->port, "GET", opath, &r);
+	assert_gif(&r);
+	assert_int_equal(fake_count(&x->f), 3);
 	assert_int_equal(metric(x, "tally_rejected_total{reason=\"bad_token\"}"), 2);
 	assert_int_equal(metric(x, "tally_rejected_total{reason=\"token_kind\"}"), 1);
-	assert_int_equal(metric(x, "tally_events_accepted_total{topic=\"events\"}"), 2);
-	assert_int_equal(metric(x, "tally_collector_requests_total{route=\"pixel\"}"), 5);
+	assert_int_equal(metric(x, "tally_events_accepted_total{topic=\"events\"}"), 3);
+	assert_int_equal(metric(x, "tally_collector_requests_total{route=\"pixel\"}"), 7);
 }
 
 /* Idempotency-Key: a re-sent hit carries the same event id (the aggregator
- * counts it once) and stream msg id "<tenant>:<id>"; a key outside the
- * accepted form is ignored. */
+ * counts it once) and stream msg id "<tenant>:<id>"; the id is derived from
+ * the token and the key, so another token sent with the same key (another
+ * recipient's hit, a click) is another event; a key outside the accepted
+ * form is ignored. */
 static void test_hit_idempotency_key(void **state)
 {
 	struct fix *x = *state;
@@ -485,18 +500,29 @@ static void test_hit_idempotency_key(void **state)
 	snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: x\r\nIdempotency-Key: %s\r\n\r\n", path, longkey);
 	http(x->port, raw, &r);
 	assert_gif(&r);
-	assert_int_equal(fake_count(&x->f), 5);
-	struct tl_event ev[5];
-	for (int i = 0; i < 5; i++)
+	/* the same key on another token: a click of the same tenant */
+	char cpath[1024];
+	mint(x->acme.link_key, "acme", TL_TOKEN_CLICK, "https://shop.example/", cpath, sizeof cpath);
+	snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: x\r\nIdempotency-Key: g0123-1a\r\n\r\n", cpath);
+	http(x->port, raw, &r);
+	assert_int_equal(r.status, 302);
+	assert_int_equal(fake_count(&x->f), 6);
+	struct tl_event ev[6];
+	for (int i = 0; i < 6; i++)
 		assert_int_equal(tl_event_decode(x->f.recs[i].val, x->f.recs[i].val_len, &ev[i]), 0);
-	assert_int_equal(ev[0].id.n, strlen("k-g0123-1a"));
-	assert_memory_equal(ev[0].id.p, "k-g0123-1a", ev[0].id.n);
+	assert_int_equal(ev[0].id.n, 34); /* "k-" + 32 hex digits */
+	assert_memory_equal(ev[0].id.p, "k-", 2);
 	assert_int_equal(ev[1].id.n, ev[0].id.n);
 	assert_memory_equal(ev[1].id.p, ev[0].id.p, ev[0].id.n);
+	assert_int_equal(ev[5].id.n, 34);
+	assert_memory_equal(ev[5].id.p, "k-", 2);
+	assert_memory_not_equal(ev[5].id.p, ev[0].id.p, 34);
 	/* a stream that deduplicates by msg id (JetStream) holds every tenant's
 	 * hits: the key is only unique within its tenant */
-	assert_string_equal(x->f.recs[0].msg_id, "acme:k-g0123-1a");
-	assert_string_equal(x->f.recs[1].msg_id, "acme:k-g0123-1a");
+	char want[64];
+	snprintf(want, sizeof want, "acme:%.*s", (int)ev[0].id.n, ev[0].id.p);
+	assert_string_equal(x->f.recs[0].msg_id, want);
+	assert_string_equal(x->f.recs[1].msg_id, want);
 	for (int i = 2; i < 5; i++) /* refused keys: a fresh collector id */
 		assert_true(ev[i].id.n > 16 && ev[i].id.p[0] == 'c');
 }
