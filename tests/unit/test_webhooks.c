@@ -1170,6 +1170,20 @@ static void test_ses_multi_recipient_and_classes(void **state)
 	     "\"subscription\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"newTopicPreferences\":"
 	     "{\"unsubscribeAll\":true}}",
 	     "unsubscribe"},
+	    /* SES accepted it but never sent it: the address is suppressed */
+	    {"Complaint",
+	     "\"complaint\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"complaintSubType\":"
+	     "\"OnAccountSuppressionList\",\"complainedRecipients\":[{\"emailAddress\":\"a@x.io\"}]}",
+	     "dropped"},
+	    /* topic B turned to OptOut (A was out before) */
+	    {"Subscription",
+	     "\"subscription\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"oldTopicPreferences\":"
+	     "{\"unsubscribeAll\":false,\"topicSubscriptionStatus\":[{\"topicName\":\"A\","
+	     "\"subscriptionStatus\":\"OptOut\"},{\"topicName\":\"B\",\"subscriptionStatus\":\"OptIn\"}]},"
+	     "\"newTopicPreferences\":{\"unsubscribeAll\":false,\"topicSubscriptionStatus\":[{"
+	     "\"topicName\":\"A\",\"subscriptionStatus\":\"OptOut\"},{\"topicName\":\"B\","
+	     "\"subscriptionStatus\":\"OptOut\"}]}}",
+	     "unsubscribe"},
 	};
 	for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
 		char msg[1024];
@@ -1184,6 +1198,26 @@ static void test_ses_multi_recipient_and_classes(void **state)
 		assert_string_equal(tl_event_type_name(f->out.events[0].type), other[i][2]);
 		free(body);
 	}
+	/* a scanner clicks two links of a message in the same millisecond: two clicks */
+	char id1[256];
+	for (int l = 0; l < 2; l++) {
+		char msg[1024];
+		snprintf(msg, sizeof msg,
+		         "{\"eventType\":\"Click\",\"mail\":{\"messageId\":\"m-4\",\"timestamp\":"
+		         "\"2020-01-01T00:00:00Z\",\"destination\":[\"a@x.io\"],\"tags\":{\"tally_campaign\":"
+		         "[\"c\"]}},\"click\":{\"timestamp\":\"2020-01-01T00:01:00Z\",\"link\":"
+		         "\"https://x.io/%d\"}}",
+		         l);
+		body = sns_wrap("Notification", msg, NULL, NULL);
+		assert_int_equal(run(f, "ses", body), 0);
+		assert_int_equal(f->out.n, 1);
+		if (l == 0)
+			snprintf(id1, sizeof id1, "%.*s", (int)f->out.events[0].id.n, f->out.events[0].id.p);
+		else
+			assert_false(strlen(id1) == f->out.events[0].id.n &&
+			             memcmp(id1, f->out.events[0].id.p, f->out.events[0].id.n) == 0);
+		free(body);
+	}
 	const char *dead[][2] = {
 	    {"{\"eventType\":\"Rendering "
 	     "Failure\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]},"
@@ -1191,6 +1225,19 @@ static void test_ses_multi_recipient_and_classes(void **state)
 	     "rendering failure"},
 	    {"{\"eventType\":\"Subscription\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]},"
 	     "\"subscription\":{\"newTopicPreferences\":{\"unsubscribeAll\":false}}}",
+	     "subscription change"},
+	    /* a re-subscription to B while A stays out: not a new unsubscribe */
+	    {"{\"eventType\":\"Subscription\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]},"
+	     "\"subscription\":{\"oldTopicPreferences\":{\"topicSubscriptionStatus\":[{\"topicName\":"
+	     "\"A\",\"subscriptionStatus\":\"OptOut\"},{\"topicName\":\"B\",\"subscriptionStatus\":"
+	     "\"OptOut\"}]},\"newTopicPreferences\":{\"topicSubscriptionStatus\":[{\"topicName\":\"A\","
+	     "\"subscriptionStatus\":\"OptOut\"},{\"topicName\":\"B\",\"subscriptionStatus\":"
+	     "\"OptIn\"}]}}}",
+	     "subscription change"},
+	    /* unsubscribeAll already on */
+	    {"{\"eventType\":\"Subscription\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]},"
+	     "\"subscription\":{\"oldTopicPreferences\":{\"unsubscribeAll\":true},"
+	     "\"newTopicPreferences\":{\"unsubscribeAll\":true}}}",
 	     "subscription change"},
 	    {"{\"eventType\":\"Teleport\",\"mail\":{\"messageId\":\"m\",\"destination\":[\"a@x.io\"]}}",
 	     "unmapped event type \"Teleport\""},
@@ -1231,6 +1278,8 @@ static void test_sns_urls(void **state)
 	    "https://sns.us-east-1.amazonaws.com/"
 	    "?Action=ConfirmSubscription&TopicArn=arn:aws:sns:x&Token=abc",
 	    "https://sns.eu-west-3.amazonaws.com/",
+	    "https://sns.us-gov-west-1.amazonaws.com/",
+	    "https://sns.ap-southeast-2.amazonaws.com/",
 	};
 	static const char *bad[] = {
 	    "http://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",
@@ -1253,6 +1302,13 @@ static void test_sns_urls(void **state)
 	    "https://sns.us-east-1.amazonaws.com/ x",
 	    "https://sns.us-east-1.amazonaws.com/#frag",
 	    "https://sns.cn-north-1.amazonaws.com.cn/",
+	    /* S3 under Amazon's wildcard certificate: the bucket "sns" */
+	    "https://sns.s3.amazonaws.com/",
+	    "https://sns.s3-accelerate.amazonaws.com/",
+	    "https://sns.s3-external-1.amazonaws.com/",
+	    "https://sns.us-east.amazonaws.com/",
+	    "https://sns.us-east-123.amazonaws.com/",
+	    "https://sns.u-east-1.amazonaws.com/",
 	    "",
 	};
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
@@ -1264,8 +1320,13 @@ static void test_sns_urls(void **state)
 	assert_true(tl_wh_sns_url_ok(pem, strlen(pem), true));
 	const char *notpem[] = {"https://sns.us-east-1.amazonaws.com/x.pem?y=1",
 	                        "https://sns.us-east-1.amazonaws.com/x.txt",
-	                        "https://sns.us-east-1.amazonaws.com/.pe"};
-	for (size_t i = 0; i < 3; i++)
+	                        "https://sns.us-east-1.amazonaws.com/.pe",
+	                        "https://sns.us-east-1.amazonaws.com/evil.pem",
+	                        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-.pem",
+	                        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-XY.pem",
+	                        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-ab.pem?x",
+	                        "https://sns.us-east-1.amazonaws.com/a/SimpleNotificationService-ab.pem"};
+	for (size_t i = 0; i < sizeof notpem / sizeof notpem[0]; i++)
 		assert_false(tl_wh_sns_url_ok(notpem[i], strlen(notpem[i]), true));
 }
 
@@ -1316,7 +1377,7 @@ struct fake_sns {
 	atomic_int done; /* fetches finished */
 };
 
-#define CERT_URL "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem"
+#define CERT_URL "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-7e57.pem"
 
 static int fake_fetch(void *arg, const char *url, struct tl_buf *out)
 {
@@ -1468,7 +1529,7 @@ static void test_ses_signature(void **state)
 	assert_int_equal(s.fetches, 1);
 	free(body);
 	/* an unknown amazonaws URL: fetched once (404), then remembered */
-	body = sns_sign(&s, env, "2", "https://sns.us-east-1.amazonaws.com/other.pem");
+	body = sns_sign(&s, env, "2", "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0e.pem");
 	assert_int_equal(run(f, "ses", body), -TL_EAUTH);
 	assert_int_equal(f->status, 403);
 	assert_int_equal(run(f, "ses", body), -TL_EAUTH);
@@ -1527,7 +1588,7 @@ static void test_ses_signature(void **state)
 	int refused = 0;
 	for (int i = 0; i < 20; i++) {
 		char url[128];
-		snprintf(url, sizeof url, "https://sns.us-east-1.amazonaws.com/flood-%d.pem", i);
+		snprintf(url, sizeof url, "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-f%d.pem", i);
 		char *b2 = sns_sign(&s, env, "2", url);
 		run(f, "ses", b2);
 		refused += f->status == 503;

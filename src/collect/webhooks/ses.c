@@ -83,17 +83,36 @@ static struct tl_str field(struct wh_ctx *c, const json_t *mail, const char *nam
 	return TL_STR_NULL;
 }
 
-/* Subscription events count only when the recipient opted out. */
-static bool opted_out(const json_t *detail)
+/* Whether topic `name` is OptOut in preferences `pref` (NULL: none given). */
+static bool topic_out(const json_t *pref, struct tl_str name)
 {
-	const json_t *pref = json_object_get(detail, "newTopicPreferences");
-	if (json_is_true(json_object_get(pref, "unsubscribeAll")))
-		return true;
 	size_t i;
 	const json_t *t;
 	json_array_foreach(json_object_get(pref, "topicSubscriptionStatus"), i, t)
 	{
-		if (eq(tl_wh_str(t, "subscriptionStatus"), "OptOut"))
+		struct tl_str tn = tl_wh_str(t, "topicName");
+		if (tn.n == name.n && (!tn.n || memcmp(tn.p, name.p, tn.n) == 0))
+			return eq(tl_wh_str(t, "subscriptionStatus"), "OptOut");
+	}
+	return false;
+}
+
+/* Subscription events count only when the recipient opted out by this
+ * change: unsubscribeAll turned on, or a topic turned to OptOut. A topic
+ * that was already out (another topic's change, a re-subscription) is not
+ * a new unsubscribe; without oldTopicPreferences every OptOut counts. */
+static bool opted_out(const json_t *detail)
+{
+	const json_t *pref = json_object_get(detail, "newTopicPreferences");
+	const json_t *old = json_object_get(detail, "oldTopicPreferences");
+	if (json_is_true(json_object_get(pref, "unsubscribeAll")))
+		return !json_is_true(json_object_get(old, "unsubscribeAll"));
+	size_t i;
+	const json_t *t;
+	json_array_foreach(json_object_get(pref, "topicSubscriptionStatus"), i, t)
+	{
+		if (eq(tl_wh_str(t, "subscriptionStatus"), "OptOut") &&
+		    !topic_out(old, tl_wh_str(t, "topicName")))
 			return true;
 	}
 	return false;
@@ -113,8 +132,11 @@ static int recipient_event(struct wh_ctx *c, const struct ses_kind *k, struct tl
 	}
 	it.hashed = false;
 	tl_wh_item_hash(c, &it);
+	/* a click's link too: a scanner clicks every link of a message in the
+	 * same millisecond, and each is its own click */
 	struct tl_str parts[] = {msgid, kname, tl_str_of(it.rhash, strlen(it.rhash)),
-	                         k && k->repeatable ? tl_wh_int(c, it.ts_ms) : TL_STR_NULL};
+	                         k && k->repeatable ? tl_wh_int(c, it.ts_ms) : TL_STR_NULL,
+	                         it.type == TL_EV_CLICK ? it.url : TL_STR_NULL};
 	it.id = tl_wh_id(c, "ses", parts, sizeof parts / sizeof parts[0]);
 	return tl_wh_emit(c, &it);
 }
@@ -160,6 +182,9 @@ static int ses_event(struct wh_ctx *c, const json_t *m, struct tl_str sns_id)
 			base.type = TL_EV_DROPPED; /* SES did not attempt it: a suppression-list drop */
 		else
 			base.bounce_class = eq(bt, "Permanent") ? TL_BOUNCE_HARD : TL_BOUNCE_SOFT;
+	} else if (base.type == TL_EV_COMPLAINT &&
+	           eq(tl_wh_str(detail, "complaintSubType"), "OnAccountSuppressionList")) {
+		base.type = TL_EV_DROPPED; /* not sent: the address is on the suppression list */
 	} else if (base.type == TL_EV_COMPLAINT &&
 	           eq(tl_wh_str(detail, "complaintFeedbackType"), "not-spam")) {
 		base.dead = "complaint with feedback type not-spam";

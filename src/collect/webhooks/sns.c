@@ -29,6 +29,34 @@
 
 /* ---- URLs --------------------------------------------------------------- */
 
+/* An AWS region name: <2 letters>[-gov]-<letters>-<digits> ("us-east-1",
+ * "us-gov-west-1", "ap-southeast-2"). Not merely [a-z0-9-]+: that let
+ * "sns.s3.amazonaws.com" through, the S3 bucket "sns" under Amazon's own
+ * wildcard certificate, where anyone owning that bucket could have served
+ * a signing certificate. */
+static bool region_ok(const char *r, size_t n)
+{
+	size_t i = 0;
+	if (n < 6 || n > 32)
+		return false;
+	for (; i < 2; i++)
+		if (r[i] < 'a' || r[i] > 'z')
+			return false;
+	if (r[i++] != '-')
+		return false;
+	if (n - i > 4 && memcmp(r + i, "gov-", 4) == 0)
+		i += 4;
+	size_t w = i;
+	while (i < n && r[i] >= 'a' && r[i] <= 'z')
+		i++;
+	if (i == w || i >= n || r[i++] != '-')
+		return false;
+	size_t d = i;
+	while (i < n && r[i] >= '0' && r[i] <= '9')
+		i++;
+	return i == n && i > d && i - d <= 2;
+}
+
 bool tl_wh_sns_url_ok(const char *u, size_t n, bool pem)
 {
 	static const char pre[] = "https://sns.", suf[] = ".amazonaws.com";
@@ -46,21 +74,21 @@ bool tl_wh_sns_url_ok(const char *u, size_t n, bool pem)
 		e++;
 	if (e >= n || u[e] != '/')
 		return false;
-	/* host = "sns." region ".amazonaws.com", region = [a-z0-9-]+; this
-	 * leaves no room for userinfo ('@'), a port (':') or another host */
+	/* host = "sns." region ".amazonaws.com"; this leaves no room for
+	 * userinfo ('@'), a port (':') or another host */
 	if (e - h < 4 + 1 + suf_n || memcmp(u + e - suf_n, suf, suf_n) != 0)
 		return false;
-	size_t r0 = h + 4, r1 = e - suf_n;
-	if (r1 <= r0 || r1 - r0 > 32)
+	if (!region_ok(u + h + 4, e - suf_n - (h + 4)))
 		return false;
-	for (size_t i = r0; i < r1; i++) {
-		char ch = u[i];
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-'))
+	if (pem) { /* "/SimpleNotificationService-<hex>.pem", as SNS signs with */
+		static const char cp[] = "/SimpleNotificationService-";
+		const size_t cp_n = sizeof cp - 1;
+		if (n - e < cp_n + 1 + 4 || n - e > cp_n + 64 + 4 || memcmp(u + e, cp, cp_n) != 0 ||
+		    memcmp(u + n - 4, ".pem", 4) != 0)
 			return false;
-	}
-	if (pem) {
-		if (memchr(u + e, '?', n - e) || n - e < 5 || memcmp(u + n - 4, ".pem", 4) != 0)
-			return false;
+		for (size_t i = e + cp_n; i < n - 4; i++)
+			if (!((u[i] >= '0' && u[i] <= '9') || (u[i] >= 'a' && u[i] <= 'f')))
+				return false;
 	}
 	return true;
 }
