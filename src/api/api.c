@@ -501,16 +501,28 @@ static int64_t floor_div(int64_t a, int64_t b)
 	return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
-/* Reads an RFC 3339 time parameter: 1 absent, 0 parsed, -1 after answering 400. */
+#define API_TIME_MIN_MS INT64_C(-62135596800000) /* 0001-01-01T00:00:00Z */
+#define API_TIME_MAX_MS INT64_C(253402300799999)  /* 9999-12-31T23:59:59.999Z */
+
+/* Reads an RFC 3339 time parameter: 1 absent, 0 parsed, -1 after answering
+ * 400. A '+' of an offset left unencoded arrives as a space (form
+ * decoding): one after the seconds is read as the '+' it was. Years 0001 to
+ * 9999 only, the range the answer can write back. */
 static int param_time(struct tl_api *a, struct tl_http_req *r, enum route rt, const char *name, int64_t *ms)
 {
 	char v[64];
 	int n = tl_http_query_param(r, name, v, sizeof v);
 	if (n == -1)
 		return 1;
-	if (n < 0 || tl_time_parse_iso(v, (size_t)n, ms) != 0) {
+	for (int i = 19; i < n; i++)
+		if (v[i] == ' ')
+			v[i] = '+';
+	if (n < 0 || tl_time_parse_iso(v, (size_t)n, ms) != 0 || *ms < API_TIME_MIN_MS ||
+	    *ms > API_TIME_MAX_MS) {
 		reply_error(a, r, rt, 400, "bad_parameter",
-		            "%s: not an RFC 3339 time (e.g. 2026-12-03T18:00:00Z)", name);
+		            "%s: not an RFC 3339 time of years 0001-9999 (e.g. 2026-12-03T18:00:00Z; "
+		            "write an offset's '+' as %%2B)",
+		            name);
 		return -1;
 	}
 	return 0;
@@ -524,6 +536,8 @@ struct series_ctx {
 static int series_cb(void *arg, int64_t bucket_ms, int64_t value)
 {
 	struct series_ctx *x = arg;
+	if (value == 0) /* rows of other metrics only: an empty bucket is left out, as always */
+		return 0;
 	char t[TL_TIME_ISO_MAX];
 	size_t tn = tl_time_format_iso_s(bucket_ms, t, sizeof t);
 	return tl_buf_printf(x->b, "%s[\"%.*s\",%" PRId64 "]", x->n++ ? "," : "", (int)tn, t, value);
@@ -576,6 +590,10 @@ static void campaign_series(struct tl_api *a, struct tl_http_req *r, const struc
 		reply_error(a, r, rt, 400, "bad_parameter", "from: must be before to");
 		return;
 	}
+	/* whole buckets, echoed: a bucket is counted whole or not at all, and
+	 * no point is labelled outside [from, to) */
+	from = floor_div(from, gran_ms) * gran_ms;
+	to = (floor_div(to - 1, gran_ms) + 1) * gran_ms;
 	/* Buckets touched by [from, to), computed without overflow. */
 	int64_t first_b = floor_div(from, gran_ms), last_b = floor_div(to - 1, gran_ms);
 	if (last_b - first_b >= API_SERIES_MAX_BUCKETS) {

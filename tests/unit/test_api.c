@@ -470,8 +470,44 @@ static void test_series(void **state)
 	expect_point(pts, 0, "2026-12-03T18:00:00Z", 3);
 	json_decref(j);
 
+	/* bounds inside a bucket are widened to whole buckets, and echoed */
+	j = get_json("/v1/campaigns/spring-sale/series?metric=opens&granularity=hour"
+	             "&from=2026-12-03T18:35:00Z&to=2026-12-03T19:00:00Z",
+	             fx.key_acme, 200);
+	assert_string_equal(json_string_value(json_object_get(j, "from")), "2026-12-03T18:00:00.000Z");
+	assert_string_equal(json_string_value(json_object_get(j, "to")), "2026-12-03T19:00:00.000Z");
+	pts = json_object_get(j, "points");
+	assert_int_equal(json_array_size(pts), 1);
+	expect_point(pts, 0, "2026-12-03T18:00:00Z", 5);
+	json_decref(j);
+	j = get_json("/v1/campaigns/spring-sale/series?metric=opens"
+	             "&from=2026-12-03T18:00:10Z&to=2026-12-03T18:00:20Z",
+	             fx.key_acme, 200);
+	assert_string_equal(json_string_value(json_object_get(j, "to")), "2026-12-03T18:01:00.000Z");
+	pts = json_object_get(j, "points");
+	assert_int_equal(json_array_size(pts), 1);
+	expect_point(pts, 0, "2026-12-03T18:00:00Z", 3);
+	json_decref(j);
+	/* an offset's '+' left unencoded (form decoding makes it a space) */
+	j = get_json("/v1/campaigns/spring-sale/series?metric=opens"
+	             "&from=2026-12-03T19:00:00+01:00&to=2026-12-03T18:01:00Z",
+	             fx.key_acme, 200);
+	pts = json_object_get(j, "points");
+	assert_int_equal(json_array_size(pts), 1);
+	expect_point(pts, 0, "2026-12-03T18:00:00Z", 3);
+	json_decref(j);
+	/* a bucket with rows of other metrics only is left out like an empty one */
+	add_one("acme", "zeros", "", INT64_C(1796320800000), TL_M_SENT, 1); /* 2026-12-03T18:00Z */
+	j = get_json("/v1/campaigns/zeros/series?metric=opens&from=2026-12-03T18:00:00Z"
+	             "&to=2026-12-03T18:10:00Z",
+	             fx.key_acme, 200);
+	assert_int_equal(json_array_size(json_object_get(j, "points")), 0);
+	json_decref(j);
+
 	const char *base = "/v1/campaigns/spring-sale/series";
 	char path[512];
+	snprintf(path, sizeof path, "%s?metric=opens&from=0000-01-01T00:00:00Z&to=2026-01-01", base);
+	expect_error(path, fx.key_acme, 400, "bad_parameter", "from");
 	expect_error("/v1/campaigns/spring-sale/series", fx.key_acme, 400, "bad_parameter", "metric");
 	snprintf(path, sizeof path, "%s?metric=open", base);
 	expect_error(path, fx.key_acme, 400, "bad_parameter", "metric");
