@@ -502,7 +502,7 @@ static int64_t floor_div(int64_t a, int64_t b)
 }
 
 #define API_TIME_MIN_MS INT64_C(-62135596800000) /* 0001-01-01T00:00:00Z */
-#define API_TIME_MAX_MS INT64_C(253402300799999)  /* 9999-12-31T23:59:59.999Z */
+#define API_TIME_MAX_MS INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
 
 /* Reads an RFC 3339 time parameter: 1 absent, 0 parsed, -1 after answering
  * 400. A '+' of an offset left unencoded arrives as a space (form

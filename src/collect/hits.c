@@ -296,8 +296,7 @@ void col_hits_free(struct tl_collector *c)
 #define HIT_KEY_MAX 64
 #define HIT_ID_CAP 48
 
-static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, const char *token, size_t tn,
-                     char *id)
+static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, const char *token, size_t tn, char *id)
 {
 	size_t n = 0;
 	const char *k = tl_http_header(r, "Idempotency-Key", &n);
@@ -310,9 +309,9 @@ static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, const char *
 	unsigned char d[EVP_MAX_MD_SIZE];
 	unsigned int dn = 0;
 	EVP_MD_CTX *md = ok ? EVP_MD_CTX_new() : NULL;
-	ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-	     EVP_DigestUpdate(md, token, tn) == 1 && EVP_DigestUpdate(md, "\n", 1) == 1 &&
-	     EVP_DigestUpdate(md, k, n) == 1 && EVP_DigestFinal_ex(md, d, &dn) == 1 && dn >= 16;
+	ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(md, token, tn) == 1 &&
+	     EVP_DigestUpdate(md, "\n", 1) == 1 && EVP_DigestUpdate(md, k, n) == 1 &&
+	     EVP_DigestFinal_ex(md, d, &dn) == 1 && dn >= 16;
 	EVP_MD_CTX_free(md);
 	if (!ok)
 		return col_new_id(c, id);

@@ -1588,7 +1588,8 @@ static void test_ses_signature(void **state)
 	int refused = 0;
 	for (int i = 0; i < 20; i++) {
 		char url[128];
-		snprintf(url, sizeof url, "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-f%d.pem", i);
+		snprintf(url, sizeof url,
+		         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-f%d.pem", i);
 		char *b2 = sns_sign(&s, env, "2", url);
 		run(f, "ses", b2);
 		refused += f->status == 503;
