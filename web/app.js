@@ -214,6 +214,11 @@ function startLive() {
     renderTable(changed);
     if (state.selected && changed.has(state.selected)) scheduleChart(1000);
   });
+  // Too many campaigns changed for one event: reload them all.
+  es.addEventListener("resync", () => {
+    loadCampaigns().catch((e) => showMessage(e.message));
+    if (state.selected) scheduleChart(1000);
+  });
   es.addEventListener("error", () => {
     // EventSource reconnects by itself; a 401/503 answer ends it for good.
     setStatus(es.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…", "err");

@@ -41,8 +41,9 @@ extern const struct tl_web_asset tl_web_assets[];
 #define API_BUF_KEEP ((size_t)1 << 20)       /* buffer kept between requests */
 #define API_TENANT_REFRESH_MS 1000
 #define API_LIVE_DEFAULT_MS 100
-#define API_LIVE_MAX_CLIENTS 1024  /* /v1/live streams of all tenants together */
-#define API_LIVE_MAX_PER_TENANT 64 /* ... and of one tenant: none can take every slot */
+#define API_LIVE_MAX_CLIENTS 1024       /* /v1/live streams of all tenants together */
+#define API_LIVE_EVENT_MAX (256 * 1024) /* a larger batch event is sent as `resync` */
+#define API_LIVE_MAX_PER_TENANT 64      /* ... and of one tenant: none can take every slot */
 #define API_LIVE_PING_MS 15000
 #define API_SERIES_MAX_BUCKETS 100000
 #define API_STATUS_MAX 600
@@ -730,14 +731,23 @@ static void live_on_close(void *arg)
 		client_unlink_free(c->api, c);
 }
 
-static void client_send(struct live_client *c, const char *data, size_t len)
+/* Sends to c; false when c's stream is gone (or was closed by this send). */
+static bool client_send(struct live_client *c, const char *data, size_t len)
 {
-	if (c->s && tl_http_stream_send(c->s, data, len) != 0)
-		client_detach(c); /* closed by the http layer; on_close releases c */
+	if (!c->s)
+		return false;
+	if (tl_http_stream_send(c->s, data, len) == 0)
+		return true;
+	client_detach(c); /* closed by the http layer; on_close releases c */
+	return false;
 }
 
 /* Builds the batch event of (tenant, src) for campaigns changed after since
- * into b; *n gets how many. */
+ * into b; *n gets how many. One larger than API_LIVE_EVENT_MAX (thousands
+ * of campaigns changed at once, or every campaign after a reconnect of the
+ * database) becomes a `resync` event naming only how many changed: a
+ * client would otherwise be cut off as a slow one (the stream's cap on
+ * unsent bytes) and lose the batch; it reloads /v1/campaigns instead. */
 static int live_event(struct tl_api *a, struct tl_buf *b, const char *tenant, enum tl_source src,
                       int64_t since, int64_t seq, size_t *n)
 {
@@ -749,6 +759,11 @@ static int live_event(struct tl_api *a, struct tl_buf *b, const char *tenant, en
 	if (!rc)
 		rc = tl_buf_puts(b, "]}\n\n");
 	*n = x.n;
+	if (!rc && b->len > API_LIVE_EVENT_MAX) {
+		tl_buf_reset(b);
+		rc = tl_buf_printf(b, "event: resync\ndata: {\"seq\":%" PRId64 ",\"changed\":%zu}\n\n", seq,
+		                   x.n);
+	}
 	return rc;
 }
 
@@ -771,10 +786,8 @@ static void live_push(struct tl_api *a, int64_t seq)
 			if (!d->pending || d->src != c->src || strcmp(d->tenant, c->tenant) != 0)
 				continue;
 			d->pending = false;
-			if (!rc && n > 0) {
-				client_send(d, b->data, b->len);
+			if (!rc && n > 0 && client_send(d, b->data, b->len))
 				a->live_events++;
-			}
 		}
 	}
 	if (ok) {

@@ -632,6 +632,42 @@ static void test_live(void **state)
 	close(acme.fd);
 }
 
+/* A batch changing more campaigns than fit one event (> 256 KiB) comes as
+ * a `resync` event naming how many changed, and the client stays
+ * connected: as one event it went over the stream's cap on unsent bytes,
+ * which cut the client off as a slow one and lost the batch. */
+static void test_live_resync(void **state)
+{
+	(void)state;
+	static struct sse s;
+	sse_open(&s, "/v1/live", fx.key_globex);
+	assert_true(sse_wait(&s, ": connected", DEADLINE_MS));
+	enum { N = 1000 };
+	static char names[N][16];
+	static struct tl_count_row rows[N];
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof names[i], "bulk-%04d", i);
+		rows[i] = (struct tl_count_row){.tenant = TL_STR("globex"),
+		                                .campaign = tl_str_of(names[i], strlen(names[i])),
+		                                .variant = TL_STR(""),
+		                                .minute_ms = t0(),
+		                                .first_ts_ms = t0(),
+		                                .last_ts_ms = t0()};
+		rows[i].delta[TL_M_SENT] = 1;
+	}
+	assert_int_equal(tl_store_begin(fx.st, TL_SOURCE_REALTIME), 0);
+	assert_int_equal(tl_store_add_counts(fx.st, rows, N), 0);
+	assert_int_equal(tl_store_commit(fx.st), 0);
+	assert_true(sse_wait(&s, "event: resync\ndata: {\"seq\":", DEADLINE_MS));
+	assert_true(sse_wait(&s, ",\"changed\":1000}\n\n", DEADLINE_MS));
+	assert_null(strstr(s.buf, "bulk-"));
+	/* still connected: the next small batch arrives as usual */
+	add_one("globex", "after-bulk", "", t0(), TL_M_SENT, 1);
+	assert_true(sse_wait(&s, "event: batch\ndata: ", DEADLINE_MS));
+	assert_true(sse_wait(&s, "\"campaign\":\"after-bulk\"", DEADLINE_MS));
+	close(s.fd);
+}
+
 static void test_assets_and_misc(void **state)
 {
 	(void)state;
@@ -756,6 +792,7 @@ int main(void)
 	    cmocka_unit_test(test_default_source),
 	    cmocka_unit_test(test_new_tenant_picked_up),
 	    cmocka_unit_test(test_live_per_tenant_limit),
+	    cmocka_unit_test(test_live_resync),
 	};
 	const char *only = getenv("TEST_FILTER"); /* e.g. TEST_FILTER=test_live */
 	if (only)
