@@ -435,9 +435,29 @@ static void test_sendgrid_malformed(void **state)
 	                    "\"category\":\"c\",\"sg_event_id\":\"e\"}]";
 	assert_int_equal(run(f, "sendgrid", utf8), -TL_EINVAL);
 	assert_int_equal(f->status, 400);
+	/* a "\u0000" rejects no batch: in a user agent (which a recipient's
+	 * client chose) the text before it is kept; an address with one is no
+	 * address (a dead letter), never a prefix of it */
 	const char nul[] =
-	    "[{\"event\":\"delivered\",\"email\":\"a\\u0000b\",\"timestamp\":1,\"category\":\"c\"}]";
-	assert_int_equal(run(f, "sendgrid", nul), -TL_EINVAL);
+	    "[{\"event\":\"delivered\",\"email\":\"a\\u0000b\",\"timestamp\":1700000000,\"category\":"
+	    "\"c\",\"sg_event_id\":\"n1\"},"
+	    "{\"event\":\"open\",\"email\":\"a@x.io\",\"timestamp\":1700000000,\"category\":\"c\","
+	    "\"useragent\":\"Mozilla\\u0000x\",\"sg_event_id\":\"n2\"}]";
+	assert_int_equal(run(f, "sendgrid", nul), 0);
+	assert_int_equal(f->out.n, 1);
+	assert_int_equal(f->out.events[0].type, TL_EV_OPEN);
+	assert_str(f->out.events[0].user_agent, "Mozilla");
+	find_dead(f, "no recipient");
+	/* one integer past 64 bits makes every integer a real: another event's
+	 * integer campaign is still read */
+	const char huge[] =
+	    "[{\"event\":\"delivered\",\"email\":\"a@x.io\",\"timestamp\":1700000000,"
+	    "\"tally_campaign\":7,\"sg_event_id\":\"h1\"},"
+	    "{\"event\":\"delivered\",\"email\":\"b@x.io\",\"timestamp\":1700000000,\"category\":\"c\","
+	    "\"other\":123456789012345678901234,\"sg_event_id\":\"h2\"}]";
+	assert_int_equal(run(f, "sendgrid", huge), 0);
+	assert_int_equal(f->out.n, 2);
+	assert_str(f->out.events[0].campaign, "7");
 	/* a NUL byte inside the body */
 	const char raw_nul[] = "[{\"event\":\"open\"}]\0garbage";
 	assert_int_equal(run_opts(f, "sendgrid", raw_nul, sizeof raw_nul - 1, true), -TL_EINVAL);

@@ -91,11 +91,25 @@ const char *tl_wh_header(struct wh_ctx *c, const char *name, size_t *len);
 /* Boolean tenant setting (see webhooks.h). */
 bool tl_wh_setting_bool(const struct tl_tenant *t, const char *key, bool def);
 
-/* String member `key` of obj as a view (NULL/empty view when absent or not a string). */
+/* A JSON string's text; empty when it holds a NUL. Bodies are read with
+ * NULs allowed, so that one event's "\u0000" does not reject the whole
+ * batch (the provider would retry it, then drop every event in it), but
+ * nothing downstream takes a NUL (PostgreSQL text cannot hold one): such a
+ * value counts as missing (a dead letter where it is required). */
+struct tl_str tl_wh_jstr(const json_t *v);
+
+/* String member `key` of obj as a view (NULL/empty view when absent, not a
+ * string, or holding a NUL). */
 struct tl_str tl_wh_str(const json_t *obj, const char *key);
 
-/* A JSON value as text: a string as is, an integer in decimal (copied into
- * the arena). Empty view for anything else. */
+/* A user agent: string member `key` of obj up to its first NUL (free text a
+ * recipient's client chose; what precedes the NUL still classifies). */
+struct tl_str tl_wh_agent(const json_t *obj, const char *key);
+
+/* A JSON value as text: a string as is (tl_wh_jstr), an integer in decimal
+ * (copied into the arena), and so a real that holds an integer exactly (a
+ * body with one integer past 64 bits is read with every integer as a
+ * real). Empty view for anything else. */
 struct tl_str tl_wh_text(struct wh_ctx *c, const json_t *v);
 
 /* An event time: integer or real unix seconds, a string of unix seconds

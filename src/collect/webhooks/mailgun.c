@@ -133,7 +133,7 @@ static int parse(struct wh_ctx *c, const json_t *ed)
 	tl_wh_map_meta(c, json_object_get(ed, "user-variables"), &it);
 	if (it.type == TL_EV_OPEN || it.type == TL_EV_CLICK) {
 		it.ip = tl_wh_str(ed, "ip");
-		it.user_agent = tl_wh_str(json_object_get(ed, "client-info"), "user-agent");
+		it.user_agent = tl_wh_agent(json_object_get(ed, "client-info"), "user-agent");
 	}
 	if (it.type == TL_EV_CLICK)
 		it.url = tl_wh_str(ed, "url");

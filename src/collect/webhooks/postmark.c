@@ -107,7 +107,7 @@ static int parse(struct wh_ctx *c, const json_t *o)
 	it.campaign = tl_wh_str(o, "Tag");
 	tl_wh_map_meta(c, json_object_get(o, "Metadata"), &it);
 	if (it.type == TL_EV_OPEN || it.type == TL_EV_CLICK) {
-		it.user_agent = tl_wh_str(o, "UserAgent");
+		it.user_agent = tl_wh_agent(o, "UserAgent");
 		it.ip = tl_wh_str(json_object_get(o, "Geo"), "IP");
 	}
 	struct tl_str id = (eq(rt, "Bounce") || eq(rt, "SpamComplaint")) ? bounce_id(c, o) : TL_STR_NULL;

@@ -128,7 +128,7 @@ static int one(struct wh_ctx *c, const json_t *o)
 		it.campaign = tl_wh_str(o, "marketing_campaign_name");
 	tl_wh_map_meta(c, o, &it); /* custom args are top-level keys */
 	if (it.type == TL_EV_OPEN || it.type == TL_EV_CLICK) {
-		it.user_agent = tl_wh_str(o, "useragent");
+		it.user_agent = tl_wh_agent(o, "useragent");
 		it.ip = tl_wh_str(o, "ip");
 	}
 	if (it.type == TL_EV_CLICK)

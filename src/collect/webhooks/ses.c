@@ -191,7 +191,7 @@ static int ses_event(struct wh_ctx *c, const json_t *m, struct tl_str sns_id)
 	} else if (base.type == TL_EV_UNSUBSCRIBE && !opted_out(detail)) {
 		base.dead = "subscription change without an opt-out";
 	} else if (base.type == TL_EV_OPEN || base.type == TL_EV_CLICK) {
-		base.user_agent = tl_wh_str(detail, "userAgent");
+		base.user_agent = tl_wh_agent(detail, "userAgent");
 		base.ip = tl_wh_str(detail, "ipAddress");
 		if (base.type == TL_EV_CLICK)
 			base.url = tl_wh_str(detail, "link");
@@ -210,10 +210,9 @@ static int ses_event(struct wh_ctx *c, const json_t *m, struct tl_str sns_id)
 	int rc = 0;
 	for (size_t i = 0; i < n && !rc; i++) {
 		const json_t *r = json_array_get(list, i);
-		struct tl_str addr = k->rk == R_OBJECTS ? tl_wh_str(r, "emailAddress")
-		                     : json_is_string(r)
-		                         ? tl_str_of(json_string_value(r), json_string_length(r))
-		                         : TL_STR_NULL;
+		struct tl_str addr = k->rk == R_OBJECTS  ? tl_wh_str(r, "emailAddress")
+		                     : json_is_string(r) ? tl_wh_jstr(r)
+		                                         : TL_STR_NULL;
 		rc = recipient_event(c, k, kname, mail, addr, msgid, &base);
 	}
 	return rc;
@@ -282,9 +281,10 @@ static int envelope(struct wh_ctx *c, const json_t *env, struct tl_str type, boo
 	if (!json_is_string(msg))
 		return tl_wh_fail(c, 400, -TL_EINVAL, "SNS Notification without a Message string");
 	json_error_t je;
-	json_t *m = json_loadb(json_string_value(msg), json_string_length(msg), 0, &je);
+	json_t *m = json_loadb(json_string_value(msg), json_string_length(msg), JSON_ALLOW_NUL, &je);
 	if (!m && json_error_code(&je) == json_error_numeric_overflow)
-		m = json_loadb(json_string_value(msg), json_string_length(msg), JSON_DECODE_INT_AS_REAL, &je);
+		m = json_loadb(json_string_value(msg), json_string_length(msg),
+		               JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
 	if (!json_is_object(m)) {
 		/* e.g. SES's "Successfully validated SNS topic" text: signed, so not malformed */
 		json_decref(m);

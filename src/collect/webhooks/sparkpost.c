@@ -104,7 +104,7 @@ static int one(struct wh_ctx *c, const json_t *o, const char *cls)
 	it.campaign = tl_wh_str(o, "campaign_id");
 	tl_wh_map_meta(c, json_object_get(o, "rcpt_meta"), &it);
 	if (it.type == TL_EV_OPEN || it.type == TL_EV_CLICK) {
-		it.user_agent = tl_wh_str(o, "user_agent");
+		it.user_agent = tl_wh_agent(o, "user_agent");
 		it.ip = tl_wh_str(o, "ip_address");
 	}
 	if (it.type == TL_EV_CLICK)

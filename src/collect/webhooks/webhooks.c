@@ -77,9 +77,9 @@ const char *tl_wh_reason(struct wh_ctx *c, const char *what, struct tl_str name)
 json_t *tl_wh_load(struct wh_ctx *c, const char *buf, size_t len, const char *what)
 {
 	json_error_t e;
-	json_t *root = json_loadb(buf ? buf : "", len, 0, &e);
+	json_t *root = json_loadb(buf ? buf : "", len, JSON_ALLOW_NUL, &e);
 	if (!root && json_error_code(&e) == json_error_numeric_overflow)
-		root = json_loadb(buf, len, JSON_DECODE_INT_AS_REAL, &e);
+		root = json_loadb(buf, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &e);
 	if (!root) {
 		tl_wh_fail(c, 400, -TL_EINVAL, "%s is not valid JSON: %s (line %d, column %d)", what, e.text,
 		           e.line, e.column);
@@ -129,12 +129,29 @@ bool tl_wh_setting_bool(const struct tl_tenant *t, const char *key, bool def)
 	return true;
 }
 
+struct tl_str tl_wh_jstr(const json_t *v)
+{
+	if (!json_is_string(v))
+		return TL_STR_NULL;
+	const char *s = json_string_value(v);
+	size_t n = json_string_length(v);
+	return memchr(s, '\0', n) ? TL_STR_NULL : tl_str_of(s, n);
+}
+
 struct tl_str tl_wh_str(const json_t *obj, const char *key)
+{
+	return tl_wh_jstr(json_is_object(obj) ? json_object_get(obj, key) : NULL);
+}
+
+struct tl_str tl_wh_agent(const json_t *obj, const char *key)
 {
 	const json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
 	if (!json_is_string(v))
 		return TL_STR_NULL;
-	return tl_str_of(json_string_value(v), json_string_length(v));
+	const char *s = json_string_value(v);
+	size_t n = json_string_length(v);
+	const char *nul = memchr(s, '\0', n);
+	return tl_str_of(s, nul ? (size_t)(nul - s) : n);
 }
 
 struct tl_str tl_wh_int(struct wh_ctx *c, long long v)
@@ -148,9 +165,14 @@ struct tl_str tl_wh_int(struct wh_ctx *c, long long v)
 struct tl_str tl_wh_text(struct wh_ctx *c, const json_t *v)
 {
 	if (json_is_string(v))
-		return tl_str_of(json_string_value(v), json_string_length(v));
+		return tl_wh_jstr(v);
 	if (json_is_integer(v))
 		return tl_wh_int(c, (long long)json_integer_value(v));
+	if (json_is_real(v)) {
+		double d = json_real_value(v);
+		if (d == floor(d) && fabs(d) <= 9007199254740992.0) /* 2^53: exact */
+			return tl_wh_int(c, (long long)d);
+	}
 	return TL_STR_NULL;
 }
 
