@@ -27,6 +27,8 @@ const struct tl_opt tl_settings_table[] = {
     {"max-body", TL_OPT_SIZE, S(max_body), "4M", "largest HTTP request body"},
     {"max-batch-events", TL_OPT_INT, S(max_batch_events), "10000", "most lines in one POST /v1/events"},
     {"read-timeout", TL_OPT_MS, S(read_timeout_ms), "10s", "HTTP request read timeout"},
+    {"trust-forwarded-for", TL_OPT_BOOL, S(trust_forwarded_for), "false",
+     "collector behind one trusted proxy: a hit's IP is the last X-Forwarded-For entry"},
     {"retention", TL_OPT_MS, S(retention_ms), "7d", "how long the log keeps records"},
     {"segment-size", TL_OPT_SIZE, S(segment_size), "64M", "log segment size"},
     {"dedupe-window", TL_OPT_MS, S(dedupe_window_ms), "72h", "how long an event id is remembered"},

@@ -21,6 +21,7 @@ struct tl_settings {
 	int64_t max_body;
 	int64_t max_batch_events;
 	int64_t read_timeout_ms;
+	int trust_forwarded_for; /* collector behind one trusted proxy: client IP from X-Forwarded-For */
 	int64_t retention_ms;
 	int64_t segment_size;
 	int64_t dedupe_window_ms;

@@ -150,6 +150,7 @@ int tl_wire_collector(struct tl_wired *w, struct tl_roles *rs)
 	    .stream = w->stream,
 	    .max_batch_events = (size_t)w->s->max_batch_events,
 	    .tenant_refresh_ms = 1000,
+	    .trust_forwarded_for = w->s->trust_forwarded_for,
 	};
 	http_limits(w->s, &o.limits);
 	int rc;

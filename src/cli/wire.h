@@ -24,7 +24,7 @@ struct tl_wired {
 };
 
 /* Flags of each role, for tl_settings_load. */
-#define TL_COLLECT_FLAGS "collector", "max-body", "max-batch-events", "read-timeout"
+#define TL_COLLECT_FLAGS "collector", "max-body", "max-batch-events", "read-timeout", "trust-forwarded-for"
 #define TL_PIPE_FLAGS "partitions", "topic-partitions", "retention", "segment-size"
 #define TL_ENRICH_FLAGS "machine-open-window", "bot-click-window"
 #define TL_AGG_FLAGS "poll-interval", "batch-max-events", "dedupe-window"

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "http/http.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,7 +87,10 @@ void col_client_ip(struct tl_collector *c, struct tl_http_req *r, char *out, siz
 			if (len && len <= TL_MAX_IP && len < cap) {
 				memcpy(out, xff + start, len);
 				out[len] = '\0';
-				return;
+				/* an address, not whatever bytes the header held */
+				unsigned char a[sizeof(struct in6_addr)];
+				if (inet_pton(AF_INET, out, a) == 1 || inet_pton(AF_INET6, out, a) == 1)
+					return;
 			}
 		}
 	}

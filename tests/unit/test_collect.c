@@ -527,6 +527,44 @@ static void test_hit_idempotency_key(void **state)
 		assert_true(ev[i].id.n > 16 && ev[i].id.p[0] == 'c');
 }
 
+/* Behind a trusted proxy (--trust-forwarded-for) a hit's IP is the last
+ * X-Forwarded-For entry when that is an address; anything else there gives
+ * the peer's address, not the header's bytes. */
+static void test_forwarded_for(void **state)
+{
+	struct fix *x = *state;
+	tl_collector_stop(x->col);
+	pthread_join(x->th, NULL);
+	tl_collector_destroy(x->col);
+	struct tl_collector_opts o = {.addr = "127.0.0.1:0",
+	                              .db_uri = x->db,
+	                              .stream = &x->f.base,
+	                              .max_batch_events = 5,
+	                              .tenant_refresh_ms = 50,
+	                              .trust_forwarded_for = 1};
+	tl_http_limits_defaults(&o.limits);
+	assert_int_equal(tl_collector_create(&o, &x->col), 0);
+	x->port = tl_collector_port(x->col);
+	assert_int_equal(pthread_create(&x->th, NULL, run_thread, x), 0);
+	static struct resp r;
+	char path[1024], raw[2048];
+	mint(x->acme.link_key, "acme", TL_TOKEN_OPEN, NULL, path, sizeof path);
+	static const char *const xff[] = {"10.0.0.1, 203.0.113.7", "2001:db8::1", "<script>x</script>",
+	                                  "1.2.3.4.5"};
+	static const char *const want[] = {"203.0.113.7", "2001:db8::1", "127.0.0.1", "127.0.0.1"};
+	for (int i = 0; i < 4; i++) {
+		snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: %s\r\n\r\n", path,
+		         xff[i]);
+		http(x->port, raw, &r);
+		assert_gif(&r);
+		assert_int_equal(fake_count(&x->f), (size_t)i + 1);
+		struct tl_event ev;
+		assert_int_equal(tl_event_decode(x->f.recs[i].val, x->f.recs[i].val_len, &ev), 0);
+		assert_int_equal(ev.ip.n, strlen(want[i]));
+		assert_memory_equal(ev.ip.p, want[i], ev.ip.n);
+	}
+}
+
 static void test_click(void **state)
 {
 	struct fix *x = *state;
@@ -892,6 +930,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_pixel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hit_idempotency_key, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forwarded_for, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_click, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events_api, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_failures, setup, teardown),
