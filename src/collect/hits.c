@@ -286,17 +286,27 @@ void col_hits_free(struct tl_collector *c)
 	free(c->hit_recs);
 }
 
+/* Feeds one length-prefixed field to md. */
+static bool md_field(EVP_MD_CTX *md, struct tl_str s)
+{
+	uint32_t n = (uint32_t)s.n;
+	return EVP_DigestUpdate(md, &n, sizeof n) == 1 && (!s.n || EVP_DigestUpdate(md, s.p, s.n) == 1);
+}
+
 /* A hit's event id: with an acceptable Idempotency-Key (1..HIT_KEY_MAX of
- * [A-Za-z0-9_.-]) "k-" + hex of the first 16 bytes of SHA-256(token "\n"
- * key), so that a hit re-sent after a lost answer carries the same id and
- * counts once — and only that hit: the key alone, which the client picks,
- * would let a holder of any one token of the tenant suppress every other
- * hit (any recipient, any campaign) sent with the same key. Else a fresh
- * collector id. An unacceptable key is ignored. Returns the id's length. */
+ * [A-Za-z0-9_.-]) "k-" + hex of the first 16 bytes of SHA-256 over the key
+ * and what the token names (kind, tenant, campaign, variant, message,
+ * recipient, url; not its issue time, which a client re-minting a link
+ * for a retry may change), so that a hit re-sent after a lost answer
+ * carries the same id and counts once — and only that hit: the key alone,
+ * which the client picks, would let a holder of any one token of the
+ * tenant suppress every other hit (any recipient, any link) sent with the
+ * same key. Else a fresh collector id. An unacceptable key is ignored.
+ * Returns the id's length. */
 #define HIT_KEY_MAX 64
 #define HIT_ID_CAP 48
 
-static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, const char *token, size_t tn, char *id)
+static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, const struct tl_token *t, char *id)
 {
 	size_t n = 0;
 	const char *k = tl_http_header(r, "Idempotency-Key", &n);
@@ -309,9 +319,11 @@ static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, const char *
 	unsigned char d[EVP_MAX_MD_SIZE];
 	unsigned int dn = 0;
 	EVP_MD_CTX *md = ok ? EVP_MD_CTX_new() : NULL;
-	ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(md, token, tn) == 1 &&
-	     EVP_DigestUpdate(md, "\n", 1) == 1 && EVP_DigestUpdate(md, k, n) == 1 &&
-	     EVP_DigestFinal_ex(md, d, &dn) == 1 && dn >= 16;
+	const unsigned char kind = (unsigned char)t->kind;
+	ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && md_field(md, tl_str_of(k, n)) &&
+	     EVP_DigestUpdate(md, &kind, 1) == 1 && md_field(md, t->tenant) && md_field(md, t->campaign) &&
+	     md_field(md, t->variant) && md_field(md, t->message) && md_field(md, t->recipient) &&
+	     md_field(md, t->url) && EVP_DigestFinal_ex(md, d, &dn) == 1 && dn >= 16;
 	EVP_MD_CTX_free(md);
 	if (!ok)
 		return col_new_id(c, id);
@@ -327,8 +339,8 @@ static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, const char *
 
 /* Fills the parts of a hit event common to both routes. */
 static void hit_event(struct tl_collector *c, struct tl_http_req *r, struct tl_event *ev,
-                      enum tl_event_type type, const char *token, size_t tn, char *id, char *ip,
-                      char ua_buf[TL_MAX_USER_AGENT])
+                      enum tl_event_type type, const char *token, size_t tn, const struct tl_token *t,
+                      char *id, char *ip, char ua_buf[TL_MAX_USER_AGENT])
 {
 	size_t ml, ual = 0;
 	const char *m = tl_http_method(r, &ml);
@@ -346,7 +358,7 @@ static void hit_event(struct tl_collector *c, struct tl_http_req *r, struct tl_e
 		ev->user_agent = tl_str_of(ua_buf, tl_utf8_sanitize(ua, ual, ua_buf, TL_MAX_USER_AGENT));
 	col_client_ip(c, r, ip, TL_MAX_IP + 1);
 	ev->ip = tl_str_of(ip, strlen(ip));
-	ev->id = tl_str_of(id, hit_id(c, r, token, tn, id));
+	ev->id = tl_str_of(id, hit_id(c, r, t, id));
 }
 
 /* The token of /o/<token>.gif or /c/<token>: what follows the 3-byte prefix. */
@@ -396,7 +408,7 @@ int col_on_pixel(void *arg, struct tl_http_req *r)
 	}
 	struct tl_event ev;
 	char id[HIT_ID_CAP], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
-	hit_event(c, r, &ev, TL_EV_OPEN, token, tn, id, ip, ua);
+	hit_event(c, r, &ev, TL_EV_OPEN, token, tn, &t, id, ip, ua);
 	return record_hit(c, r, &ev, &t.tenant, t.recipient.p, t.recipient.n, NULL);
 }
 
@@ -430,6 +442,6 @@ int col_on_click(void *arg, struct tl_http_req *r)
 		return click_not_found(c, r, RJ_BAD_TOKEN);
 	struct tl_event ev;
 	char id[HIT_ID_CAP], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
-	hit_event(c, r, &ev, TL_EV_CLICK, token, tn, id, ip, ua);
+	hit_event(c, r, &ev, TL_EV_CLICK, token, tn, &t, id, ip, ua);
 	return record_hit(c, r, &ev, &t.tenant, t.recipient.p, t.recipient.n, &t.url);
 }

@@ -477,10 +477,10 @@ static void test_pixel(void **state)
 }
 
 /* Idempotency-Key: a re-sent hit carries the same event id (the aggregator
- * counts it once) and stream msg id "<tenant>:<id>"; the id is derived from
- * the token and the key, so another token sent with the same key (another
- * recipient's hit, a click) is another event; a key outside the accepted
- * form is ignored. */
+ * counts it once) and stream msg id "<tenant>:<id>", also when its link was
+ * re-minted (another issue time); the id is derived from the key and what
+ * the token names, so another recipient's hit or a click sent with the
+ * same key is another event; a key outside the accepted form is ignored. */
 static void test_hit_idempotency_key(void **state)
 {
 	struct fix *x = *state;
@@ -506,9 +506,33 @@ static void test_hit_idempotency_key(void **state)
 	snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: x\r\nIdempotency-Key: g0123-1a\r\n\r\n", cpath);
 	http(x->port, raw, &r);
 	assert_int_equal(r.status, 302);
-	assert_int_equal(fake_count(&x->f), 6);
-	struct tl_event ev[6];
-	for (int i = 0; i < 6; i++)
+	/* the same open re-minted for its retry (another issue time): the same hit */
+	usleep(3000);
+	char rpath[1024];
+	mint(x->acme.link_key, "acme", TL_TOKEN_OPEN, NULL, rpath, sizeof rpath);
+	assert_string_not_equal(rpath, path);
+	snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: x\r\nIdempotency-Key: g0123-1a\r\n\r\n", rpath);
+	http(x->port, raw, &r);
+	assert_gif(&r);
+	/* another recipient's open with the same key: another hit */
+	struct tl_token ot = {.kind = TL_TOKEN_OPEN,
+	                      .issued_ms = tl_now_ms(),
+	                      .tenant = TL_STR("acme"),
+	                      .campaign = TL_STR("spring"),
+	                      .variant = TL_STR("B"),
+	                      .message = TL_STR("m-1"),
+	                      .recipient = TL_STR("r-7")};
+	struct tl_buf ob;
+	tl_buf_init(&ob, 0);
+	assert_int_equal(tl_token_mint(&ot, x->acme.link_key, TL_LINK_KEY_LEN, &ob), 0);
+	snprintf(raw, sizeof raw, "GET /o/%.*s.gif HTTP/1.1\r\nHost: x\r\nIdempotency-Key: g0123-1a\r\n\r\n",
+	         (int)ob.len, ob.data);
+	tl_buf_free(&ob);
+	http(x->port, raw, &r);
+	assert_gif(&r);
+	assert_int_equal(fake_count(&x->f), 8);
+	struct tl_event ev[8];
+	for (int i = 0; i < 8; i++)
 		assert_int_equal(tl_event_decode(x->f.recs[i].val, x->f.recs[i].val_len, &ev[i]), 0);
 	assert_int_equal(ev[0].id.n, 34); /* "k-" + 32 hex digits */
 	assert_memory_equal(ev[0].id.p, "k-", 2);
@@ -517,6 +541,10 @@ static void test_hit_idempotency_key(void **state)
 	assert_int_equal(ev[5].id.n, 34);
 	assert_memory_equal(ev[5].id.p, "k-", 2);
 	assert_memory_not_equal(ev[5].id.p, ev[0].id.p, 34);
+	assert_int_equal(ev[6].id.n, 34);
+	assert_memory_equal(ev[6].id.p, ev[0].id.p, 34); /* re-minted: the same id */
+	assert_int_equal(ev[7].id.n, 34);
+	assert_memory_not_equal(ev[7].id.p, ev[0].id.p, 34); /* another recipient */
 	/* a stream that deduplicates by msg id (JetStream) holds every tenant's
 	 * hits: the key is only unique within its tenant */
 	char want[64];

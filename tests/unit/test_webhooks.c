@@ -1555,6 +1555,24 @@ static void test_ses_signature(void **state)
 	assert_int_equal(run(f, "ses", body), -TL_EAUTH);
 	assert_int_equal(s.fetches, 2);
 	free(body);
+	/* more forged URLs than the cache holds (4), each in a budget window of
+	 * its own: the real certificate is not pushed out by their failures */
+	const int64_t was = f->req.now_ms;
+	for (int i = 1; i <= 8; i++) {
+		char url[128];
+		f->req.now_ms += 61 * 1000;
+		snprintf(url, sizeof url,
+		         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-%x0.pem", i);
+		body = sns_sign(&s, env, "2", url);
+		assert_int_equal(run(f, "ses", body), -TL_EAUTH);
+		free(body);
+	}
+	assert_int_equal(s.fetches, 10);
+	body = sns_sign(&s, env, "2", CERT_URL);
+	assert_int_equal(run(f, "ses", body), 0);
+	assert_int_equal(s.fetches, 10); /* still cached */
+	free(body);
+	f->req.now_ms = was;
 	/* unsupported version, missing signature */
 	body = sns_sign(&s, env, "3", CERT_URL);
 	assert_int_equal(run(f, "ses", body), -TL_EAUTH);

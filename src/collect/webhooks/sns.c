@@ -197,8 +197,10 @@ static struct cert_entry *find(struct tl_sns_certs *c, const char *url)
 }
 
 /* The entry for url: an existing one, or a free / least recently used slot
- * (not one being fetched) reset for it. NULL on allocation failure or when
- * every slot is being fetched. */
+ * (not one being fetched) reset for it — a remembered failure before a
+ * certificate: forged URLs (each a failed fetch) must not push the real
+ * certificates out. NULL on allocation failure or when every slot is being
+ * fetched. */
 static struct cert_entry *slot(struct tl_sns_certs *c, const char *url)
 {
 	struct cert_entry *e = find(c, url);
@@ -211,9 +213,13 @@ static struct cert_entry *slot(struct tl_sns_certs *c, const char *url)
 		e = &c->e[c->n++];
 	} else {
 		e = NULL;
-		for (size_t i = 0; i < c->n; i++)
-			if (!c->e[i].fetching && (!e || c->e[i].used < e->used))
-				e = &c->e[i];
+		for (size_t i = 0; i < c->n; i++) {
+			struct cert_entry *o = &c->e[i];
+			if (o->fetching)
+				continue;
+			if (!e || (!o->x && e->x) || (!o->x == !e->x && o->used < e->used))
+				e = o;
+		}
 		if (!e) {
 			free(dup);
 			return NULL;
