@@ -92,14 +92,13 @@ static void answer_hit(struct hit_ans *a, const char *urls)
 	}
 }
 
-/* Answers every hit of a group; status != 0: they were not recorded. */
+/* Answers every hit of a group; status != 0: they were not recorded. The
+ * counters move first: a client that got its answer sees them counted. */
 static void answer_all(struct tl_collector *c, struct hit_ans *ans, size_t n, const char *urls, int status)
 {
 	size_t clicks = 0;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		clicks += ans[i].url_len != 0;
-		answer_hit(&ans[i], urls);
-	}
 	if (status) {
 		col_count(&c->append_errors);
 		atomic_fetch_add_explicit(&c->click_dropped, clicks, memory_order_relaxed);
@@ -107,6 +106,8 @@ static void answer_all(struct tl_collector *c, struct hit_ans *ans, size_t n, co
 	} else {
 		atomic_fetch_add_explicit(&c->accepted[TP_EVENTS], n, memory_order_relaxed);
 	}
+	for (size_t i = 0; i < n; i++)
+		answer_hit(&ans[i], urls);
 }
 
 /* Durability callback of a group (backend thread). */
