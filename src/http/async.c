@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 
 #define STREAM_MAX_UNSENT (1024 * 1024)
+#define STREAM_KEEP_BYTES (64 * 1024) /* a written buffer larger than this is freed */
 
 /* ---- deferred responses -------------------------------------------------- */
 
@@ -475,6 +476,10 @@ static void stream_proceed(h2o_generator_t *g, h2o_req_t *req)
 	(void)req;
 	s->writing = false;
 	tl_buf_reset(&s->inflight);
+	if (s->inflight.cap > STREAM_KEEP_BYTES) { /* a burst is over: give its memory back */
+		tl_buf_free(&s->inflight);
+		tl_buf_init(&s->inflight, STREAM_MAX_UNSENT);
+	}
 	if (s->failed) {
 		stream_error_end(s);
 	} else if (s->user_closed) {
