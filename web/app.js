@@ -87,8 +87,17 @@ function renderNumbers() {
 }
 
 async function loadCampaigns() {
-  const body = await api("/v1/campaigns");
-  state.campaigns = new Map(body.campaigns.map((c) => [c.campaign, c]));
+  // In pages, so that a tenant with very many campaigns is not one huge answer.
+  const all = new Map();
+  let after = null;
+  for (;;) {
+    const q = "/v1/campaigns?limit=5000" + (after === null ? "" : "&after=" + encodeURIComponent(after));
+    const body = await api(q);
+    for (const c of body.campaigns) all.set(c.campaign, c);
+    if (!body.next) break;
+    after = body.next;
+  }
+  state.campaigns = all;
   renderTable(null);
 }
 

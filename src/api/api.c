@@ -46,6 +46,7 @@ extern const struct tl_web_asset tl_web_assets[];
 #define API_LIVE_MAX_PER_TENANT 64      /* ... and of one tenant: none can take every slot */
 #define API_LIVE_PING_MS 15000
 #define API_SERIES_MAX_BUCKETS 100000
+#define API_PAGE_MAX 10000 /* most campaigns of one /v1/campaigns?limit= page */
 #define API_STATUS_MAX 600
 
 #define CAMPAIGNS_PREFIX "/v1/campaigns/"
@@ -387,6 +388,7 @@ static int summary_json(struct tl_buf *b, const struct tl_campaign_summary *c)
 struct list_ctx {
 	struct tl_buf *b;
 	size_t n;
+	char last[TL_MAX_CAMPAIGN + 1]; /* list_page_cb: the last campaign listed */
 };
 
 static int list_cb(void *arg, const struct tl_campaign_summary *c)
@@ -394,6 +396,13 @@ static int list_cb(void *arg, const struct tl_campaign_summary *c)
 	struct list_ctx *x = arg;
 	int rc = x->n++ ? tl_buf_putc(x->b, ',') : 0;
 	return rc ? rc : summary_json(x->b, c);
+}
+
+static int list_page_cb(void *arg, const struct tl_campaign_summary *c)
+{
+	struct list_ctx *x = arg;
+	snprintf(x->last, sizeof x->last, "%s", c->campaign);
+	return list_cb(arg, c);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -409,13 +418,44 @@ static int h_campaigns(void *arg, struct tl_http_req *r)
 	if (!t || param_source(a, r, R_CAMPAIGNS, &src))
 		return TL_HTTP_DONE;
 
+	/* optional paging: ?limit=N (1..API_PAGE_MAX) [&after=<last campaign
+	 * of the previous page>]; a page that may not be the last says so in
+	 * "next" (the after of the next page) */
+	char lim[16], after[TL_MAX_CAMPAIGN + 1];
+	size_t limit = 0;
+	int ln = tl_http_query_param(r, "limit", lim, sizeof lim);
+	if (ln != -1) {
+		char *end = NULL;
+		long long v = ln > 0 ? strtoll(lim, &end, 10) : 0;
+		if (ln <= 0 || *end || v < 1 || v > API_PAGE_MAX) {
+			reply_error(a, r, R_CAMPAIGNS, 400, "bad_parameter", "limit: must be 1 to %d",
+			            API_PAGE_MAX);
+			return TL_HTTP_DONE;
+		}
+		limit = (size_t)v;
+	}
+	int an = tl_http_query_param(r, "after", after, sizeof after);
+	if (an < -1 || (an >= 0 && !tl_utf8_valid(after, (size_t)an))) {
+		reply_error(a, r, R_CAMPAIGNS, 400, "bad_parameter", "after: not a campaign name");
+		return TL_HTTP_DONE;
+	}
+	if (an < 0)
+		after[0] = '\0';
+
 	struct tl_buf *b = out_buf(a);
-	struct list_ctx x = {b, 0};
+	struct list_ctx x = {.b = b};
 	int rc = tl_buf_puts(b, "{\"campaigns\":[");
 	if (!rc)
-		rc = tl_store_campaigns(a->st, src, t->name, 0, list_cb, &x);
+		rc = tl_store_campaigns_page(a->st, src, t->name, after, limit, list_page_cb, &x);
 	if (!rc)
-		rc = tl_buf_puts(b, "]}");
+		rc = tl_buf_puts(b, "]");
+	if (!rc && limit && x.n == limit) {
+		rc = tl_buf_puts(b, ",\"next\":");
+		if (!rc)
+			rc = tl_buf_json_str(b, x.last, strlen(x.last));
+	}
+	if (!rc)
+		rc = tl_buf_puts(b, "}");
 	if (rc)
 		reply_store_error(a, r, R_CAMPAIGNS, rc);
 	else
@@ -751,7 +791,7 @@ static bool client_send(struct live_client *c, const char *data, size_t len)
 static int live_event(struct tl_api *a, struct tl_buf *b, const char *tenant, enum tl_source src,
                       int64_t since, int64_t seq, size_t *n)
 {
-	struct list_ctx x = {b, 0};
+	struct list_ctx x = {.b = b};
 	tl_buf_reset(b);
 	int rc = tl_buf_printf(b, "event: batch\ndata: {\"seq\":%" PRId64 ",\"campaigns\":[", seq);
 	if (!rc)

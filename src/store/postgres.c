@@ -124,7 +124,8 @@ static const char *const stmt_sql[S__COUNT] = {
     [S_CAMPAIGNS_LIST] = "SELECT c.campaign,c.first_ms,c.last_ms,c.updated_ms,c.seq" METRIC_COLUMNS(
         C_SUMT) " FROM campaigns c JOIN totals t ON t.src=c.src AND t.tenant=c.tenant"
                 " AND t.campaign=c.campaign WHERE c.src=$1::int2 AND c.tenant=$2::text AND c.seq>$3::int8"
-                " GROUP BY c.src,c.tenant,c.campaign ORDER BY c.campaign",
+                " AND c.campaign>$4::text GROUP BY c.src,c.tenant,c.campaign ORDER BY c.campaign"
+                " LIMIT $5::int8",
     [S_CAMPAIGN_ALL] = "SELECT MIN(first_ms),MAX(last_ms),MAX(updated_ms),MAX(seq),COUNT(*)" METRIC_COLUMNS(
         C_SUM) " FROM totals WHERE src=$1::int2 AND tenant=$2::text AND campaign=$3::text",
     [S_CAMPAIGN_VARIANT] = "SELECT first_ms,last_ms,updated_ms,seq,1::int8" MCOLS
@@ -731,7 +732,7 @@ static void read_counts(const PGresult *r, int row, int col, int64_t counts[TL_M
 }
 
 static int pg_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-                        tl_campaign_fn fn, void *arg)
+                        const char *after, size_t limit, tl_campaign_fn fn, void *arg)
 {
 	struct pg_store *s = pg(st);
 	struct params p;
@@ -739,6 +740,8 @@ static int pg_campaigns(struct tl_store *st, enum tl_source src, const char *ten
 	p_i64(&p, (int)src);
 	p_text(&p, tenant);
 	p_i64(&p, since_seq);
+	p_text(&p, after);
+	p_i64(&p, limit && limit <= INT64_MAX ? (int64_t)limit : INT64_MAX);
 	PGresult *r = NULL;
 	int rc = tl_pg_exec(s, S_CAMPAIGNS_LIST, &p, !s->in_txn, &r);
 	if (rc != 0)

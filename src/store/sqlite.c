@@ -107,13 +107,13 @@ const char *const tl_sqlite_stmt_sql[S__COUNT] = {
     [S_CAMPAIGNS_LIST] = "SELECT c.campaign,c.first_ms,c.last_ms,c.updated_ms,c.seq" METRIC_COLUMNS(
         C_SUMT) " FROM campaigns c JOIN totals t ON t.src=c.src AND t.tenant=c.tenant"
                 " AND t.campaign=c.campaign WHERE c.src=?1 AND c.tenant=?2 AND c.seq>?3"
-                " GROUP BY c.campaign ORDER BY c.campaign",
+                " AND c.campaign>?4 GROUP BY c.campaign ORDER BY c.campaign LIMIT ?5",
     /* The live stream asks for what changed since a recent seq: a few rows of
      * the seq index instead of every campaign of the tenant. */
     [S_CAMPAIGNS_SINCE] = "SELECT c.campaign,c.first_ms,c.last_ms,c.updated_ms,c.seq" METRIC_COLUMNS(
         C_SUMT) " FROM campaigns c INDEXED BY campaigns_seq JOIN totals t ON t.src=c.src"
                 " AND t.tenant=c.tenant AND t.campaign=c.campaign WHERE c.src=?1 AND c.tenant=?2"
-                " AND c.seq>?3 GROUP BY c.campaign ORDER BY c.campaign",
+                " AND c.seq>?3 AND c.campaign>?4 GROUP BY c.campaign ORDER BY c.campaign LIMIT ?5",
     [S_CAMPAIGN_ALL] = "SELECT MIN(first_ms),MAX(last_ms),MAX(updated_ms),MAX(seq),COUNT(*)" METRIC_COLUMNS(
         C_SUM) " FROM totals WHERE src=?1 AND tenant=?2 AND campaign=?3",
     [S_CAMPAIGN_VARIANT] = "SELECT first_ms,last_ms,updated_ms,seq,1" MCOLS

@@ -243,7 +243,7 @@ int tl_sqlite_clear_source(struct tl_store *st, enum tl_source src, int64_t from
 int tl_sqlite_offset_get(struct tl_store *st, const char *consumer, const char *topic, int partition,
                          uint64_t *next);
 int tl_sqlite_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-                        tl_campaign_fn fn, void *arg);
+                        const char *after, size_t limit, tl_campaign_fn fn, void *arg);
 int tl_sqlite_campaign(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
                        const char *variant, struct tl_campaign_summary *out);
 int tl_sqlite_series(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,

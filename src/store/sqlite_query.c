@@ -29,11 +29,13 @@ static void read_counts(sqlite3_stmt *q, int col, int64_t counts[TL_M__COUNT])
 }
 
 int tl_sqlite_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-                        tl_campaign_fn fn, void *arg)
+                        const char *after, size_t limit, tl_campaign_fn fn, void *arg)
 {
 	struct sq_store *s = sq(st);
 	sqlite3_stmt *q = s->stmt[since_seq > 0 ? S_CAMPAIGNS_SINCE : S_CAMPAIGNS_LIST];
-	if (sqlite3_bind_int(q, 1, (int)src) | bind_cstr(q, 2, tenant) | sqlite3_bind_int64(q, 3, since_seq))
+	if (sqlite3_bind_int(q, 1, (int)src) | bind_cstr(q, 2, tenant) | sqlite3_bind_int64(q, 3, since_seq) |
+	    bind_cstr(q, 4, after) |
+	    sqlite3_bind_int64(q, 5, limit && limit <= INT64_MAX ? (int64_t)limit : -1)) /* -1: all */
 		return -TL_EINVAL;
 	int rc = 0;
 	for (;;) {

@@ -313,7 +313,15 @@ int tl_store_campaigns(struct tl_store *st, enum tl_source src, const char *tena
 {
 	if (!st || !src_ok(src) || !tenant || !fn)
 		return -TL_EINVAL;
-	return st->ops->campaigns(st, src, tenant, since_seq, fn, arg);
+	return st->ops->campaigns(st, src, tenant, since_seq, "", 0, fn, arg);
+}
+
+int tl_store_campaigns_page(struct tl_store *st, enum tl_source src, const char *tenant, const char *after,
+                            size_t limit, tl_campaign_fn fn, void *arg)
+{
+	if (!st || !src_ok(src) || !tenant || !fn)
+		return -TL_EINVAL;
+	return st->ops->campaigns(st, src, tenant, 0, after ? after : "", limit, fn, arg);
 }
 
 int tl_store_campaign(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,

@@ -171,6 +171,11 @@ typedef int (*tl_campaign_fn)(void *arg, const struct tl_campaign_summary *c);
 int tl_store_campaigns(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
                        tl_campaign_fn fn, void *arg) TL_MUST_CHECK;
 
+/* One page of them: the campaigns named after `after` (byte order; NULL or
+ * "" = from the first), at most limit of them (0 = no limit). */
+int tl_store_campaigns_page(struct tl_store *st, enum tl_source src, const char *tenant, const char *after,
+                            size_t limit, tl_campaign_fn fn, void *arg) TL_MUST_CHECK;
+
 /* Totals of one campaign (variant NULL = all variants summed; "" = the rows
  * without a variant). -TL_ENOTFOUND when the campaign has no data. */
 int tl_store_campaign(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
@@ -209,7 +214,7 @@ struct tl_store_ops {
 	int (*prune_dedupe_step)(struct tl_store *st, int64_t before_ms);
 	int (*clear_source)(struct tl_store *st, enum tl_source src, int64_t from_ms, int64_t to_ms);
 	int (*campaigns)(struct tl_store *st, enum tl_source src, const char *tenant, int64_t since_seq,
-	                 tl_campaign_fn fn, void *arg);
+	                 const char *after, size_t limit, tl_campaign_fn fn, void *arg);
 	int (*campaign)(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,
 	                const char *variant, struct tl_campaign_summary *out);
 	int (*series)(struct tl_store *st, enum tl_source src, const char *tenant, const char *campaign,

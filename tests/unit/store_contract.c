@@ -695,6 +695,29 @@ static void test_campaigns_list(void **state)
 	int calls = 0;
 	assert_int_equal(tl_store_campaigns(f->st, TL_SOURCE_REALTIME, "acme", 0, stop_first, &calls), 42);
 	assert_int_equal(calls, 1);
+
+	/* pages, in byte order: after a name, at most limit */
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(tl_store_campaigns_page(f->st, TL_SOURCE_REALTIME, "acme", NULL, 2, on_campaign, &l),
+	                 0);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.name[0], "Zulu");
+	assert_string_equal(l.name[1], "alpha");
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(
+	    tl_store_campaigns_page(f->st, TL_SOURCE_REALTIME, "acme", "alpha", 2, on_campaign, &l), 0);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.name[0], "middle");
+	assert_string_equal(l.name[1], "zeta");
+	assert_int_equal(l.sent[1], 5);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(
+	    tl_store_campaigns_page(f->st, TL_SOURCE_REALTIME, "acme", "zeta", 2, on_campaign, &l), 0);
+	assert_int_equal(l.n, 0);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(tl_store_campaigns_page(f->st, TL_SOURCE_REALTIME, "acme", "b", 0, on_campaign, &l),
+	                 0);
+	assert_int_equal(l.n, 2); /* "middle", "zeta" */
 }
 
 static void test_tenant_isolation(void **state)

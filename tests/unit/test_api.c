@@ -668,6 +668,46 @@ static void test_live_resync(void **state)
 	close(s.fd);
 }
 
+/* /v1/campaigns?limit=N[&after=…]: pages in name order that together are
+ * the whole list; "next" names the after of the following page. */
+static void test_campaign_pages(void **state)
+{
+	(void)state;
+	json_t *all = get_json("/v1/campaigns", fx.key_globex, 200);
+	json_t *list = json_object_get(all, "campaigns");
+	size_t total = json_array_size(list);
+	assert_true(total > 1000); /* test_live_resync's campaigns */
+	assert_null(json_object_get(all, "next"));
+	size_t seen = 0;
+	char after[256] = "", path[512];
+	for (int page = 0; page < 10; page++) {
+		snprintf(path, sizeof path, "/v1/campaigns?limit=300%s%s", after[0] ? "&after=" : "", after);
+		json_t *j = get_json(path, fx.key_globex, 200);
+		json_t *cs = json_object_get(j, "campaigns");
+		for (size_t i = 0; i < json_array_size(cs); i++, seen++)
+			assert_string_equal(
+			    json_string_value(json_object_get(json_array_get(cs, i), "campaign")),
+			    json_string_value(json_object_get(json_array_get(list, seen), "campaign")));
+		json_t *next = json_object_get(j, "next");
+		if (json_array_size(cs) < 300) {
+			assert_null(next);
+			json_decref(j);
+			break;
+		}
+		assert_string_equal(
+		    json_string_value(next),
+		    json_string_value(json_object_get(json_array_get(list, seen - 1), "campaign")));
+		snprintf(after, sizeof after, "%s", json_string_value(next));
+		json_decref(j);
+	}
+	assert_int_equal(seen, total);
+	json_decref(all);
+	expect_error("/v1/campaigns?limit=0", fx.key_globex, 400, "bad_parameter", "limit");
+	expect_error("/v1/campaigns?limit=10001", fx.key_globex, 400, "bad_parameter", "limit");
+	expect_error("/v1/campaigns?limit=ten", fx.key_globex, 400, "bad_parameter", "limit");
+	expect_error("/v1/campaigns?limit=5&after=%ff", fx.key_globex, 400, "bad_parameter", "after");
+}
+
 static void test_assets_and_misc(void **state)
 {
 	(void)state;
@@ -793,6 +833,7 @@ int main(void)
 	    cmocka_unit_test(test_new_tenant_picked_up),
 	    cmocka_unit_test(test_live_per_tenant_limit),
 	    cmocka_unit_test(test_live_resync),
+	    cmocka_unit_test(test_campaign_pages),
 	};
 	const char *only = getenv("TEST_FILTER"); /* e.g. TEST_FILTER=test_live */
 	if (only)
