@@ -398,6 +398,18 @@ static int list_cb(void *arg, const struct tl_campaign_summary *c)
 	return rc ? rc : summary_json(x->b, c);
 }
 
+/* list_cb for a live event: past API_LIVE_EVENT_MAX only counts (the event
+ * becomes a resync), so that no list grows toward the response cap. */
+static int live_cb(void *arg, const struct tl_campaign_summary *c)
+{
+	struct list_ctx *x = arg;
+	if (x->b->len > API_LIVE_EVENT_MAX) {
+		x->n++;
+		return 0;
+	}
+	return list_cb(arg, c);
+}
+
 static int list_page_cb(void *arg, const struct tl_campaign_summary *c)
 {
 	struct list_ctx *x = arg;
@@ -635,6 +647,11 @@ static void campaign_series(struct tl_api *a, struct tl_http_req *r, const struc
 	 * no point is labelled outside [from, to) */
 	from = floor_div(from, gran_ms) * gran_ms;
 	to = (floor_div(to - 1, gran_ms) + 1) * gran_ms;
+	if (to - 1 > API_TIME_MAX_MS) {
+		reply_error(a, r, rt, 400, "bad_parameter", "to: its %s bucket ends after year 9999",
+		            gran_name);
+		return;
+	}
 	/* Buckets touched by [from, to), computed without overflow. */
 	int64_t first_b = floor_div(from, gran_ms), last_b = floor_div(to - 1, gran_ms);
 	if (last_b - first_b >= API_SERIES_MAX_BUCKETS) {
@@ -795,7 +812,7 @@ static int live_event(struct tl_api *a, struct tl_buf *b, const char *tenant, en
 	tl_buf_reset(b);
 	int rc = tl_buf_printf(b, "event: batch\ndata: {\"seq\":%" PRId64 ",\"campaigns\":[", seq);
 	if (!rc)
-		rc = tl_store_campaigns(a->st, src, tenant, since, list_cb, &x);
+		rc = tl_store_campaigns(a->st, src, tenant, since, live_cb, &x);
 	if (!rc)
 		rc = tl_buf_puts(b, "]}\n\n");
 	*n = x.n;

@@ -94,7 +94,7 @@ int tl_roles_run(struct tl_roles *rs)
 		if (rs->r[i].started)
 			rs->r[i].stop(rs->r[i].obj);
 	struct timespec grace;
-	clock_gettime(CLOCK_REALTIME, &grace); /* pthread_timedjoin_np's clock */
+	clock_gettime(CLOCK_MONOTONIC, &grace);
 	grace.tv_sec += TL_ROLES_GRACE_MS / 1000;
 	grace.tv_nsec += (TL_ROLES_GRACE_MS % 1000) * 1000000L;
 	if (grace.tv_nsec >= 1000000000L) {
@@ -106,7 +106,8 @@ int tl_roles_run(struct tl_roles *rs)
 	for (int i = 0; i < rs->n; i++) {
 		if (!rs->r[i].started)
 			continue;
-		int ended = !interrupted && pthread_timedjoin_np(rs->r[i].thread, NULL, &grace) == 0;
+		int ended =
+		    !interrupted && pthread_clockjoin_np(rs->r[i].thread, NULL, CLOCK_MONOTONIC, &grace) == 0;
 		if (!ended && !interrupted) {
 			tl_warn("%s: still stopping after %d ms (a server unreachable?): giving up the "
 			        "retries",

@@ -290,8 +290,9 @@ void col_hits_free(struct tl_collector *c)
 /* Feeds one length-prefixed field to md. */
 static bool md_field(EVP_MD_CTX *md, struct tl_str s)
 {
-	uint32_t n = (uint32_t)s.n;
-	return EVP_DigestUpdate(md, &n, sizeof n) == 1 && (!s.n || EVP_DigestUpdate(md, s.p, s.n) == 1);
+	const unsigned char n[4] = {(unsigned char)(s.n >> 24), (unsigned char)(s.n >> 16),
+	                            (unsigned char)(s.n >> 8), (unsigned char)s.n}; /* big-endian */
+	return EVP_DigestUpdate(md, n, sizeof n) == 1 && (!s.n || EVP_DigestUpdate(md, s.p, s.n) == 1);
 }
 
 /* A hit's event id: with an acceptable Idempotency-Key (1..HIT_KEY_MAX of

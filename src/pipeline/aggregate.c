@@ -21,7 +21,7 @@ struct tl_aggregator {
 	struct tl_aggregator_opts o;
 	char *db_uri;
 	struct tl_store *st;
-	struct tl_consumer *cons;
+	struct tl_consumer_slot cons;
 	struct tl_fold *fold;
 	struct tl_subscription subs[MAX_SUBS];
 	struct tl_offset offs[MAX_SUBS];
@@ -47,6 +47,7 @@ int tl_aggregator_create(const struct tl_aggregator_opts *o, struct tl_aggregato
 	struct tl_aggregator *a = calloc(1, sizeof *a);
 	if (!a)
 		goto fail;
+	tl_consumer_slot_init(&a->cons);
 	a->o = *o;
 	if (!a->o.poll_interval_ms)
 		a->o.poll_interval_ms = 200;
@@ -87,7 +88,7 @@ void tl_aggregator_destroy(struct tl_aggregator *a)
 {
 	if (!a)
 		return;
-	tl_consumer_close(a->cons);
+	tl_consumer_slot_destroy(&a->cons);
 	tl_store_close(a->st);
 	tl_fold_destroy(a->fold);
 	free(a->arrivals);
@@ -98,8 +99,7 @@ void tl_aggregator_destroy(struct tl_aggregator *a)
 void tl_aggregator_stop(struct tl_aggregator *a)
 {
 	atomic_store(&a->stopping, 1);
-	if (a->cons)
-		tl_consumer_wakeup(a->cons);
+	tl_consumer_slot_wakeup(&a->cons);
 }
 
 static void sleep_ms(int64_t ms)
@@ -153,7 +153,8 @@ static int apply(struct tl_aggregator *a)
 			atomic_fetch_add(&a->events, s.events);
 			atomic_fetch_add(&a->duplicates, s.duplicates);
 			tl_fold_reset(a->fold);
-			return TL_OK;
+			/* the store was away (a clean stop); anything else is a failure */
+			return rc == -TL_EUNAVAIL || rc == -TL_EBUSY ? TL_OK : rc;
 		}
 		atomic_fetch_add(&a->retries, 1);
 		if (atomic_load(&a->stopping) && backoff > 1000) {
@@ -343,7 +344,7 @@ int tl_aggregator_run(struct tl_aggregator *a)
 		return rc == -TL_ECLOSED ? TL_OK : rc;
 	if ((rc = check_offsets(a)))
 		return rc;
-	if ((rc = tl_consumer_open(a->o.stream, a->subs, a->n_subs, &a->cons))) {
+	if ((rc = tl_consumer_slot_open(&a->cons, a->o.stream, a->subs, a->n_subs))) {
 		tl_error("aggregate: opening the consumer: %s", tl_strerror(rc));
 		return rc;
 	}
@@ -358,10 +359,10 @@ int tl_aggregator_run(struct tl_aggregator *a)
 			int64_t left = deadline - tl_mono_ms();
 			timeout = left > 0 ? (int)left : 0;
 		}
-		int n = want ? tl_consumer_poll(a->cons, a->recs, want, timeout) : 0;
+		int n = want ? tl_consumer_poll(a->cons.c, a->recs, want, timeout) : 0;
 		if (n < 0) {
 			tl_error("aggregate: reading: %s at %s", tl_strerror(n),
-			         tl_consumer_error_detail(a->cons));
+			         tl_consumer_error_detail(a->cons.c));
 			if (n == -TL_ECORRUPT)
 				return n; /* never skip silently: an operator must look */
 			sleep_ms(100);

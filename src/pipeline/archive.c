@@ -379,7 +379,7 @@ struct tl_archiver {
 	struct part parts[MAX_PARTS];
 	size_t n_parts;
 	struct tl_subscription subs[MAX_PARTS];
-	struct tl_consumer *cons;
+	struct tl_consumer_slot cons;
 	struct tl_record *recs;
 	struct tl_buf line;
 	void *zout;
@@ -433,6 +433,7 @@ int tl_archiver_create(const struct tl_archiver_opts *o, struct tl_archiver **ou
 	struct tl_archiver *a = calloc(1, sizeof *a);
 	if (!a)
 		goto fail;
+	tl_consumer_slot_init(&a->cons);
 	for (size_t i = 0; i < MAX_PARTS; i++)
 		a->parts[i].lock_fd = -1;
 	a->o = *o;
@@ -508,7 +509,7 @@ void tl_archiver_destroy(struct tl_archiver *a)
 {
 	if (!a)
 		return;
-	tl_consumer_close(a->cons);
+	tl_consumer_slot_destroy(&a->cons);
 	for (size_t i = 0; i < MAX_PARTS; i++) {
 		drop_roll(a, &a->parts[i]); /* temporaries stay: recovery removes them */
 		if (a->parts[i].lock_fd >= 0)
@@ -527,8 +528,7 @@ void tl_archiver_destroy(struct tl_archiver *a)
 void tl_archiver_stop(struct tl_archiver *a)
 {
 	atomic_store(&a->stopping, 1);
-	if (a->cons)
-		tl_consumer_wakeup(a->cons);
+	tl_consumer_slot_wakeup(&a->cons);
 }
 
 int tl_archiver_committed(struct tl_archiver *a, const char *topic, int partition, uint64_t *next)
@@ -708,12 +708,11 @@ static void sleep_ms(int64_t ms)
 
 static int open_consumer(struct tl_archiver *a)
 {
-	tl_consumer_close(a->cons);
-	a->cons = NULL;
+	tl_consumer_slot_set(&a->cons, NULL);
 	for (size_t i = 0; i < a->n_parts; i++)
 		a->subs[i] = (struct tl_subscription){a->parts[i].topic, a->parts[i].partition,
 		                                      atomic_load(&a->parts[i].next)};
-	return tl_consumer_open(a->o.stream, a->subs, a->n_parts, &a->cons);
+	return tl_consumer_slot_open(&a->cons, a->o.stream, a->subs, a->n_parts);
 }
 
 /* Commits the rolls that are due (or all of them). */
@@ -783,10 +782,10 @@ int tl_archiver_run(struct tl_archiver *a)
 	}
 	int64_t backoff = 50;
 	while (!atomic_load(&a->stopping)) {
-		int n = tl_consumer_poll(a->cons, a->recs, a->o.batch_max, next_timeout(a));
+		int n = tl_consumer_poll(a->cons.c, a->recs, a->o.batch_max, next_timeout(a));
 		if (n < 0) {
 			tl_error("archive: reading: %s at %s", tl_strerror(n),
-			         tl_consumer_error_detail(a->cons));
+			         tl_consumer_error_detail(a->cons.c));
 			if (n == -TL_ECORRUPT)
 				return n; /* never skip silently: an operator must look */
 			sleep_ms(100);

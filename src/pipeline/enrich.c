@@ -105,7 +105,7 @@ struct tl_enricher {
 	struct tl_enricher_opts o;
 	char *db_uri;
 	struct tl_tenant_cache *tenants;
-	struct tl_consumer *cons;
+	struct tl_consumer_slot cons;
 	struct tl_subscription subs[MAX_PARTS];
 	size_t n_subs;
 	int P;
@@ -132,6 +132,7 @@ int tl_enricher_create(const struct tl_enricher_opts *o, struct tl_enricher **ou
 	struct tl_enricher *e = calloc(1, sizeof *e);
 	if (!e)
 		goto fail;
+	tl_consumer_slot_init(&e->cons);
 	e->o = *o;
 	if (!e->o.batch_max)
 		e->o.batch_max = 4096;
@@ -178,7 +179,7 @@ void tl_enricher_destroy(struct tl_enricher *e)
 {
 	if (!e)
 		return;
-	tl_consumer_close(e->cons);
+	tl_consumer_slot_destroy(&e->cons);
 	tl_tenant_cache_close(e->tenants);
 	for (int p = 0; p < MAX_PARTS; p++) {
 		tl_buf_free(&e->out[p].data);
@@ -200,8 +201,7 @@ void tl_enricher_destroy(struct tl_enricher *e)
 void tl_enricher_stop(struct tl_enricher *e)
 {
 	atomic_store(&e->stopping, 1);
-	if (e->cons)
-		tl_consumer_wakeup(e->cons);
+	tl_consumer_slot_wakeup(&e->cons);
 }
 
 static void sleep_ms(int64_t ms)
@@ -233,8 +233,7 @@ static int resume_offset(struct tl_enricher *e, int p, uint64_t *start)
 
 static int open_consumer(struct tl_enricher *e)
 {
-	tl_consumer_close(e->cons);
-	e->cons = NULL;
+	tl_consumer_slot_set(&e->cons, NULL);
 	for (size_t i = 0; i < e->n_subs; i++) {
 		int rc = resume_offset(e, e->subs[i].partition, &e->subs[i].start);
 		if (rc) {
@@ -243,7 +242,7 @@ static int open_consumer(struct tl_enricher *e)
 			return rc;
 		}
 	}
-	return tl_consumer_open(e->o.stream, e->subs, e->n_subs, &e->cons);
+	return tl_consumer_slot_open(&e->cons, e->o.stream, e->subs, e->n_subs);
 }
 
 static void done_cb(void *arg, int status, uint64_t first)
@@ -433,11 +432,11 @@ int tl_enricher_run(struct tl_enricher *e)
 	}
 	backoff = 50;
 	while (!atomic_load(&e->stopping)) {
-		int n = tl_consumer_poll(e->cons, e->in, e->o.batch_max, 200);
+		int n = tl_consumer_poll(e->cons.c, e->in, e->o.batch_max, 200);
 		(void)tl_tenant_cache_refresh(e->tenants);
 		if (n < 0) {
 			tl_error("enrich: reading: %s at %s", tl_strerror(n),
-			         tl_consumer_error_detail(e->cons));
+			         tl_consumer_error_detail(e->cons.c));
 			if (n == -TL_ECORRUPT)
 				return n;
 			sleep_ms(100);

@@ -736,7 +736,7 @@ static void *ticker_main(void *arg)
 				continue;
 			const int gone = atomic_load(&s->interrupted);
 			if (c->state == CALL_WAITING && !c->in_send &&
-			    (recon || gone || now - c->sent_ms >= s->ack_timeout_ms)) {
+			    (recon || now - c->sent_ms >= s->ack_timeout_ms)) {
 				c->round++; /* late replies of the round are ignored */
 				c->outstanding = 0;
 				c->round_err = -TL_EUNAVAIL;
@@ -920,7 +920,9 @@ static void nats_interrupt(struct tl_stream *base)
 {
 	struct tln_stream *s = (struct tln_stream *)base;
 	pthread_mutex_lock(&s->mu);
-	atomic_store(&s->interrupted, 1); /* the ticker fails every call at its next round */
+	/* a call waiting for its acks keeps its ack timeout (they may come);
+	 * then, as every call due for another round, it fails */
+	atomic_store(&s->interrupted, 1);
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->mu);
 }

@@ -148,3 +148,43 @@ void tl_consumer_close(struct tl_consumer *c)
 	if (c)
 		c->ops->consumer_close(c);
 }
+
+void tl_consumer_slot_init(struct tl_consumer_slot *s)
+{
+	pthread_mutex_init(&s->mu, NULL);
+	s->c = NULL;
+}
+
+void tl_consumer_slot_destroy(struct tl_consumer_slot *s)
+{
+	tl_consumer_slot_set(s, NULL);
+	pthread_mutex_destroy(&s->mu);
+}
+
+void tl_consumer_slot_set(struct tl_consumer_slot *s, struct tl_consumer *c)
+{
+	pthread_mutex_lock(&s->mu);
+	struct tl_consumer *old = s->c;
+	s->c = c;
+	pthread_mutex_unlock(&s->mu);
+	tl_consumer_close(old); /* out of the stop's reach now */
+}
+
+int tl_consumer_slot_open(struct tl_consumer_slot *s, struct tl_stream *st,
+                          const struct tl_subscription *subs, size_t n)
+{
+	tl_consumer_slot_set(s, NULL);
+	struct tl_consumer *c = NULL;
+	int rc = tl_consumer_open(st, subs, n, &c);
+	if (!rc)
+		tl_consumer_slot_set(s, c);
+	return rc;
+}
+
+void tl_consumer_slot_wakeup(struct tl_consumer_slot *s)
+{
+	pthread_mutex_lock(&s->mu);
+	if (s->c)
+		tl_consumer_wakeup(s->c);
+	pthread_mutex_unlock(&s->mu);
+}

@@ -14,6 +14,7 @@
 #include "core/buf.h"
 #include "core/err.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -157,6 +158,26 @@ void tl_consumer_wakeup(struct tl_consumer *c);
 const char *tl_consumer_error_detail(struct tl_consumer *c);
 
 void tl_consumer_close(struct tl_consumer *c);
+
+/* A role's consumer, which the role's thread opens, replaces and closes
+ * while a stop may come from another thread: the slot's writes and the
+ * stop's wakeup go through mu (a stop never wakes a consumer being closed);
+ * the role's own thread reads c as it is. */
+struct tl_consumer_slot {
+	pthread_mutex_t mu;
+	struct tl_consumer *c;
+};
+void tl_consumer_slot_init(struct tl_consumer_slot *s);
+/* Closes the consumer held and frees the slot's mutex. */
+void tl_consumer_slot_destroy(struct tl_consumer_slot *s);
+/* Holds c (NULL: none) and closes the consumer held before. Role thread. */
+void tl_consumer_slot_set(struct tl_consumer_slot *s, struct tl_consumer *c);
+/* Opens a consumer on subs and holds it (the one held before is closed
+ * first). Role thread. 0 or tl_consumer_open's error (then none is held). */
+int tl_consumer_slot_open(struct tl_consumer_slot *s, struct tl_stream *st,
+                          const struct tl_subscription *subs, size_t n) TL_MUST_CHECK;
+/* Wakes the consumer held, if any. Any thread. */
+void tl_consumer_slot_wakeup(struct tl_consumer_slot *s);
 
 /* ---- backend registry ---------------------------------------------------
  * A backend is one file + one entry in the table in stream.c. */

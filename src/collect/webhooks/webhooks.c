@@ -170,7 +170,7 @@ struct tl_str tl_wh_text(struct wh_ctx *c, const json_t *v)
 		return tl_wh_int(c, (long long)json_integer_value(v));
 	if (json_is_real(v)) {
 		double d = json_real_value(v);
-		if (d == floor(d) && fabs(d) <= 9007199254740992.0) /* 2^53: exact */
+		if (d == floor(d) && fabs(d) < 9007199254740992.0) /* below 2^53: exact */
 			return tl_wh_int(c, (long long)d);
 	}
 	return TL_STR_NULL;
