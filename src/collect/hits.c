@@ -30,7 +30,6 @@
 #include "event/token.h"
 #include "http/http.h"
 
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -287,14 +286,6 @@ void col_hits_free(struct tl_collector *c)
 	free(c->hit_recs);
 }
 
-/* Feeds one length-prefixed field to md. */
-static bool md_field(EVP_MD_CTX *md, struct tl_str s)
-{
-	const unsigned char n[4] = {(unsigned char)(s.n >> 24), (unsigned char)(s.n >> 16),
-	                            (unsigned char)(s.n >> 8), (unsigned char)s.n}; /* big-endian */
-	return EVP_DigestUpdate(md, n, sizeof n) == 1 && (!s.n || EVP_DigestUpdate(md, s.p, s.n) == 1);
-}
-
 /* A hit's event id: with an acceptable Idempotency-Key (1..HIT_KEY_MAX of
  * [A-Za-z0-9_.-]) "k-" + hex of the first 16 bytes of SHA-256 over the key
  * and what the token names (kind, tenant, campaign, variant, message,
@@ -318,24 +309,15 @@ static size_t hit_id(struct tl_collector *c, struct tl_http_req *r, const struct
 		ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
 		     ch == '_' || ch == '.' || ch == '-';
 	}
-	unsigned char d[EVP_MAX_MD_SIZE];
-	unsigned int dn = 0;
-	EVP_MD_CTX *md = ok ? EVP_MD_CTX_new() : NULL;
-	const unsigned char kind = (unsigned char)t->kind;
-	ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && md_field(md, tl_str_of(k, n)) &&
-	     EVP_DigestUpdate(md, &kind, 1) == 1 && md_field(md, t->tenant) && md_field(md, t->campaign) &&
-	     md_field(md, t->variant) && md_field(md, t->message) && md_field(md, t->recipient) &&
-	     md_field(md, t->url) && EVP_DigestFinal_ex(md, d, &dn) == 1 && dn >= 16;
-	EVP_MD_CTX_free(md);
 	if (!ok)
 		return col_new_id(c, id);
-	static const char hex[] = "0123456789abcdef";
+	const char kind = (char)t->kind;
+	const struct tl_str fields[] = {tl_str_of(k, n), tl_str_of(&kind, 1), t->tenant,    t->campaign,
+	                                t->variant,      t->message,          t->recipient, t->url};
+	unsigned char d[32];
+	tl_fields_digest(fields, sizeof fields / sizeof fields[0], d);
 	memcpy(id, "k-", 2);
-	for (int i = 0; i < 16; i++) {
-		id[2 + 2 * i] = hex[d[i] >> 4];
-		id[3 + 2 * i] = hex[d[i] & 15];
-	}
-	id[34] = '\0';
+	tl_hex_encode(d, 16, id + 2);
 	return 34;
 }
 
@@ -376,6 +358,26 @@ static const char *route_token(struct tl_http_req *r, bool strip_gif, size_t *n)
 	return t;
 }
 
+/* Reads the token of a hit route into *t: peeked, then verified with its
+ * tenant's link key when this collector knows the tenant (*known says
+ * whether it does; t then holds the verified fields). RJ__COUNT when it
+ * holds, else why it is refused. */
+static enum col_reject hit_token(struct tl_collector *c, const char *token, size_t tn, struct tl_token *t,
+                                 bool *known)
+{
+	*known = false;
+	if (tn == 0 || tn > TL_MAX_TOKEN ||
+	    tl_token_peek(token, tn, c->token_scratch, sizeof c->token_scratch, t) != 0)
+		return RJ_BAD_TOKEN;
+	const struct tl_tenant *tenant = tl_tenant_cache_by_name(c->tenants, t->tenant.p, t->tenant.n);
+	if (!tenant)
+		return RJ__COUNT;
+	*known = true;
+	int rc = tl_token_verify(token, tn, tenant->link_key, sizeof tenant->link_key, c->token_scratch,
+	                         sizeof c->token_scratch, t);
+	return !rc ? RJ__COUNT : rc == -TL_EAUTH ? RJ_BAD_SIGNATURE : RJ_BAD_TOKEN;
+}
+
 int col_on_pixel(void *arg, struct tl_http_req *r)
 {
 	struct tl_collector *c = arg;
@@ -383,30 +385,18 @@ int col_on_pixel(void *arg, struct tl_http_req *r)
 	size_t tn;
 	const char *token = route_token(r, true, &tn);
 	struct tl_token t;
-	if (tn == 0 || tn > TL_MAX_TOKEN ||
-	    tl_token_peek(token, tn, c->token_scratch, sizeof c->token_scratch, &t) != 0) {
-		col_count(&c->rejected[RJ_BAD_TOKEN]);
+	bool known;
+	/* A forged hit of a tenant this collector knows is answered (the GIF,
+	 * as always) but never written. One of a tenant it does not know yet
+	 * (added since the cache's last refresh) is recorded: the enricher
+	 * looks the tenant up again and decides. */
+	enum col_reject why = hit_token(c, token, tn, &t, &known);
+	if (why == RJ__COUNT && t.kind != TL_TOKEN_OPEN)
+		why = RJ_TOKEN_KIND;
+	if (why != RJ__COUNT) {
+		col_count(&c->rejected[why]);
 		answer_gif_now(r);
 		return TL_HTTP_DONE;
-	}
-	if (t.kind != TL_TOKEN_OPEN) {
-		col_count(&c->rejected[RJ_TOKEN_KIND]);
-		answer_gif_now(r);
-		return TL_HTTP_DONE;
-	}
-	/* A tenant this collector knows: its signature is checked here, and a
-	 * forged hit is answered (the GIF, as always) but never written. One
-	 * it does not know yet (added since the cache's last refresh) is
-	 * recorded: the enricher looks the tenant up again and decides. */
-	const struct tl_tenant *tenant = tl_tenant_cache_by_name(c->tenants, t.tenant.p, t.tenant.n);
-	if (tenant) {
-		int rc = tl_token_verify(token, tn, tenant->link_key, sizeof tenant->link_key,
-		                         c->token_scratch, sizeof c->token_scratch, &t);
-		if (rc) {
-			col_count(&c->rejected[rc == -TL_EAUTH ? RJ_BAD_SIGNATURE : RJ_BAD_TOKEN]);
-			answer_gif_now(r);
-			return TL_HTTP_DONE;
-		}
 	}
 	struct tl_event ev;
 	char id[HIT_ID_CAP], ip[TL_MAX_IP + 1], ua[TL_MAX_USER_AGENT];
@@ -428,16 +418,13 @@ int col_on_click(void *arg, struct tl_http_req *r)
 	size_t tn;
 	const char *token = route_token(r, false, &tn);
 	struct tl_token t;
-	if (tn == 0 || tn > TL_MAX_TOKEN ||
-	    tl_token_peek(token, tn, c->token_scratch, sizeof c->token_scratch, &t) != 0)
-		return click_not_found(c, r, RJ_BAD_TOKEN);
-	const struct tl_tenant *tenant = tl_tenant_cache_by_name(c->tenants, t.tenant.p, t.tenant.n);
-	if (!tenant)
-		return click_not_found(c, r, RJ_UNKNOWN_TENANT);
-	int rc = tl_token_verify(token, tn, tenant->link_key, sizeof tenant->link_key, c->token_scratch,
-	                         sizeof c->token_scratch, &t);
-	if (rc)
-		return click_not_found(c, r, rc == -TL_EAUTH ? RJ_BAD_SIGNATURE : RJ_BAD_TOKEN);
+	bool known;
+	/* a click redirects: only with a signature checked here */
+	enum col_reject why = hit_token(c, token, tn, &t, &known);
+	if (why == RJ__COUNT && !known)
+		why = RJ_UNKNOWN_TENANT;
+	if (why != RJ__COUNT)
+		return click_not_found(c, r, why);
 	if (t.kind != TL_TOKEN_CLICK)
 		return click_not_found(c, r, RJ_TOKEN_KIND);
 	if (!tl_token_url_ok(t.url)) /* as at minting: nothing that could split the answer */

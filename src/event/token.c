@@ -183,6 +183,21 @@ long tl_base64url_decode(const char *in, size_t n, unsigned char *out, size_t ou
 }
 
 /* Writes lowercase hex of in (n bytes) plus a NUL to out (2n+1 bytes). Any thread. */
+void tl_fields_digest(const struct tl_str *fields, size_t n, unsigned char out[32])
+{
+	SHA256_CTX c;
+	SHA256_Init(&c);
+	for (size_t i = 0; i < n; i++) {
+		const size_t l = fields[i].n;
+		const unsigned char len[4] = {(unsigned char)(l >> 24), (unsigned char)(l >> 16),
+		                              (unsigned char)(l >> 8), (unsigned char)l};
+		SHA256_Update(&c, len, sizeof len);
+		if (l)
+			SHA256_Update(&c, fields[i].p, l);
+	}
+	SHA256_Final(out, &c);
+}
+
 void tl_hex_encode(const unsigned char *in, size_t n, char *out)
 {
 	static const char hex[] = "0123456789abcdef";

@@ -50,6 +50,12 @@ int tl_token_verify(const char *text, size_t len, const unsigned char *key, size
 int tl_base64url_encode(const unsigned char *in, size_t n, struct tl_buf *out) TL_MUST_CHECK;
 long tl_base64url_decode(const char *in, size_t n, unsigned char *out, size_t out_cap);
 
+/* SHA-256 of n fields, each preceded by its length (4 bytes, big-endian):
+ * no two different lists of fields share a digest. For ids derived from
+ * fields (a hit's Idempotency-Key id, a webhook event's hashed id). Any
+ * thread; no allocation. */
+void tl_fields_digest(const struct tl_str *fields, size_t n, unsigned char out[32]);
+
 /* Hex helpers for keys stored as text. decode returns bytes written or -TL_EINVAL. */
 void tl_hex_encode(const unsigned char *in, size_t n, char *out /* 2n+1 */);
 long tl_hex_decode(const char *in, size_t n, unsigned char *out, size_t out_cap);

@@ -8,7 +8,6 @@
 
 #include <math.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -279,16 +278,6 @@ void tl_wh_map_type(struct wh_ctx *c, const struct wh_map *m, size_t n, struct t
 
 /* ---- ids, hashing, bounding -------------------------------------------- */
 
-static void hex(const unsigned char *in, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 struct tl_str tl_wh_id(struct wh_ctx *c, const char *prefix, const struct tl_str *parts, size_t n)
 {
 	size_t plen = strlen(prefix), len = plen;
@@ -320,26 +309,14 @@ struct tl_str tl_wh_id(struct wh_ctx *c, const char *prefix, const struct tl_str
 		return tl_str_of(p, o);
 	}
 	unsigned char d[32];
-	unsigned int dl = 0;
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-	for (size_t i = 0; ok && i < n; i++) {
-		unsigned char l[4] = {(unsigned char)(parts[i].n >> 24), (unsigned char)(parts[i].n >> 16),
-		                      (unsigned char)(parts[i].n >> 8), (unsigned char)parts[i].n};
-		ok = EVP_DigestUpdate(md, l, 4) &&
-		     (!parts[i].n || EVP_DigestUpdate(md, parts[i].p, parts[i].n));
-	}
-	ok = ok && EVP_DigestFinal_ex(md, d, &dl);
-	EVP_MD_CTX_free(md);
-	if (!ok)
-		return TL_STR_NULL;
+	tl_fields_digest(parts, n, d);
 	len = plen + 3 + 64;
 	char *p = tl_arena_alloc(c->req->arena, len + 1);
 	if (!p)
 		return TL_STR_NULL;
 	memcpy(p, prefix, plen);
 	memcpy(p + plen, "-h-", 3);
-	hex(d, 32, p + plen + 3);
+	tl_hex_encode(d, 32, p + plen + 3);
 	return tl_str_of(p, len);
 }
 
