@@ -1,6 +1,7 @@
 /* roles.c — runs role loops as threads and stops them on a signal (roles.h). */
 #include "cli/roles.h"
 
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -94,13 +95,7 @@ int tl_roles_run(struct tl_roles *rs)
 		if (rs->r[i].started)
 			rs->r[i].stop(rs->r[i].obj);
 	struct timespec grace;
-	clock_gettime(CLOCK_MONOTONIC, &grace);
-	grace.tv_sec += TL_ROLES_GRACE_MS / 1000;
-	grace.tv_nsec += (TL_ROLES_GRACE_MS % 1000) * 1000000L;
-	if (grace.tv_nsec >= 1000000000L) {
-		grace.tv_sec++;
-		grace.tv_nsec -= 1000000000L;
-	}
+	tl_mono_deadline(&grace, TL_ROLES_GRACE_MS);
 	int interrupted = !rs->interrupt;
 	int corrupt = 0;
 	for (int i = 0; i < rs->n; i++) {

@@ -708,7 +708,6 @@ static void sleep_ms(int64_t ms)
 
 static int open_consumer(struct tl_archiver *a)
 {
-	tl_consumer_slot_set(&a->cons, NULL);
 	for (size_t i = 0; i < a->n_parts; i++)
 		a->subs[i] = (struct tl_subscription){a->parts[i].topic, a->parts[i].partition,
 		                                      atomic_load(&a->parts[i].next)};

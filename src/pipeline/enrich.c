@@ -233,7 +233,6 @@ static int resume_offset(struct tl_enricher *e, int p, uint64_t *start)
 
 static int open_consumer(struct tl_enricher *e)
 {
-	tl_consumer_slot_set(&e->cons, NULL);
 	for (size_t i = 0; i < e->n_subs; i++) {
 		int rc = resume_offset(e, e->subs[i].partition, &e->subs[i].start);
 		if (rc) {

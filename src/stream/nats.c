@@ -730,11 +730,11 @@ static void *ticker_main(void *arg)
 		}
 		size_t nsend = 0, npart = 0;
 		int64_t next = now + (s->live ? TLN_TICK_MS : 1000);
+		const int gone = atomic_load(&s->interrupted);
 		for (size_t i = 0; i < s->nslots && i < cap; i++) {
 			struct tln_call *c = s->slots[i];
 			if (!c)
 				continue;
-			const int gone = atomic_load(&s->interrupted);
 			if (c->state == CALL_WAITING && !c->in_send &&
 			    (recon || now - c->sent_ms >= s->ack_timeout_ms)) {
 				c->round++; /* late replies of the round are ignored */
